@@ -1,0 +1,270 @@
+"""The SMS outbox: one durable row per receipt to send.
+
+The gateway writes a row here in the *same* database transaction that marks a
+payment CONFIRMED, so a receipt exists exactly when the confirmation does.  The
+sender (``billgw.sms.sender``) claims due rows with a lease, submits them over
+SMPP and records the SMSC's message ids.  A claim is a lease, not a lock held
+across the network: a process that dies while sending leaves a row whose lease
+expires and which is then claimed again (at-least-once towards the SMSC; the
+window is the time between submit_sm_resp and the commit of SENT).
+
+The functions take an open SQLAlchemy ``Connection`` inside the caller's
+transaction and return plain dataclasses; they never start threads.  Who runs
+them (a bounded DB thread pool) is the caller's business.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+from dataclasses import dataclass, replace
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UnicodeText,
+    UniqueConstraint,
+    and_,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+
+metadata = MetaData()
+
+
+class OutboxState(enum.Enum):
+    WAITING = "WAITING"  # payment not yet confirmed by a batch-posting biller
+    QUEUED = "QUEUED"  # due for sending
+    SENDING = "SENDING"  # claimed by a sender under a lease
+    SENT = "SENT"  # accepted by the SMSC (message ids recorded)
+    FAILED = "FAILED"  # last attempt failed; retried at next_attempt_at
+    ABANDONED = "ABANDONED"  # gave up; a person looks at it
+    CANCELLED = "CANCELLED"  # the payment was reversed before its SMS left
+
+
+class OutboxKind(enum.Enum):
+    RECEIPT = "receipt"
+    REVERSAL_NOTICE = "reversal_notice"
+
+
+sms_outbox = Table(
+    "sms_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("payment_id", String(40), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("msisdn", String(20), nullable=False),
+    Column("language", String(5), nullable=False),
+    Column("text", UnicodeText, nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime, nullable=False),
+    Column("lease_until", DateTime, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("smsc_message_ids", String(400), nullable=True),
+    Column("data_coding", Integer, nullable=True),
+    Column("parts", Integer, nullable=True),
+    Column("last_error", String(400), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    # Exactly one receipt (and one reversal notice) per payment, enforced by
+    # the database rather than by process memory.
+    UniqueConstraint("payment_id", "kind", name="uq_sms_outbox_payment_kind"),
+)
+
+
+def utc(seconds: float) -> _dt.datetime:
+    """A naive UTC datetime from a clock reading (``IReactorTime.seconds()``)."""
+    return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    payment_id: str
+    kind: str
+    msisdn: str
+    language: str
+    text: str
+    state: str
+    attempts: int
+    smsc_message_ids: str | None = None
+
+
+def _item(row) -> OutboxItem:
+    return OutboxItem(
+        id=row.id,
+        payment_id=row.payment_id,
+        kind=row.kind,
+        msisdn=row.msisdn,
+        language=row.language,
+        text=row.text,
+        state=row.state,
+        attempts=row.attempts,
+        smsc_message_ids=row.smsc_message_ids,
+    )
+
+
+def enqueue(
+    conn: Connection,
+    *,
+    payment_id: str,
+    kind: OutboxKind,
+    msisdn: str,
+    language: str,
+    text: str,
+    now: float,
+    state: OutboxState = OutboxState.QUEUED,
+) -> int:
+    """Add a message unless this payment already has one of this kind.
+
+    Returns the row id (the existing one for a repeat), so callers replaying a
+    confirmation never create a second receipt.
+    """
+    existing = conn.execute(
+        select(sms_outbox.c.id).where(
+            sms_outbox.c.payment_id == payment_id, sms_outbox.c.kind == kind.value
+        )
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    at = utc(now)
+    result = conn.execute(
+        sms_outbox.insert().values(
+            payment_id=payment_id,
+            kind=kind.value,
+            msisdn=msisdn,
+            language=language,
+            text=text,
+            state=state.value,
+            attempts=0,
+            next_attempt_at=at,
+            created_at=at,
+            updated_at=at,
+        )
+    )
+    return result.inserted_primary_key[0]
+
+
+_CLAIMABLE = (OutboxState.QUEUED.value, OutboxState.FAILED.value)
+
+
+def claim_due(
+    conn: Connection, *, now: float, owner: str, lease_seconds: float, limit: int
+) -> list[OutboxItem]:
+    """Lease up to ``limit`` due messages to ``owner``.
+
+    Due means QUEUED or FAILED with ``next_attempt_at`` reached, or SENDING
+    with an expired lease (its sender died).  On PostgreSQL the rows are
+    selected ``FOR UPDATE SKIP LOCKED`` so that several gateway processes
+    sharing one database never claim the same row.
+    """
+    at = utc(now)
+    t = sms_outbox
+    due = or_(
+        and_(t.c.state.in_(_CLAIMABLE), t.c.next_attempt_at <= at),
+        and_(t.c.state == OutboxState.SENDING.value, t.c.lease_until < at),
+    )
+    query = select(t).where(due).order_by(t.c.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = conn.execute(query).all()
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    conn.execute(
+        update(t)
+        .where(t.c.id.in_(ids))
+        .values(
+            state=OutboxState.SENDING.value,
+            lease_until=utc(now + lease_seconds),
+            lease_owner=owner,
+            attempts=t.c.attempts + 1,
+            updated_at=at,
+        )
+    )
+    return [
+        replace(_item(r), state=OutboxState.SENDING.value, attempts=r.attempts + 1)
+        for r in rows
+    ]
+
+
+def mark_sent(
+    conn: Connection,
+    item_id: int,
+    *,
+    owner: str,
+    message_ids: list[str],
+    data_coding: int,
+    parts: int,
+    now: float,
+) -> bool:
+    """Record the SMSC's acceptance.  False when the lease was lost meanwhile."""
+    t = sms_outbox
+    result = conn.execute(
+        update(t)
+        .where(t.c.id == item_id, t.c.state == OutboxState.SENDING.value, t.c.lease_owner == owner)
+        .values(
+            state=OutboxState.SENT.value,
+            smsc_message_ids=",".join(message_ids),
+            data_coding=data_coding,
+            parts=parts,
+            lease_until=None,
+            last_error=None,
+            updated_at=utc(now),
+        )
+    )
+    return result.rowcount == 1
+
+
+def mark_failed(
+    conn: Connection,
+    item_id: int,
+    *,
+    owner: str,
+    error: str,
+    now: float,
+    retry_at: float | None,
+) -> bool:
+    """Record a failed attempt: retried at ``retry_at``, or ABANDONED if None."""
+    t = sms_outbox
+    state = OutboxState.FAILED if retry_at is not None else OutboxState.ABANDONED
+    result = conn.execute(
+        update(t)
+        .where(t.c.id == item_id, t.c.state == OutboxState.SENDING.value, t.c.lease_owner == owner)
+        .values(
+            state=state.value,
+            next_attempt_at=utc(retry_at if retry_at is not None else now),
+            lease_until=None,
+            last_error=error[:400],
+            updated_at=utc(now),
+        )
+    )
+    return result.rowcount == 1
+
+
+def cancel_unsent(conn: Connection, payment_id: str, *, now: float) -> int:
+    """Cancel a payment's receipt that has not left yet (payment reversed)."""
+    t = sms_outbox
+    result = conn.execute(
+        update(t)
+        .where(
+            t.c.payment_id == payment_id,
+            t.c.kind == OutboxKind.RECEIPT.value,
+            t.c.state.in_((OutboxState.WAITING.value, OutboxState.QUEUED.value, OutboxState.FAILED.value)),
+        )
+        .values(state=OutboxState.CANCELLED.value, updated_at=utc(now))
+    )
+    return result.rowcount
+
+
+def get_for_payment(conn: Connection, payment_id: str) -> list[OutboxItem]:
+    rows = conn.execute(
+        select(sms_outbox).where(sms_outbox.c.payment_id == payment_id).order_by(sms_outbox.c.id)
+    ).all()
+    return [_item(r) for r in rows]
