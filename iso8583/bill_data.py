@@ -1,0 +1,217 @@
+"""Field 48 bill data: tag-length-value sub-fields.
+
+Each element is a 2-character tag, a 3-digit decimal length and the value,
+back to back (``BC003TEL`` = tag BC, length 3, value ``TEL``).  Lengths count
+bytes of the UTF-8 encoded value, so customer names in Arabic fit.  A tag may
+repeat where the interface says so (``BD``, one per bill).  Unknown tags are
+kept and ignored, so a switch can send extra data without breaking us.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Request tags (0200/0220 from the acquirer).
+BILLER_CODE = "BC"
+SERVICE_CODE = "SC"
+BILLING_NUMBER = "BN"
+BILL_NUMBER = "BL"
+MSISDN = "MS"
+LANGUAGE = "LG"
+INQUIRY_REFERENCE = "IR"
+# Response tags (0210).
+CUSTOMER_NAME = "CN"
+DUE_AMOUNT = "DA"
+DUE_DATE = "DD"
+FEE = "FE"
+BILL_DETAIL = "BD"
+RECEIPT_NUMBER = "RN"
+PAYMENT_REFERENCE = "PR"
+
+TAG_DESCRIPTIONS = {
+    BILLER_CODE: ("request", "Biller code, e.g. TEL", "an..10"),
+    SERVICE_CODE: ("request", "Service code of the biller, e.g. MOBILE", "an..10"),
+    BILLING_NUMBER: ("request", "Billing number (subscriber / account number)", "ans..30"),
+    BILL_NUMBER: ("both", "Bill number to pay; absent = the oldest open bill", "ans..30"),
+    MSISDN: ("request", "Subscriber mobile number for the SMS receipt (international, digits)", "n..15"),
+    LANGUAGE: ("request", "Receipt language: en or ar (default en)", "a2"),
+    INQUIRY_REFERENCE: ("both", "Reference of the inquiry a payment follows", "ans..32"),
+    CUSTOMER_NAME: ("response", "Customer name at the biller (UTF-8)", "ans..60"),
+    DUE_AMOUNT: ("response", "Total due, minor units of F49's currency", "n..12"),
+    DUE_DATE: ("response", "Due date of the oldest open bill, YYYYMMDD", "n8"),
+    FEE: ("response", "Fee in minor units, carried apart from the bill amount", "n..12"),
+    BILL_DETAIL: ("response", "One per open bill: bill number, amount, due date separated by '|'", "ans..60"),
+    RECEIPT_NUMBER: ("response", "Biller's receipt number for the payment", "ans..32"),
+    PAYMENT_REFERENCE: ("response", "Gateway payment reference (quote it to support)", "ans..32"),
+}
+
+
+class BillDataError(ValueError):
+    """F48 is not well-formed TLV; ``position`` is the byte offset in F48."""
+
+    def __init__(self, reason: str, position: int):
+        super().__init__(f"field 48: {reason} at byte {position}")
+        self.reason = reason
+        self.position = position
+
+
+def decode_tlv(value: str) -> list[tuple[str, str]]:
+    """Parse F48 into (tag, value) pairs, in order."""
+    raw = value.encode("utf-8")
+    items = []
+    pos = 0
+    while pos < len(raw):
+        if len(raw) - pos < 5:
+            raise BillDataError("truncated tag/length", pos)
+        tag = raw[pos : pos + 2].decode("ascii", "replace")
+        length_text = raw[pos + 2 : pos + 5]
+        if not tag.isalnum() or not tag.isascii():
+            raise BillDataError(f"bad tag {tag!r}", pos)
+        if not length_text.isdigit():
+            raise BillDataError(f"length of tag {tag} is not 3 digits", pos + 2)
+        length = int(length_text)
+        start = pos + 5
+        if start + length > len(raw):
+            raise BillDataError(f"tag {tag} announces {length} bytes, {len(raw) - start} left", pos)
+        try:
+            items.append((tag, raw[start : start + length].decode("utf-8")))
+        except UnicodeDecodeError:
+            raise BillDataError(f"tag {tag} value is not UTF-8", start) from None
+        pos = start + length
+    return items
+
+
+def encode_tlv(items: list[tuple[str, str]]) -> str:
+    out = []
+    for tag, value in items:
+        if len(tag) != 2:
+            raise ValueError(f"tag {tag!r} must be 2 characters")
+        length = len(value.encode("utf-8"))
+        if length > 999:
+            raise ValueError(f"tag {tag} value of {length} bytes is too long")
+        out.append(f"{tag}{length:03d}{value}")
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class BillRequestData:
+    """The bill data a switch sends with an inquiry or payment."""
+
+    biller_code: str
+    service_code: str
+    billing_number: str
+    bill_number: str | None = None
+    msisdn: str | None = None
+    language: str = "en"
+    inquiry_reference: str | None = None
+
+    def to_tlv(self) -> str:
+        items = [
+            (BILLER_CODE, self.biller_code),
+            (SERVICE_CODE, self.service_code),
+            (BILLING_NUMBER, self.billing_number),
+        ]
+        for tag, value in (
+            (BILL_NUMBER, self.bill_number),
+            (MSISDN, self.msisdn),
+            (LANGUAGE, self.language),
+            (INQUIRY_REFERENCE, self.inquiry_reference),
+        ):
+            if value:
+                items.append((tag, value))
+        return encode_tlv(items)
+
+    @classmethod
+    def from_tlv(cls, value: str) -> "BillRequestData":
+        tags = dict(decode_tlv(value))
+        missing = [t for t in (BILLER_CODE, SERVICE_CODE, BILLING_NUMBER) if not tags.get(t)]
+        if missing:
+            raise BillDataError(f"missing tag {missing[0]}", 0)
+        language = (tags.get(LANGUAGE) or "en").lower()
+        msisdn = tags.get(MSISDN) or None
+        if msisdn is not None and not (msisdn.isdigit() and 6 <= len(msisdn) <= 15):
+            raise BillDataError("tag MS is not a 6-15 digit MSISDN", 0)
+        return cls(
+            biller_code=tags[BILLER_CODE],
+            service_code=tags[SERVICE_CODE],
+            billing_number=tags[BILLING_NUMBER],
+            bill_number=tags.get(BILL_NUMBER) or None,
+            msisdn=msisdn,
+            language=language,
+            inquiry_reference=tags.get(INQUIRY_REFERENCE) or None,
+        )
+
+
+@dataclass(frozen=True)
+class BillLine:
+    bill_number: str
+    amount: int
+    due_date: str
+
+
+@dataclass(frozen=True)
+class BillResponseData:
+    """What the gateway returns in F48 of a 0210."""
+
+    customer_name: str | None = None
+    due_amount: int | None = None
+    due_date: str | None = None
+    fee: int | None = None
+    bills: tuple[BillLine, ...] = ()
+    bill_number: str | None = None
+    inquiry_reference: str | None = None
+    receipt_number: str | None = None
+    payment_reference: str | None = None
+
+    def to_tlv(self) -> str:
+        items = []
+        if self.customer_name:
+            items.append((CUSTOMER_NAME, self.customer_name[:60]))
+        if self.due_amount is not None:
+            items.append((DUE_AMOUNT, str(self.due_amount)))
+        if self.due_date:
+            items.append((DUE_DATE, self.due_date))
+        if self.fee is not None:
+            items.append((FEE, str(self.fee)))
+        for bill in self.bills:
+            items.append((BILL_DETAIL, f"{bill.bill_number}|{bill.amount}|{bill.due_date}"))
+        if self.bill_number:
+            items.append((BILL_NUMBER, self.bill_number))
+        if self.inquiry_reference:
+            items.append((INQUIRY_REFERENCE, self.inquiry_reference))
+        if self.receipt_number:
+            items.append((RECEIPT_NUMBER, self.receipt_number))
+        if self.payment_reference:
+            items.append((PAYMENT_REFERENCE, self.payment_reference))
+        return encode_tlv(items)
+
+    @classmethod
+    def from_tlv(cls, value: str) -> "BillResponseData":
+        items = decode_tlv(value)
+        tags = dict(items)
+        bills = []
+        for tag, detail in items:
+            if tag == BILL_DETAIL:
+                parts = detail.split("|")
+                if len(parts) != 3 or not parts[1].isdigit():
+                    raise BillDataError("tag BD is not 'number|amount|YYYYMMDD'", 0)
+                bills.append(BillLine(parts[0], int(parts[1]), parts[2]))
+
+        def number(tag):
+            text = tags.get(tag)
+            if text is None:
+                return None
+            if not text.isdigit():
+                raise BillDataError(f"tag {tag} is not numeric", 0)
+            return int(text)
+
+        return cls(
+            customer_name=tags.get(CUSTOMER_NAME),
+            due_amount=number(DUE_AMOUNT),
+            due_date=tags.get(DUE_DATE),
+            fee=number(FEE),
+            bills=tuple(bills),
+            bill_number=tags.get(BILL_NUMBER),
+            inquiry_reference=tags.get(INQUIRY_REFERENCE),
+            receipt_number=tags.get(RECEIPT_NUMBER),
+            payment_reference=tags.get(PAYMENT_REFERENCE),
+        )

@@ -1,0 +1,96 @@
+"""Outcomes of a request and the ISO 8583 response codes (F39) they map to.
+
+The gateway decides an :class:`Outcome`; which two characters go into F39 for
+it is a property of the network, so the table lives in ``conf/`` and
+:data:`DEFAULT_CODES` is only its default.  :class:`ResponseCodes` is the
+loaded table, used both ways: outcome -> code when answering, code -> text
+when a person reads an answer (atm-sim, logs).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Mapping
+
+
+class Outcome(enum.Enum):
+    APPROVED = "approved"
+    NOT_SIGNED_ON = "not_signed_on"
+    INVALID_TRANSACTION = "invalid_transaction"
+    INVALID_AMOUNT = "invalid_amount"
+    INVALID_BILLING_NUMBER = "invalid_billing_number"
+    RECORD_NOT_FOUND = "record_not_found"
+    FORMAT_ERROR = "format_error"
+    BILL_ALREADY_PAID = "bill_already_paid"
+    LATE_RESPONSE = "late_response"
+    NO_BILL_DUE = "no_bill_due"
+    CUTOFF_PASSED = "cutoff_passed"
+    BILLER_UNAVAILABLE = "biller_unavailable"
+    DUPLICATE_TRANSMISSION = "duplicate_transmission"
+    SYSTEM_MALFUNCTION = "system_malfunction"
+
+
+@dataclass(frozen=True)
+class CodeEntry:
+    code: str
+    text: str
+
+
+DEFAULT_CODES: Mapping[Outcome, CodeEntry] = {
+    Outcome.APPROVED: CodeEntry("00", "Approved"),
+    Outcome.NOT_SIGNED_ON: CodeEntry("05", "Do not honour: peer not signed on"),
+    Outcome.INVALID_TRANSACTION: CodeEntry("12", "Invalid transaction"),
+    Outcome.INVALID_AMOUNT: CodeEntry("13", "Invalid amount"),
+    Outcome.INVALID_BILLING_NUMBER: CodeEntry("14", "Invalid billing number"),
+    Outcome.RECORD_NOT_FOUND: CodeEntry("25", "Record not found"),
+    Outcome.FORMAT_ERROR: CodeEntry("30", "Format error"),
+    Outcome.BILL_ALREADY_PAID: CodeEntry("54", "Bill already paid"),
+    Outcome.LATE_RESPONSE: CodeEntry("68", "Response received too late"),
+    Outcome.NO_BILL_DUE: CodeEntry("88", "No bill due"),
+    Outcome.CUTOFF_PASSED: CodeEntry("90", "Cut-off in progress"),
+    Outcome.BILLER_UNAVAILABLE: CodeEntry("91", "Biller unavailable"),
+    Outcome.DUPLICATE_TRANSMISSION: CodeEntry("94", "Duplicate transmission"),
+    Outcome.SYSTEM_MALFUNCTION: CodeEntry("96", "System malfunction"),
+}
+
+
+class ResponseCodes:
+    """A network's response-code table, checked for completeness on load."""
+
+    def __init__(self, entries: Mapping[Outcome, CodeEntry] = DEFAULT_CODES):
+        missing = [o.value for o in Outcome if o not in entries]
+        if missing:
+            raise ValueError(f"response code table lacks outcome(s): {', '.join(missing)}")
+        for outcome, entry in entries.items():
+            if len(entry.code) != 2 or not entry.code.isalnum():
+                raise ValueError(f"response code for {outcome.value} must be 2 alphanumerics, not {entry.code!r}")
+        self._entries = dict(entries)
+        self._by_code: dict[str, CodeEntry] = {}
+        for entry in entries.values():
+            self._by_code.setdefault(entry.code, entry)
+
+    @classmethod
+    def from_mapping(cls, table: Mapping[str, Mapping[str, str]]) -> "ResponseCodes":
+        """Build from ``{outcome_name: {"code": "00", "text": "..."}}`` (conf/),
+        over the defaults; raises ValueError naming an unknown outcome."""
+        entries = dict(DEFAULT_CODES)
+        names = {o.value: o for o in Outcome}
+        for name, spec in table.items():
+            if name not in names:
+                raise ValueError(f"unknown outcome {name!r}")
+            unknown = set(spec) - {"code", "text"}
+            if unknown:
+                raise ValueError(f"{name}: unknown key {sorted(unknown)[0]!r}")
+            base = entries[names[name]]
+            entries[names[name]] = CodeEntry(str(spec.get("code", base.code)), str(spec.get("text", base.text)))
+        return cls(entries)
+
+    def code(self, outcome: Outcome) -> str:
+        return self._entries[outcome].code
+
+    def text(self, code: str) -> str:
+        entry = self._by_code.get(code)
+        return entry.text if entry else "Unknown response code"
+
+    def items(self):
+        return self._entries.items()

@@ -1,0 +1,288 @@
+"""Typed ISO 8583 requests and responses, and the codec between them and bytes.
+
+Gateway side: :func:`decode_request` turns a frame's payload into a
+:class:`NetworkRequest` or :class:`BillRequest` (or raises
+:class:`MessageFormatError` carrying the field and position); a request's
+``respond(...)`` builds the typed :class:`Response`, whose ``encode()``
+gives the bytes.  Client side (atm-sim, tests): :func:`encode_fields` and
+:func:`decode_response`.
+
+Card data stops here: a typed request holds the masked PAN only; track data
+and the PIN block are dropped at decode, and error texts never quote field
+contents.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import iso8583 as _pyiso8583  # pyiso8583
+
+from .bill_data import BillDataError, BillRequestData, BillResponseData
+from .masking import mask_pan, mask_text
+from .spec import CARD_DATA_FIELDS, NUMERIC_FIELDS, SPEC, echo_fields, mandatory_fields
+
+NETWORK_MTIS = frozenset({"0800"})
+FINANCIAL_MTIS = frozenset({"0200"})
+
+
+class RequestKind(enum.Enum):
+    INQUIRY = "inquiry"
+    PAYMENT = "payment"
+
+
+# Processing code (F3) positions 1-2: transaction type.
+PROCESSING_KINDS = {"37": RequestKind.INQUIRY, "50": RequestKind.PAYMENT}
+
+NETWORK_CODES = {"001": "sign_on", "002": "sign_off", "301": "echo"}
+
+
+class MessageFormatError(ValueError):
+    """A message that is not valid in our dialect.
+
+    ``field`` and ``position`` say where (position is the byte offset in the
+    message, when known).  ``mti`` and ``fields`` hold what could be decoded
+    before the error -- never card data -- so the gateway can still answer
+    with a format-error response carrying the keys the switch matches on.
+    """
+
+    def __init__(self, reason: str, *, field: str | None = None, position: int | None = None,
+                 mti: str | None = None, fields: Mapping[str, str] | None = None):
+        where = []
+        if field is not None:
+            where.append(f"field {field}")
+        if position is not None:
+            where.append(f"pos {position}")
+        text = mask_text(reason) + (f" ({', '.join(where)})" if where else "")
+        super().__init__(text)
+        self.reason = mask_text(reason)
+        self.field = field
+        self.position = position
+        self.mti = mti
+        self.fields = dict(fields or {})
+
+
+def _safe_fields(doc: Mapping[str, object]) -> dict[str, str]:
+    """Decoded fields minus bitmaps and every cardholder-data field."""
+    return {
+        k: v for k, v in doc.items()
+        if k not in ("p", "1", "h", "t") and k not in CARD_DATA_FIELDS and isinstance(v, str)
+    }
+
+
+@dataclass(frozen=True)
+class Response:
+    """A response ready to encode: its MTI and field values (strings)."""
+
+    mti: str
+    fields: Mapping[str, str]
+
+    @property
+    def response_code(self) -> str | None:
+        return self.fields.get("39")
+
+    def encode(self) -> bytes:
+        return encode_fields(self.mti, self.fields)
+
+
+def response_mti(request_mti: str) -> str:
+    """0200 -> 0210, 0800 -> 0810, 0221 -> 0230 (repeats answer as originals)."""
+    base = request_mti[:2] + str(int(request_mti[2]) + 1) + "0"
+    return base
+
+
+def format_error_response(error: MessageFormatError, code: str) -> Response | None:
+    """The answer to an invalid request: its response MTI, the echo fields it
+    had, and F39 = ``code``.  None when the MTI is not a request we answer
+    (then the frame cannot be answered at all)."""
+    if error.mti not in NETWORK_MTIS | FINANCIAL_MTIS:
+        return None
+    mti = response_mti(error.mti)
+    fields = {f: error.fields[f] for f in echo_fields(mti) if f in error.fields}
+    fields["39"] = code
+    return Response(mti, fields)
+
+
+@dataclass(frozen=True)
+class AcquirerKeys:
+    """What identifies an acquirer's transaction: F32 + F41 + F11 + F7."""
+
+    acquirer_id: str
+    terminal_id: str
+    stan: str
+    transmission_datetime: str
+
+
+@dataclass(frozen=True)
+class _Request:
+    mti: str
+    fields: Mapping[str, str] = field(repr=False)  # decoded, card data removed
+
+    @property
+    def stan(self) -> str:
+        return self.fields["11"]
+
+    @property
+    def transmission_datetime(self) -> str:
+        return self.fields["7"]
+
+    def respond(self, code: str, extra: Mapping[str, str] | None = None) -> Response:
+        mti = response_mti(self.mti)
+        fields = {f: self.fields[f] for f in echo_fields(mti) if f in self.fields}
+        fields.update(extra or {})
+        fields["39"] = code
+        return Response(mti, fields)
+
+
+@dataclass(frozen=True)
+class NetworkRequest(_Request):
+    """0800: sign-on (001), sign-off (002) or echo test (301)."""
+
+    @property
+    def code(self) -> str:
+        return self.fields["70"]
+
+    @property
+    def action(self) -> str | None:
+        return NETWORK_CODES.get(self.code)
+
+
+@dataclass(frozen=True)
+class BillRequest(_Request):
+    """0200 bill inquiry (F3 37xx00) or bill payment (F3 50xx00)."""
+
+    kind: RequestKind = RequestKind.INQUIRY
+    bill: BillRequestData | None = None
+    masked_pan: str | None = None
+
+    @property
+    def keys(self) -> AcquirerKeys:
+        return AcquirerKeys(self.fields["32"], self.fields["41"], self.fields["11"], self.fields["7"])
+
+    @property
+    def amount(self) -> int:
+        return int(self.fields["4"])
+
+    @property
+    def currency(self) -> str:
+        return self.fields["49"]
+
+    @property
+    def processing_code(self) -> str:
+        return self.fields["3"]
+
+    @property
+    def rrn(self) -> str:
+        return self.fields["37"]
+
+    @property
+    def account(self) -> str | None:
+        return self.fields.get("102")
+
+    def respond_bill(self, code: str, *, bill: BillResponseData | None = None,
+                     auth_code: str | None = None, settlement_date: str | None = None) -> Response:
+        extra = {}
+        if settlement_date:
+            extra["15"] = settlement_date
+        if auth_code:
+            extra["38"] = auth_code
+        if bill is not None:
+            tlv = bill.to_tlv()
+            if tlv:
+                extra["48"] = tlv
+        return self.respond(code, extra)
+
+
+def _decode(payload: bytes) -> tuple[str | None, dict]:
+    try:
+        doc, _ = _pyiso8583.decode(bytes(payload), SPEC)
+    except _pyiso8583.DecodeError as exc:
+        partial = {k: v for k, v in (exc.doc_dec or {}).items() if k != exc.field}
+        raise MessageFormatError(exc.msg, field=exc.field, position=exc.pos,
+                                 mti=partial.get("t"), fields=_safe_fields(partial)) from None
+    except Exception as exc:  # pyiso8583 may raise plain errors on garbage
+        raise MessageFormatError(f"undecodable message: {type(exc).__name__}") from None
+    return doc.get("t"), doc
+
+
+def _check_numeric(mti: str, doc: Mapping[str, str]) -> None:
+    for f in sorted(NUMERIC_FIELDS & set(doc), key=int):
+        value = doc[f]
+        if not value.isdigit():
+            raise MessageFormatError("not numeric", field=f, mti=mti, fields=_safe_fields(doc))
+
+
+def decode_request(payload: bytes) -> NetworkRequest | BillRequest:
+    """Decode one request frame.  Raises MessageFormatError when invalid."""
+    mti, doc = _decode(payload)
+    safe = _safe_fields(doc)
+    if mti not in NETWORK_MTIS | FINANCIAL_MTIS:
+        raise MessageFormatError(f"unsupported message type {mti!r}", field="t", position=0, mti=mti, fields=safe)
+    _check_numeric(mti, doc)
+    for f in mandatory_fields(mti):
+        if not doc.get(f):
+            raise MessageFormatError("mandatory field missing", field=f, mti=mti, fields=safe)
+    if mti in NETWORK_MTIS:
+        return NetworkRequest(mti, safe)
+    kind = PROCESSING_KINDS.get(doc["3"][:2])
+    if kind is None:
+        raise MessageFormatError("processing code is neither bill inquiry (37) nor payment (50)",
+                                 field="3", mti=mti, fields=safe)
+    if not doc.get("2") and not doc.get("102"):
+        raise MessageFormatError("PAN (F2) or account (F102) required", field="2", mti=mti, fields=safe)
+    try:
+        bill = BillRequestData.from_tlv(doc["48"])
+    except BillDataError as exc:
+        raise MessageFormatError(exc.reason, field="48", position=exc.position, mti=mti, fields=safe) from None
+    return BillRequest(mti, safe, kind=kind, bill=bill, masked_pan=mask_pan(doc.get("2")))
+
+
+def encode_fields(mti: str, fields: Mapping[str, str]) -> bytes:
+    """Encode an MTI and field values with the dialect's spec."""
+    doc = {"t": mti, **{k: v for k, v in fields.items() if v is not None}}
+    try:
+        raw, _ = _pyiso8583.encode(doc, SPEC)
+    except _pyiso8583.EncodeError as exc:
+        raise MessageFormatError(str(exc), field=getattr(exc, "field", None), mti=mti) from None
+    return bytes(raw)
+
+
+@dataclass(frozen=True)
+class DecodedResponse:
+    """A response as a client (atm-sim, tests) reads it."""
+
+    mti: str
+    fields: Mapping[str, str]
+    bill: BillResponseData | None
+
+    @property
+    def response_code(self) -> str | None:
+        return self.fields.get("39")
+
+
+def decode_response(payload: bytes) -> DecodedResponse:
+    mti, doc = _decode(payload)
+    fields = {k: v for k, v in doc.items() if k not in ("p", "1", "h", "t")}
+    bill = None
+    if fields.get("48"):
+        try:
+            bill = BillResponseData.from_tlv(fields["48"])
+        except BillDataError as exc:
+            raise MessageFormatError(exc.reason, field="48", position=exc.position, mti=mti) from None
+    return DecodedResponse(mti, fields, bill)
+
+
+def describe_fields(payload: bytes) -> dict[str, str]:
+    """All decoded fields of any message with card data masked (for dumps)."""
+    _, doc = _decode(payload)
+    out = {}
+    for k, v in doc.items():
+        if k in ("p", "1", "h"):
+            continue
+        if k == "2":
+            v = mask_pan(v)
+        elif k in CARD_DATA_FIELDS:
+            v = "[removed]"
+        out[k] = v
+    return out

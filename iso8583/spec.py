@@ -1,0 +1,85 @@
+"""The billgw ISO 8583:1987 dialect, as a pyiso8583 spec plus field usage.
+
+ASCII MTI, the primary and secondary bitmaps as 16 hexadecimal characters
+each, ASCII fields in their ISO 8583:1987 formats (pyiso8583's
+``default_ascii``), except F48 whose TLV values are UTF-8 and whose LLL
+length counts bytes.  Every field of the standard decodes, so a switch that
+sends fields we do not use (F22, F25, ...) is still understood.
+
+:data:`FIELD_USAGE` says which fields each message carries; the interface
+document and the validation in :mod:`billgw.iso8583.messages` both read it.
+"""
+from __future__ import annotations
+
+import copy
+
+import iso8583.specs  # pyiso8583, not this package (see setup.py)
+
+SPEC = copy.deepcopy(iso8583.specs.default_ascii)
+SPEC["48"] = {
+    "data_enc": "utf-8",
+    "len_enc": "ascii",
+    "len_type": 3,
+    "max_len": 999,
+    "desc": "Additional Data - Private (bill data TLV)",
+}
+SPEC["52"]["desc"] = "PIN Data (accepted, never stored or logged)"
+
+# Fields that hold cardholder data: never stored, logged or echoed in full.
+CARD_DATA_FIELDS = frozenset({"2", "14", "35", "36", "45", "52", "55"})
+
+# Fields whose content must be decimal digits when present.
+NUMERIC_FIELDS = frozenset({"2", "3", "4", "7", "11", "12", "13", "15", "18", "32", "33", "49", "70", "90"})
+
+# Presence per message: M mandatory, C conditional (see note), O optional,
+# E echoed from the request, G set by the gateway.  Absent = not used.
+REQUEST_MTIS = ("0800", "0200")
+RESPONSE_MTIS = ("0810", "0210")
+
+FIELD_USAGE: dict[str, dict[str, str]] = {
+    "2": {"0200": "C"},
+    "3": {"0200": "M", "0210": "E"},
+    "4": {"0200": "M", "0210": "E"},
+    "7": {"0800": "M", "0810": "E", "0200": "M", "0210": "E"},
+    "11": {"0800": "M", "0810": "E", "0200": "M", "0210": "E"},
+    "12": {"0200": "M", "0210": "E"},
+    "13": {"0200": "M", "0210": "E"},
+    "15": {"0210": "G"},
+    "18": {"0200": "O"},
+    "32": {"0800": "O", "0810": "E", "0200": "M", "0210": "E"},
+    "33": {"0800": "O", "0810": "E", "0200": "O", "0210": "E"},
+    "35": {"0200": "O"},
+    "37": {"0200": "M", "0210": "E"},
+    "38": {"0210": "G"},
+    "39": {"0810": "G", "0210": "G"},
+    "41": {"0200": "M", "0210": "E"},
+    "42": {"0200": "O", "0210": "E"},
+    "43": {"0200": "O"},
+    "48": {"0200": "M", "0210": "G"},
+    "49": {"0200": "M", "0210": "E"},
+    "52": {"0200": "O"},
+    "70": {"0800": "M", "0810": "E"},
+    "102": {"0200": "C"},
+}
+
+USAGE_NOTES = {
+    "2": "PAN of the card that paid; F2 or F102 must be present. Only its first 6 and last 4 digits are kept.",
+    "15": "Business date the payment settles on, MMDD (gateway's business day).",
+    "38": "Six-character approval code, on approval (F39 = 00) only.",
+    "102": "Account debited, when the customer paid from an account rather than a card.",
+    "35": "Accepted for compatibility, never stored, logged or echoed.",
+    "52": "Accepted for compatibility, never stored, logged or echoed.",
+}
+
+
+def echo_fields(response_mti: str) -> tuple[str, ...]:
+    """Fields a response copies from its request, in field order."""
+    return tuple(
+        sorted((f for f, usage in FIELD_USAGE.items() if usage.get(response_mti) == "E"), key=int)
+    )
+
+
+def mandatory_fields(request_mti: str) -> tuple[str, ...]:
+    return tuple(
+        sorted((f for f, usage in FIELD_USAGE.items() if usage.get(request_mti) == "M"), key=int)
+    )
