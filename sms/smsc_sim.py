@@ -1,0 +1,283 @@
+"""An SMSC simulator: a real SMPP 3.4 server on Twisted, for tests and the demo.
+
+It binds ESMEs (checking system_id and password), accepts submit_sm, answers
+enquire_link and unbind, and records every message it accepted, with the
+parts of a concatenated message reassembled by their UDH reference, so a test
+(or a person reading ``var/smsc-received.jsonl``) sees the text the subscriber
+would see.
+
+Misbehaviours follow Jasmin's simulator family: one subclass per
+misbehaviour, each overriding only :meth:`SmscFactory.respond_to_submit`.
+Unlike Jasmin, nothing here touches the global reactor or a fixed port: the
+caller passes the reactor and an endpoint string (``tcp:0:interface=...``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from dataclasses import dataclass, field
+
+import structlog
+from twisted.internet import defer, endpoints
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+
+from billgw.sms import smpp_pdu as p
+from billgw.sms.encoding import DATA_CODING_GSM7, DATA_CODING_UCS2, ESM_CLASS_UDHI, decode_gsm7
+
+
+@dataclass
+class ReceivedMessage:
+    """One subscriber message as the SMSC accepted it (all parts joined)."""
+
+    system_id: str
+    source_addr: str
+    destination_addr: str
+    data_coding: int
+    text: str
+    parts: int
+    message_ids: list[str]
+    received_at: float
+
+
+def decode_text(data_coding: int, payload: bytes) -> str:
+    if data_coding == DATA_CODING_GSM7:
+        return decode_gsm7(payload)
+    if data_coding == DATA_CODING_UCS2:
+        return payload.decode("utf-16-be", errors="replace")
+    return payload.decode("latin-1")
+
+
+@dataclass
+class _Pending:
+    """Parts of a concatenated message waiting for their siblings."""
+
+    total: int
+    payloads: dict[int, bytes] = field(default_factory=dict)
+    message_ids: dict[int, str] = field(default_factory=dict)
+
+
+class SmscProtocol(Protocol):
+    """One ESME connection.  Thin: frames and decodes, the factory decides."""
+
+    def __init__(self):
+        self.framer = p.PduFramer()
+        self.bound_as: str | None = None
+        self.system_id: str | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            frames = self.framer.add_and_parse(data)
+        except p.PduError as e:
+            self.factory.log.warning("smsc.bad_frame", error=str(e))
+            self.transport.loseConnection()
+            return
+        for frame in frames:
+            if self.transport.disconnecting:
+                return
+            self.pdu_received(p.decode_pdu(frame))
+
+    def send_pdu(self, command_id: int, status: int, sequence: int, body: bytes = b"") -> None:
+        self.transport.write(p.encode_pdu(command_id, status, sequence, body))
+
+    def respond(self, request: p.Pdu, status: int, body: bytes = b"") -> None:
+        self.send_pdu(request.command_id | p.RESPONSE, status, request.sequence_number, body)
+
+    def pdu_received(self, pdu: p.Pdu) -> None:
+        cid = pdu.command_id
+        try:
+            if cid in p.BINDS:
+                self.factory.bind_received(self, pdu, p.decode_bind(pdu.body))
+            elif cid == p.SUBMIT_SM:
+                if self.bound_as not in ("transmitter", "transceiver"):
+                    self.respond(pdu, p.ESME_RINVBNDSTS)
+                    return
+                self.factory.submit_received(self, pdu, p.decode_submit_sm(pdu.body))
+            elif cid == p.ENQUIRE_LINK:
+                self.respond(pdu, p.ESME_ROK)
+            elif cid == p.UNBIND:
+                self.respond(pdu, p.ESME_ROK)
+                self.bound_as = None
+                self.transport.loseConnection()
+            elif cid & p.RESPONSE:
+                pass  # deliver_sm_resp, enquire_link_resp: nothing to do
+            else:
+                self.send_pdu(p.GENERIC_NACK, p.ESME_RINVCMDID, pdu.sequence_number)
+        except p.PduError as e:
+            self.factory.log.warning("smsc.bad_pdu", command_id=hex(cid), error=str(e))
+            self.respond(pdu, e.status)
+
+
+class SmscFactory(Factory):
+    """The well-behaved SMSC (Jasmin's ``HappySMSC``)."""
+
+    protocol = SmscProtocol
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        system_id: str,
+        password: str,
+        record_path: str | None = None,
+        message_id_prefix: str = "smsc-",
+        logger=None,
+    ):
+        self.clock = clock
+        self.system_id = system_id
+        self.password = password
+        self.record_path = record_path
+        self.message_id_prefix = message_id_prefix
+        self.log = logger or structlog.get_logger()
+        self.messages_received: list[ReceivedMessage] = []
+        self.submits_received = 0  # every submit_sm, accepted or not
+        self.binds: list[tuple[str, str, int]] = []  # (system_id, mode, status)
+        self._ids = itertools.count(1)
+        self._pending: dict[tuple, _Pending] = {}
+        self._waiters: list[tuple[int, defer.Deferred]] = []
+
+    # -- binds ------------------------------------------------------------
+    def bind_received(self, proto: SmscProtocol, pdu: p.Pdu, req: p.BindRequest) -> None:
+        mode = p.BINDS[pdu.command_id]
+        if proto.bound_as is not None:
+            status = p.ESME_RALYBND
+        elif req.system_id != self.system_id:
+            status = p.ESME_RINVSYSID
+        elif req.password != self.password:
+            status = p.ESME_RINVPASWD
+        else:
+            status = p.ESME_ROK
+            proto.bound_as, proto.system_id = mode, req.system_id
+        self.binds.append((req.system_id, mode, status))
+        self.log.info("smsc.bind", system_id=req.system_id, mode=mode, status=p.status_name(status))
+        body = p.encode_message_id_body("billgw-smsc-sim") if status == p.ESME_ROK else b""
+        proto.respond(pdu, status, body)
+
+    # -- submits ----------------------------------------------------------
+    def submit_received(self, proto: SmscProtocol, pdu: p.Pdu, sm: p.SubmitSm) -> None:
+        self.submits_received += 1
+        self.respond_to_submit(proto, pdu, sm)
+
+    def respond_to_submit(self, proto: SmscProtocol, pdu: p.Pdu, sm: p.SubmitSm) -> None:
+        """Accept: assign a message id, answer, record.  Subclasses misbehave here."""
+        message_id = f"{self.message_id_prefix}{next(self._ids):06d}"
+        proto.respond(pdu, p.ESME_ROK, p.encode_message_id_body(message_id))
+        self.accept(proto.system_id or "", sm, message_id)
+
+    def accept(self, system_id: str, sm: p.SubmitSm, message_id: str) -> None:
+        concat, payload = (None, sm.short_message)
+        if sm.esm_class & ESM_CLASS_UDHI:
+            concat, payload = p.parse_udh(sm.short_message)
+        if concat is None or concat.total <= 1:
+            self._record(system_id, sm, sm.data_coding, payload, 1, [message_id])
+            return
+        key = (system_id, sm.source_addr, sm.destination_addr, concat.reference, concat.total)
+        pending = self._pending.setdefault(key, _Pending(concat.total))
+        pending.payloads[concat.sequence] = payload
+        pending.message_ids[concat.sequence] = message_id
+        if len(pending.payloads) == pending.total:
+            del self._pending[key]
+            order = sorted(pending.payloads)
+            # Join the octets before decoding: a GSM escape or a UTF-16
+            # surrogate pair split by a careless sender still decodes.
+            joined = b"".join(pending.payloads[i] for i in order)
+            ids = [pending.message_ids[i] for i in order]
+            self._record(system_id, sm, sm.data_coding, joined, pending.total, ids)
+
+    def _record(self, system_id, sm, data_coding, payload, parts, ids) -> None:
+        message = ReceivedMessage(
+            system_id=system_id,
+            source_addr=sm.source_addr,
+            destination_addr=sm.destination_addr,
+            data_coding=data_coding,
+            text=decode_text(data_coding, payload),
+            parts=parts,
+            message_ids=ids,
+            received_at=self.clock.seconds(),
+        )
+        self.messages_received.append(message)
+        self.log.info("smsc.message", destination=sm.destination_addr, parts=parts, message_ids=ids)
+        if self.record_path:
+            # A small append on the reactor thread: acceptable in a simulator
+            # whose purpose is to be read by a person.
+            with open(self.record_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(dataclasses.asdict(message), ensure_ascii=False) + "\n")
+        self._fire_waiters()
+
+    # -- waiting ----------------------------------------------------------
+    def wait_for_messages(self, count: int) -> defer.Deferred:
+        """Fires with the first ``count`` messages once they have arrived.
+        The caller applies a timeout (``d.addTimeout(t, clock)``)."""
+        d = defer.Deferred()
+        self._waiters.append((count, d))
+        self._fire_waiters()
+        return d
+
+    def _fire_waiters(self) -> None:
+        ready = [(n, d) for n, d in self._waiters if len(self.messages_received) >= n]
+        for n, d in ready:
+            self._waiters.remove((n, d))
+            if not d.called:
+                d.callback(list(self.messages_received[:n]))
+
+
+HappySMSC = SmscFactory
+
+
+class ErrorOnSubmitSMSC(SmscFactory):
+    """Answers every submit_sm with an error status (default: throttled)."""
+
+    def __init__(self, clock, *, error_status: int = p.ESME_RTHROTTLED, **kwargs):
+        super().__init__(clock, **kwargs)
+        self.error_status = error_status
+
+    def respond_to_submit(self, proto, pdu, sm) -> None:
+        proto.respond(pdu, self.error_status)
+
+
+class NoResponseOnSubmitSMSC(SmscFactory):
+    """Never answers submit_sm (but still answers enquire_link)."""
+
+    def respond_to_submit(self, proto, pdu, sm) -> None:
+        pass
+
+
+class DropOnSubmitSMSC(SmscFactory):
+    """Closes the connection on submit_sm, ``drops`` times (None: always),
+    then behaves; so a test can watch an ESME rebind and succeed."""
+
+    def __init__(self, clock, *, drops: int | None = None, **kwargs):
+        super().__init__(clock, **kwargs)
+        self.drops_left = drops
+
+    def respond_to_submit(self, proto, pdu, sm) -> None:
+        if self.drops_left is None or self.drops_left > 0:
+            if self.drops_left is not None:
+                self.drops_left -= 1
+            proto.transport.abortConnection()
+            return
+        super().respond_to_submit(proto, pdu, sm)
+
+
+def listen_smsc(
+    reactor,
+    endpoint_description: str,
+    *,
+    system_id: str,
+    password: str,
+    record_path: str | None = None,
+    factory_class: type[SmscFactory] = SmscFactory,
+    **factory_kwargs,
+) -> defer.Deferred:
+    """Listen on ``endpoint_description``; fires with ``(listening_port, factory)``.
+
+    Used by ``billgw smsc-sim`` and the demo; tests pass ``tcp:0:interface=127.0.0.1``
+    and read the port from ``listening_port.getHost().port``.
+    """
+    factory = factory_class(
+        reactor, system_id=system_id, password=password, record_path=record_path, **factory_kwargs
+    )
+    d = endpoints.serverFromString(reactor, endpoint_description).listen(factory)
+    d.addCallback(lambda port: (port, factory))
+    return d
