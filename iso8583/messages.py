@@ -210,7 +210,10 @@ def _check_numeric(mti: str, doc: Mapping[str, str]) -> None:
     for f in sorted(NUMERIC_FIELDS & set(doc), key=int):
         value = doc[f]
         if not value.isdigit():
-            raise MessageFormatError("not numeric", field=f, mti=mti, fields=_safe_fields(doc))
+            # Like a decode error, the faulty field is left out of the echo:
+            # a format-error answer must itself be a well-formed message.
+            safe = {k: v for k, v in _safe_fields(doc).items() if k != f}
+            raise MessageFormatError("not numeric", field=f, mti=mti, fields=safe)
 
 
 def decode_request(payload: bytes) -> NetworkRequest | BillRequest:
