@@ -1,0 +1,250 @@
+"""Canonical example messages of the interface, and the document section built from them.
+
+The examples in ``docs/iso8583-interface.md`` are generated here, from our
+own codec: every request is encoded with :func:`encode_fields` and every
+response is produced the way the gateway produces it (``decode_request`` ->
+``respond``/``respond_bill`` -> ``encode``), so the document shows bytes the
+gateway really sends and accepts.  A test compares the document's generated
+region with :func:`render_examples_markdown`, so the two cannot drift.
+
+Each example function returns ``(title, description, payload_bytes)``; the
+payload is the ISO 8583 message without its length header.
+
+The card number is ``4761739001010010``, a published Visa *test* PAN; no
+example carries track data or a PIN block.
+
+Regenerate the document region (run from outside the repository root, e.g.
+``cd /tmp``, so our ``iso8583/`` folder does not shadow pyiso8583)::
+
+    /work/main/.venv/bin/python -m billgw.iso8583.examples /work/main/docs/iso8583-interface.md
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+from .bill_data import BillLine, BillRequestData, BillResponseData
+from .codes import DEFAULT_CODES, Outcome
+from .dump import annotate, hex_dump
+from .messages import MessageFormatError, decode_request, encode_fields, format_error_response
+
+TEST_PAN = "4761739001010010"  # public Visa test card number, not a real card
+ACQUIRER_ID = "123456"
+TERMINAL_ID = "ATM00001"
+CARD_ACCEPTOR_ID = "BANK0000000001 "
+TRANSMISSION_DATETIME = "0203140509"  # 3 February, 14:05:09 UTC
+LOCAL_TIME = "170509"  # Amman, UTC+3
+LOCAL_DATE = "0203"
+CURRENCY_JOD = "400"
+INQUIRY_REFERENCE = "INQ-20240203-000124"
+
+BEGIN_MARKER = "<!-- BEGIN GENERATED EXAMPLES -->"
+END_MARKER = "<!-- END GENERATED EXAMPLES -->"
+
+Example = tuple[str, str, bytes]
+
+
+def _code(outcome: Outcome) -> str:
+    return DEFAULT_CODES[outcome].code
+
+
+def _network_request_fields(stan: str, code: str) -> dict[str, str]:
+    return {"7": TRANSMISSION_DATETIME, "11": stan, "32": ACQUIRER_ID, "70": code}
+
+
+def _financial_fields(stan: str, processing_code: str, amount_minor: int, rrn: str,
+                      bill: BillRequestData) -> dict[str, str]:
+    return {
+        "2": TEST_PAN,
+        "3": processing_code,
+        "4": f"{amount_minor:012d}",
+        "7": TRANSMISSION_DATETIME,
+        "11": stan,
+        "12": LOCAL_TIME,
+        "13": LOCAL_DATE,
+        "18": "6011",
+        "32": ACQUIRER_ID,
+        "37": rrn,
+        "41": TERMINAL_ID,
+        "42": CARD_ACCEPTOR_ID,
+        "48": bill.to_tlv(),
+        "49": CURRENCY_JOD,
+    }
+
+
+def sign_on_request() -> Example:
+    return (
+        "0800 sign-on",
+        "The switch signs on (F70 = 001) after connecting; until then a listener "
+        "that requires sign-on refuses financial requests with response code 05.",
+        encode_fields("0800", _network_request_fields("000121", "001")),
+    )
+
+
+def sign_on_response() -> Example:
+    request = decode_request(sign_on_request()[2])
+    return (
+        "0810 sign-on accepted",
+        "F7, F11, F32 and F70 are echoed; F39 = 00.",
+        request.respond(_code(Outcome.APPROVED)).encode(),
+    )
+
+
+def echo_request() -> Example:
+    return (
+        "0800 echo test",
+        "Either side's keep-alive (F70 = 301); it also resets the idle timer.",
+        encode_fields("0800", _network_request_fields("000122", "301")),
+    )
+
+
+def echo_response() -> Example:
+    request = decode_request(echo_request()[2])
+    return ("0810 echo answer", "Echo of the test with F39 = 00.", request.respond(_code(Outcome.APPROVED)).encode())
+
+
+_INQUIRY_BILL = BillRequestData(biller_code="TEL", service_code="MOBILE", billing_number="0791234567")
+_PAYMENT_BILL = BillRequestData(
+    biller_code="TEL",
+    service_code="MOBILE",
+    billing_number="0791234567",
+    bill_number="2024-01",
+    msisdn="962791234567",
+    language="ar",
+    inquiry_reference=INQUIRY_REFERENCE,
+)
+
+
+def inquiry_request() -> Example:
+    return (
+        "0200 bill inquiry",
+        "Processing code 370000, F4 zero; F48 names the biller, service and billing number.",
+        encode_fields("0200", _financial_fields("000124", "370000", 0, "403414000124", _INQUIRY_BILL)),
+    )
+
+
+def inquiry_response() -> Example:
+    request = decode_request(inquiry_request()[2])
+    bill = BillResponseData(
+        customer_name="أحمد صالح",
+        due_amount=12500,
+        due_date="20240115",
+        fee=250,
+        bills=(BillLine("2024-01", 7500, "20240115"), BillLine("2024-02", 5000, "20240215")),
+        inquiry_reference=INQUIRY_REFERENCE,
+    )
+    return (
+        "0210 inquiry answer",
+        "Customer name (UTF-8: the LLL length and the TLV lengths count bytes), total due "
+        "12.500 JOD in minor units, due date of the oldest bill, fee 0.250 JOD, one BD tag "
+        "per open bill, and the inquiry reference to quote in the payment.",
+        request.respond_bill(_code(Outcome.APPROVED), bill=bill).encode(),
+    )
+
+
+def payment_request() -> Example:
+    return (
+        "0200 bill payment",
+        "Processing code 500000, F4 = 12.500 JOD as 12500 minor units; F48 adds the bill "
+        "number, the subscriber's MSISDN and language for the SMS receipt, and the inquiry reference.",
+        encode_fields("0200", _financial_fields("000125", "500000", 12500, "403414000125", _PAYMENT_BILL)),
+    )
+
+
+def payment_approval() -> Example:
+    request = decode_request(payment_request()[2])
+    bill = BillResponseData(bill_number="2024-01", receipt_number="ORJ-778", payment_reference="PAY-000042")
+    return (
+        "0210 payment approved",
+        "F39 = 00 with the approval code (F38), the settlement date (F15), the biller's "
+        "receipt number (RN) and the gateway's payment reference (PR).",
+        request.respond_bill(_code(Outcome.APPROVED), bill=bill, auth_code="004711",
+                             settlement_date="0203").encode(),
+    )
+
+
+def payment_decline() -> Example:
+    request = decode_request(payment_request()[2])
+    code = _code(Outcome.INVALID_BILLING_NUMBER)
+    return (
+        f"0210 payment declined ({code})",
+        f"The biller does not know the billing number: F39 = {code}, no F38, no F15, no F48.",
+        request.respond_bill(code).encode(),
+    )
+
+
+def format_error_answer() -> Example:
+    fields = _financial_fields("000126", "500000", 0, "403414000126", _PAYMENT_BILL)
+    fields["4"] = "0000012.5000"  # a decimal point: F4 must be digits (minor units)
+    bad = encode_fields("0200", fields)
+    try:
+        decode_request(bad)
+    except MessageFormatError as error:
+        response = format_error_response(error, _code(Outcome.FORMAT_ERROR))
+    else:  # pragma: no cover - the codec accepted a non-numeric amount
+        raise AssertionError("a non-numeric F4 was accepted")
+    code = _code(Outcome.FORMAT_ERROR)
+    return (
+        f"0210 format error ({code})",
+        f"Answer to a 0200 whose F4 was sent as `0000012.5000`: F39 = {code}, with the "
+        "matching keys the request had (F7, F11, F32, F41, ...) so the switch can pair it; "
+        "the field in error (here F4) is not echoed.",
+        response.encode(),
+    )
+
+
+EXAMPLES: tuple[Callable[[], Example], ...] = (
+    sign_on_request,
+    sign_on_response,
+    echo_request,
+    echo_response,
+    inquiry_request,
+    inquiry_response,
+    payment_request,
+    payment_approval,
+    payment_decline,
+    format_error_answer,
+)
+
+
+def all_examples() -> list[Example]:
+    return [make() for make in EXAMPLES]
+
+
+def render_examples_markdown() -> str:
+    """The document's generated region: per example a heading, the description,
+    a ``hexdump`` block (the message without its length header) and the annotation."""
+    parts = []
+    for title, description, payload in all_examples():
+        parts.append(
+            f"### {title}\n\n{description}\n\n"
+            f"{len(payload)} bytes; with the `binary2` header the frame starts "
+            f"`{len(payload).to_bytes(2, 'big').hex(' ')}`, with `ascii4` it starts `{len(payload):04d}`.\n\n"
+            f"```hexdump\n{hex_dump(payload)}\n```\n\n"
+            f"```text\n{annotate(payload)}\n```\n"
+        )
+    return "\n".join(parts)
+
+
+def replace_generated_region(document: str, generated: str) -> str:
+    """``document`` with the text between the markers replaced by ``generated``."""
+    start = document.index(BEGIN_MARKER) + len(BEGIN_MARKER)
+    end = document.index(END_MARKER, start)
+    return document[:start] + "\n" + generated + "\n" + document[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite the generated region of the interface document named in argv."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m billgw.iso8583.examples docs/iso8583-interface.md", file=sys.stderr)
+        return 2
+    path = Path(args[0])
+    text = path.read_text(encoding="utf-8")
+    path.write_text(replace_generated_region(text, render_examples_markdown()), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
