@@ -1,0 +1,230 @@
+"""The journal: every accepted 0200 and its outcome, one transaction per step.
+
+The functions here take an open Connection (they run inside
+:class:`~billgw.gateway.db.DatabasePool` transactions, or synchronously in
+CLI tools) and return frozen dataclasses.  :class:`Journal` is the
+reactor-side face: the same operations as Deferreds.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass
+from typing import Mapping
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from billgw.sms import outbox
+
+from .schema import transaction_events, transactions
+from .states import IllegalTransition, State, check_transition, sources_of
+
+
+def utc(seconds: float) -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class NewTransaction:
+    """What the processor knows of a request when it first journals it."""
+
+    id: str
+    kind: str
+    mti: str
+    processing_code: str
+    acquirer_id: str
+    forwarder_id: str | None
+    terminal_id: str
+    stan: str
+    transmission_dt: str
+    rrn: str
+    fingerprint: str
+    masked_pan: str | None
+    amount: int
+    currency: str
+    fee: int
+    biller_code: str | None
+    service_code: str | None
+    billing_number: str | None
+    bill_number: str | None
+    msisdn: str | None
+    language: str | None
+
+
+@dataclass(frozen=True)
+class TransactionView:
+    id: str
+    kind: str
+    state: State
+    fingerprint: str
+    amount: int
+    currency: str
+    fee: int
+    biller_code: str | None
+    service_code: str | None
+    billing_number: str | None
+    bill_number: str | None
+    msisdn: str | None
+    language: str | None
+    masked_pan: str | None
+    rrn: str
+    stan: str
+    terminal_id: str
+    acquirer_id: str
+    response_code: str | None
+    response: tuple[str, dict[str, str]] | None  # (mti, fields) of the answer given
+    auth_code: str | None
+    biller_receipt: str | None
+    settlement_date: str | None
+    created_at: _dt.datetime
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """Outcome of :func:`record_received`: new, or the existing duplicate."""
+
+    view: TransactionView
+    is_new: bool
+
+
+@dataclass(frozen=True)
+class QueuedSms:
+    msisdn: str
+    language: str
+    text: str
+
+
+def _view(row) -> TransactionView:
+    response = None
+    if row.response_fields:
+        stored = json.loads(row.response_fields)
+        response = (stored["mti"], stored["fields"])
+    return TransactionView(
+        id=row.id, kind=row.kind, state=State(row.state), fingerprint=row.fingerprint,
+        amount=row.amount, currency=row.currency, fee=row.fee, biller_code=row.biller_code,
+        service_code=row.service_code, billing_number=row.billing_number,
+        bill_number=row.bill_number, msisdn=row.msisdn, language=row.language,
+        masked_pan=row.masked_pan, rrn=row.rrn, stan=row.stan, terminal_id=row.terminal_id,
+        acquirer_id=row.acquirer_id, response_code=row.response_code, response=response,
+        auth_code=row.auth_code, biller_receipt=row.biller_receipt,
+        settlement_date=row.settlement_date, created_at=row.created_at, detail=row.detail,
+    )
+
+
+def get(conn: Connection, txn_id: str) -> TransactionView | None:
+    row = conn.execute(select(transactions).where(transactions.c.id == txn_id)).first()
+    return _view(row) if row else None
+
+
+def find_by_keys(conn: Connection, acquirer_id: str, terminal_id: str, stan: str,
+                 transmission_dt: str) -> TransactionView | None:
+    t = transactions
+    row = conn.execute(select(t).where(
+        t.c.acquirer_id == acquirer_id, t.c.terminal_id == terminal_id,
+        t.c.stan == stan, t.c.transmission_dt == transmission_dt)).first()
+    return _view(row) if row else None
+
+
+def record_received(conn: Connection, new: NewTransaction, now: float) -> Recorded:
+    """Journal a request, or return the one already journaled under its keys.
+
+    The UNIQUE constraint on the acquirer keys decides: of two racing
+    inserts (two processes, or a repeat during the first), exactly one wins.
+    """
+    existing = find_by_keys(conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt)
+    if existing is not None:
+        return Recorded(existing, False)
+    at = utc(now)
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(transactions).values(
+                **new.__dict__, state=State.RECEIVED.value, created_at=at, updated_at=at))
+            conn.execute(insert(transaction_events).values(
+                transaction_id=new.id, from_state=None, to_state=State.RECEIVED.value, at=at))
+    except IntegrityError:
+        existing = find_by_keys(conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt)
+        if existing is None:
+            raise
+        return Recorded(existing, False)
+    return Recorded(get(conn, new.id), True)
+
+
+def transition(conn: Connection, txn_id: str, new: State, now: float, *, detail: str | None = None,
+               response: tuple[str, Mapping[str, str]] | None = None, **values) -> TransactionView:
+    """Move a transaction to ``new`` (checked), recording the event.
+
+    The UPDATE is guarded by the allowed source states, so two racing
+    writers cannot both move it.  Raises IllegalTransition otherwise.
+    """
+    current = get(conn, txn_id)
+    if current is None:
+        raise KeyError(txn_id)
+    check_transition(current.state, new)
+    at = utc(now)
+    if response is not None:
+        mti, fields = response
+        values["response_fields"] = json.dumps({"mti": mti, "fields": dict(fields)}, sort_keys=True)
+        values["response_code"] = fields.get("39")
+    if detail is not None:
+        values["detail"] = detail[:400]
+    result = conn.execute(
+        update(transactions)
+        .where(transactions.c.id == txn_id,
+               transactions.c.state.in_([s.value for s in sources_of(new)]))
+        .values(state=new.value, updated_at=at, **values)
+    )
+    if result.rowcount != 1:
+        raise IllegalTransition(f"{txn_id} changed state concurrently")
+    conn.execute(insert(transaction_events).values(
+        transaction_id=txn_id, from_state=current.state.value, to_state=new.value, at=at,
+        detail=detail[:400] if detail else None))
+    return get(conn, txn_id)
+
+
+def confirm_payment(conn: Connection, txn_id: str, now: float, *, receipt: str, auth_code: str,
+                    settlement_date: str, response: tuple[str, Mapping[str, str]],
+                    sms: QueuedSms | None) -> TransactionView:
+    """CONFIRMED and the SMS receipt row, in one database transaction."""
+    view = transition(conn, txn_id, State.CONFIRMED, now, response=response,
+                      biller_receipt=receipt, auth_code=auth_code, settlement_date=settlement_date,
+                      detail="biller confirmed")
+    if sms is not None:
+        outbox.enqueue(conn, payment_id=txn_id, kind=outbox.OutboxKind.RECEIPT, msisdn=sms.msisdn,
+                       language=sms.language, text=sms.text, now=now)
+    return view
+
+
+def events(conn: Connection, txn_id: str) -> list[tuple[str | None, str, _dt.datetime, str | None]]:
+    e = transaction_events
+    rows = conn.execute(select(e).where(e.c.transaction_id == txn_id).order_by(e.c.id)).all()
+    return [(r.from_state, r.to_state, r.at, r.detail) for r in rows]
+
+
+def list_all(conn: Connection) -> list[TransactionView]:
+    rows = conn.execute(select(transactions).order_by(transactions.c.created_at)).all()
+    return [_view(r) for r in rows]
+
+
+class Journal:
+    """The journal operations as Deferreds, on the database pool."""
+
+    def __init__(self, pool):
+        self._pool = pool
+
+    def run(self, fn, *args, **kwargs):
+        return self._pool.run(fn, *args, **kwargs)
+
+    def record_received(self, new: NewTransaction, now: float):
+        return self._pool.run(record_received, new, now)
+
+    def transition(self, txn_id: str, new: State, now: float, **kwargs):
+        return self._pool.run(transition, txn_id, new, now, **kwargs)
+
+    def confirm_payment(self, txn_id: str, now: float, **kwargs):
+        return self._pool.run(confirm_payment, txn_id, now, **kwargs)
+
+    def get(self, txn_id: str):
+        return self._pool.run(get, txn_id)

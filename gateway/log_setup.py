@@ -1,0 +1,100 @@
+"""structlog, configured once at the composition root.
+
+JSON lines (or a console renderer when asked), with a processor that masks
+card data placed after exception formatting and before the renderer, so no
+PAN, track data or PIN block reaches a log line -- not in a message, a
+bound value or a traceback.  Twisted's own log events are routed through
+the same pipeline.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogBeginner
+from zope.interface import provider
+
+from billgw.iso8583.masking import mask_pan, mask_text
+
+# Keys whose values are card data: never rendered.
+_DROP_KEYS = frozenset({"track2", "track_2", "pin_block", "pinblock", "cvv", "f35", "f52"})
+_PAN_KEYS = frozenset({"pan", "card_number", "f2"})
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_mask(v) for v in value)
+    if isinstance(value, bytes):
+        return mask_text(value.decode("latin-1"))
+    return value
+
+
+def mask_card_data(_logger, _method, event_dict: dict) -> dict:
+    """structlog processor: mask PANs everywhere, drop track data and PINs."""
+    out = {}
+    for key, value in event_dict.items():
+        lowered = key.lower()
+        if lowered in _DROP_KEYS:
+            out[key] = "[removed]"
+        elif lowered in _PAN_KEYS and isinstance(value, str):
+            out[key] = mask_pan(value)
+        else:
+            out[key] = _mask(value)
+    return out
+
+
+def processors(renderer) -> list:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        mask_card_data,
+        renderer,
+    ]
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure(fmt: str = "json", level: str = "info", stream=None) -> None:
+    """Configure structlog and route Twisted's log to it.  Call once."""
+    stream = stream or sys.stdout
+    renderer = (structlog.processors.JSONRenderer(ensure_ascii=False) if fmt == "json"
+                else structlog.dev.ConsoleRenderer(colors=False))
+    structlog.configure(
+        processors=processors(renderer),
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=True,
+    )
+    globalLogBeginner.beginLoggingTo([twisted_to_structlog], redirectStandardIO=False,
+                                     discardBuffer=True)
+
+
+_TWISTED_LEVELS = {
+    LogLevel.debug: "debug",
+    LogLevel.info: "info",
+    LogLevel.warn: "warning",
+    LogLevel.error: "error",
+    LogLevel.critical: "critical",
+}
+
+
+@provider(ILogObserver)
+def twisted_to_structlog(event: dict) -> None:
+    log = structlog.get_logger(event.get("log_namespace", "twisted"))
+    level = _TWISTED_LEVELS.get(event.get("log_level"), "info")
+    failure = event.get("log_failure")
+    text = formatEvent(event)
+    if failure is not None:
+        getattr(log, level)(text, exception=failure.getTraceback())
+    else:
+        getattr(log, level)(text)

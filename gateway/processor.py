@@ -1,0 +1,316 @@
+"""The transaction processor: a 0200 in, a Deferred of its 0210 out.
+
+It owns the money rules of a request's life:
+
+1. check locally what can be checked (biller, service, billing-number
+   format, amount bounds, currency) before any biller is contacted;
+2. journal the request under the acquirer's keys -- a repeat finds the
+   original and gets the original answer, never a second posting (also while
+   the first is still in flight);
+3. ask the biller, with the biller's timeout on the injected clock;
+4. on confirmation, mark the payment CONFIRMED and queue the SMS receipt in
+   one database transaction, then answer 00; a biller that did not answer in
+   time leaves the payment IN_DOUBT (never re-posted blindly).
+
+Known failures become response codes; anything unexpected is logged with its
+traceback and answered 96 ("system malfunction").
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import structlog
+from twisted.internet import defer
+
+from billgw.billing_adapters.interface import (
+    BillerAdapter,
+    BillerDeclined,
+    BillerOutcomeUnknown,
+    BillerUnavailable,
+    BillQuery,
+    DeclineReason,
+    PaymentOrder,
+)
+from billgw.iso8583.bill_data import BillLine, BillResponseData
+from billgw.iso8583.codes import Outcome, ResponseCodes
+from billgw.iso8583.messages import BillRequest, RequestKind, Response
+
+from . import journal as journal_ops
+from .config import BillerSettings, ServiceSettings
+from .journal import NewTransaction, QueuedSms, TransactionView
+from .receipts import ReceiptComposer
+from .states import State
+
+DECLINE_OUTCOMES = {
+    DeclineReason.UNKNOWN_BILLING_NUMBER: Outcome.INVALID_BILLING_NUMBER,
+    DeclineReason.BILL_NOT_FOUND: Outcome.RECORD_NOT_FOUND,
+    DeclineReason.NO_BILL_DUE: Outcome.NO_BILL_DUE,
+    DeclineReason.BILL_ALREADY_PAID: Outcome.BILL_ALREADY_PAID,
+    DeclineReason.INVALID_AMOUNT: Outcome.INVALID_AMOUNT,
+    DeclineReason.NOT_PERMITTED: Outcome.INVALID_TRANSACTION,
+    DeclineReason.CUTOFF_PASSED: Outcome.CUTOFF_PASSED,
+    DeclineReason.OTHER: Outcome.INVALID_TRANSACTION,
+}
+
+# How long a repeat waits for its in-flight original beyond the biller's
+# own timeout before it is answered "biller unavailable" by itself.
+REPEAT_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class BillerRoute:
+    settings: BillerSettings
+    adapter: BillerAdapter
+
+
+def new_transaction_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_auth_code() -> str:
+    return f"{secrets.randbelow(1_000_000):06d}"
+
+
+def fingerprint(request: BillRequest) -> str:
+    """What must be equal for a message to be a repeat rather than a clash:
+    same keys but another amount or bill is not a repeat (answered 94)."""
+    f = request.fields
+    basis = "|".join((request.mti, f.get("3", ""), f.get("4", ""), f.get("49", ""), f.get("48", "")))
+    return hashlib.sha256(basis.encode("utf-8")).hexdigest()
+
+
+def local_check(request: BillRequest, billers: Mapping[str, BillerRoute]) -> tuple[
+        Outcome | None, BillerRoute | None, ServiceSettings | None]:
+    """Rules checked before any biller is contacted (pure)."""
+    bill = request.bill
+    route = billers.get(bill.biller_code)
+    if route is None or not route.settings.active:
+        return Outcome.INVALID_TRANSACTION, route, None
+    service = route.settings.services.get(bill.service_code)
+    if service is None:
+        return Outcome.INVALID_TRANSACTION, route, None
+    if request.currency != service.currency:
+        return Outcome.INVALID_TRANSACTION, route, service
+    if not service.billing_number_ok(bill.billing_number):
+        return Outcome.INVALID_BILLING_NUMBER, route, service
+    if request.kind is RequestKind.PAYMENT:
+        if not service.min_amount <= request.amount <= service.max_amount:
+            return Outcome.INVALID_AMOUNT, route, service
+    return None, route, service
+
+
+def business_date(now: float) -> str:
+    """Settlement date (F15, MMDD): today's UTC date until cut-over exists."""
+    return _dt.datetime.fromtimestamp(now, _dt.timezone.utc).strftime("%m%d")
+
+
+class TransactionProcessor:
+    def __init__(
+        self,
+        *,
+        journal: journal_ops.Journal,
+        billers: Mapping[str, BillerRoute],
+        codes: ResponseCodes,
+        clock,
+        receipts: ReceiptComposer,
+        on_sms_queued: Callable[[], None] = lambda: None,
+        log=None,
+        new_id: Callable[[], str] = new_transaction_id,
+        new_auth: Callable[[], str] = new_auth_code,
+    ):
+        self._journal = journal
+        self._billers = billers
+        self._codes = codes
+        self._clock = clock
+        self._receipts = receipts
+        self._on_sms_queued = on_sms_queued
+        self._log = log or structlog.get_logger("billgw.processor")
+        self._new_id = new_id
+        self._new_auth = new_auth
+        self._in_flight: dict[str, list[defer.Deferred]] = {}
+
+    def handle(self, request: BillRequest, log=None) -> defer.Deferred:
+        """Process a 0200; the Deferred fires with the Response (never fails)."""
+        log = (log or self._log).bind(stan=request.stan, rrn=request.rrn, kind=request.kind.value)
+        d = defer.ensureDeferred(self._handle(request, log))
+        d.addErrback(self._unexpected, request, log)
+        return d
+
+    def _unexpected(self, failure, request: BillRequest, log) -> Response:
+        log.error("request failed unexpectedly", exc_info=(failure.type, failure.value, failure.tb))
+        return request.respond_bill(self._codes.code(Outcome.SYSTEM_MALFUNCTION))
+
+    def _code(self, outcome: Outcome) -> str:
+        return self._codes.code(outcome)
+
+    async def _handle(self, request: BillRequest, log) -> Response:
+        now = self._clock.seconds()
+        problem, route, service = local_check(request, self._billers)
+        new = self._new_transaction(request, service)
+        recorded = await self._journal.record_received(new, now)
+        if not recorded.is_new:
+            return await self._answer_repeat(request, recorded.view, route, log)
+        log = log.bind(payment_id=new.id)
+        self._in_flight[new.id] = []
+        response = None
+        try:
+            if problem is not None:
+                log.info("declined locally", outcome=problem.value)
+                response = request.respond_bill(self._code(problem))
+                await self._journal.transition(new.id, State.DECLINED, self._clock.seconds(),
+                                               response=(response.mti, response.fields),
+                                               detail=f"local check: {problem.value}")
+            elif request.kind is RequestKind.INQUIRY:
+                response = await self._inquire(request, new, route, service, log)
+            else:
+                response = await self._pay(request, new, route, service, log)
+            return response
+        finally:
+            for waiter in self._in_flight.pop(new.id, []):
+                waiter.callback(response)
+
+    def _new_transaction(self, request: BillRequest, service: ServiceSettings | None) -> NewTransaction:
+        f = request.fields
+        bill = request.bill
+        return NewTransaction(
+            id=self._new_id(), kind=request.kind.value, mti=request.mti,
+            processing_code=request.processing_code, acquirer_id=f["32"], forwarder_id=f.get("33"),
+            terminal_id=f["41"], stan=f["11"], transmission_dt=f["7"], rrn=f["37"],
+            fingerprint=fingerprint(request), masked_pan=request.masked_pan,
+            amount=request.amount, currency=request.currency,
+            fee=service.fee if service else 0,
+            biller_code=bill.biller_code[:10], service_code=bill.service_code[:10],
+            billing_number=bill.billing_number[:30],
+            bill_number=bill.bill_number[:30] if bill.bill_number else None,
+            msisdn=bill.msisdn, language=bill.language[:5],
+        )
+
+    async def _answer_repeat(self, request: BillRequest, view: TransactionView,
+                             route: BillerRoute | None, log) -> Response:
+        log = log.bind(payment_id=view.id, repeat=True)
+        if view.fingerprint != fingerprint(request):
+            log.warning("same acquirer keys, different content: not a repeat")
+            return request.respond_bill(self._code(Outcome.DUPLICATE_TRANSMISSION))
+        if view.response is not None:
+            log.info("repeat answered with the original response", response_code=view.response_code)
+            return Response(*view.response)
+        if view.id in self._in_flight:
+            log.info("repeat waits for the original in flight")
+            waiter = defer.Deferred()
+            self._in_flight[view.id].append(waiter)
+            timeout = (route.settings.timeout if route else 0) + REPEAT_GRACE_SECONDS
+            waiter.addTimeout(timeout, self._clock)
+            try:
+                response = await waiter
+            except defer.TimeoutError:
+                response = None
+            if response is not None:
+                return Response(response.mti, dict(response.fields))
+        # The original's outcome is not known here (another process holds it,
+        # or it was cut short): answer "unavailable" and leave the state alone.
+        log.warning("repeat of a request without a final answer", state=view.state.value)
+        return request.respond_bill(self._code(Outcome.BILLER_UNAVAILABLE))
+
+    async def _call_biller(self, deferred: defer.Deferred, route: BillerRoute):
+        deferred.addTimeout(route.settings.timeout, self._clock)
+        return await deferred
+
+    async def _inquire(self, request, new, route, service, log) -> Response:
+        bill = request.bill
+        query = BillQuery(bill.biller_code, bill.service_code, bill.billing_number, bill.bill_number)
+        outcome, detail = None, None
+        try:
+            result = await self._call_biller(route.adapter.inquire(query), route)
+        except BillerDeclined as exc:
+            outcome, detail = DECLINE_OUTCOMES[exc.reason], str(exc)
+        except (BillerUnavailable, BillerOutcomeUnknown, defer.TimeoutError) as exc:
+            outcome, detail = Outcome.BILLER_UNAVAILABLE, f"{type(exc).__name__}: {exc}"
+        if outcome is not None:
+            log.info("inquiry declined", outcome=outcome.value, detail=detail)
+            response = request.respond_bill(self._code(outcome))
+            await self._journal.transition(new.id, State.DECLINED, self._clock.seconds(),
+                                           response=(response.mti, response.fields), detail=detail)
+            return response
+        bills = sorted(result.bills, key=lambda b: b.due_date)
+        data = BillResponseData(
+            customer_name=result.customer_name,
+            due_amount=result.total_due,
+            due_date=bills[0].due_date if bills else None,
+            fee=service.fee,
+            bills=tuple(BillLine(b.bill_number, b.amount_due, b.due_date) for b in bills),
+            inquiry_reference=new.id,
+        )
+        response = request.respond_bill(self._code(Outcome.APPROVED), bill=data)
+        await self._journal.transition(new.id, State.ANSWERED, self._clock.seconds(),
+                                       response=(response.mti, response.fields),
+                                       detail=f"{len(bills)} bill(s), due {result.total_due}")
+        log.info("inquiry answered", bills=len(bills), due=result.total_due)
+        return response
+
+    async def _pay(self, request, new, route, service, log) -> Response:
+        now = self._clock.seconds()
+        await self._journal.transition(new.id, State.POSTING, now)
+        bill = request.bill
+        order = PaymentOrder(
+            payment_id=new.id, biller_code=bill.biller_code, service_code=bill.service_code,
+            billing_number=bill.billing_number, bill_number=bill.bill_number,
+            amount=request.amount, currency=request.currency,
+            paid_at=_dt.datetime.fromtimestamp(now, _dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+        try:
+            confirmation = await self._call_biller(route.adapter.pay(order), route)
+        except BillerDeclined as exc:
+            return await self._finish(request, new, State.DECLINED, DECLINE_OUTCOMES[exc.reason], str(exc), log)
+        except BillerUnavailable as exc:
+            return await self._finish(request, new, State.DECLINED, Outcome.BILLER_UNAVAILABLE,
+                                      f"biller unavailable: {exc}", log)
+        except (BillerOutcomeUnknown, defer.TimeoutError) as exc:
+            return await self._finish(request, new, State.IN_DOUBT, Outcome.BILLER_UNAVAILABLE,
+                                      f"outcome unknown: {type(exc).__name__}: {exc}", log)
+        except Exception as exc:
+            log.error("biller adapter failed", exc_info=True)
+            return await self._finish(request, new, State.IN_DOUBT, Outcome.SYSTEM_MALFUNCTION,
+                                      f"adapter error: {type(exc).__name__}", log)
+        return await self._confirm(request, new, route, service, confirmation, log)
+
+    async def _finish(self, request, new, state: State, outcome: Outcome, detail: str, log) -> Response:
+        response = request.respond_bill(self._code(outcome))
+        await self._journal.transition(new.id, state, self._clock.seconds(),
+                                       response=(response.mti, response.fields), detail=detail)
+        log.info("payment not confirmed", state=state.value, outcome=outcome.value, detail=detail)
+        return response
+
+    async def _confirm(self, request, new, route, service, confirmation, log) -> Response:
+        now = self._clock.seconds()
+        auth_code = self._new_auth()
+        settlement = business_date(now)
+        data = BillResponseData(
+            bill_number=confirmation.bill_number or new.bill_number,
+            receipt_number=confirmation.receipt_number,
+            payment_reference=new.id,
+            fee=service.fee or None,
+        )
+        response = request.respond_bill(self._code(Outcome.APPROVED), bill=data, auth_code=auth_code,
+                                        settlement_date=settlement)
+        sms = None
+        if new.msisdn:
+            text = self._receipts.receipt_text(
+                language=new.language or "en", biller=route.settings, service=service,
+                billing_number=new.billing_number, bill_number=data.bill_number,
+                amount=new.amount, fee=service.fee, paid_at=now,
+                receipt_number=confirmation.receipt_number, reference=new.id,
+                masked_pan=new.masked_pan)
+            sms = QueuedSms(msisdn=new.msisdn, language=new.language or "en", text=text)
+        await self._journal.confirm_payment(
+            new.id, now, receipt=confirmation.receipt_number, auth_code=auth_code,
+            settlement_date=settlement, response=(response.mti, response.fields), sms=sms)
+        log.info("payment confirmed", receipt=confirmation.receipt_number, amount=new.amount,
+                 sms_queued=sms is not None)
+        if sms is not None:
+            self._on_sms_queued()
+        return response

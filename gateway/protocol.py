@@ -1,0 +1,146 @@
+"""The ISO 8583 server protocol: framing, sessions, and hand-off to the processor.
+
+The protocol is thin on purpose: it frames bytes, decodes them with the pure
+codec, answers network management (sign-on, sign-off, echo) itself, and
+hands bill requests to the processor, writing back whatever Response the
+processor's Deferred fires with.  Requests may be pipelined; answers go out
+as they are ready and the switch matches them by their keys.
+
+A frame that decodes but is invalid is answered with the format-error code
+and the keys it had.  A frame that cannot be answered at all (no request
+MTI could be read) and a broken length header close the connection: after
+that the byte stream cannot be trusted.
+"""
+from __future__ import annotations
+
+import structlog
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.policies import TimeoutMixin
+
+from billgw.iso8583.codes import Outcome, ResponseCodes
+from billgw.iso8583.dump import annotate
+from billgw.iso8583.framing import Framer, FramingError, encode_frame
+from billgw.iso8583.messages import (
+    BillRequest,
+    MessageFormatError,
+    NetworkRequest,
+    Response,
+    decode_request,
+    format_error_response,
+)
+
+
+class Session:
+    """What one connection has negotiated: whether the peer signed on."""
+
+    def __init__(self, require_sign_on: bool):
+        self.require_sign_on = require_sign_on
+        self.signed_on = False
+
+    def network(self, request: NetworkRequest, codes: ResponseCodes) -> Response:
+        action = request.action
+        if action == "sign_on":
+            self.signed_on = True
+        elif action == "sign_off":
+            self.signed_on = False
+        elif action != "echo":
+            return request.respond(codes.code(Outcome.INVALID_TRANSACTION))
+        return request.respond(codes.code(Outcome.APPROVED))
+
+    def may_transact(self) -> bool:
+        return self.signed_on or not self.require_sign_on
+
+
+class Iso8583ServerProtocol(Protocol, TimeoutMixin):
+    def __init__(self, factory: "Iso8583ServerFactory"):
+        self.factory = factory
+        self.framer = Framer(factory.framing, factory.max_frame)
+        self.session = Session(factory.require_sign_on)
+        self.log = factory.log
+        # TimeoutMixin schedules through this; the factory's clock is injected.
+        self.callLater = factory.clock.callLater
+
+    def connectionMade(self):
+        peer = self.transport.getPeer()
+        self.log = self.factory.log.bind(peer=f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}")
+        self.log.info("connection opened")
+        self.setTimeout(self.factory.idle_timeout)
+
+    def connectionLost(self, reason=None):
+        self.setTimeout(None)
+        self.log.info("connection closed", reason=reason.getErrorMessage() if reason else None)
+
+    def timeoutConnection(self):
+        self.log.info("idle timeout: closing connection", idle_timeout=self.factory.idle_timeout)
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes):
+        self.resetTimeout()
+        try:
+            frames = self.framer.feed(data)
+        except FramingError as exc:
+            self.log.warning("bad frame header: closing connection", error=str(exc))
+            self.transport.loseConnection()
+            return
+        for frame in frames:
+            self.frame_received(frame)
+
+    def frame_received(self, payload: bytes):
+        try:
+            request = decode_request(payload)
+        except MessageFormatError as exc:
+            self._format_error(payload, exc)
+            return
+        log = self.log.bind(mti=request.mti, stan=request.fields.get("11"))
+        if isinstance(request, NetworkRequest):
+            response = self.session.network(request, self.factory.codes)
+            log.info("network management", code=request.code, response_code=response.response_code,
+                     signed_on=self.session.signed_on)
+            self.send(response)
+            return
+        if not self.session.may_transact():
+            log.warning("financial request before sign-on")
+            self.send(request.respond_bill(self.factory.codes.code(Outcome.NOT_SIGNED_ON)))
+            return
+        d = self.factory.processor.handle(request, log)
+        d.addCallback(self.send)
+        d.addErrback(lambda f: log.error("could not answer", exc_info=(f.type, f.value, f.tb)))
+
+    def _format_error(self, payload: bytes, exc: MessageFormatError):
+        response = format_error_response(exc, self.factory.codes.code(Outcome.FORMAT_ERROR))
+        try:
+            dump = annotate(payload)
+        except Exception:  # the dump of an undecodable frame may itself fail
+            dump = f"{len(payload)} bytes, not decodable"
+        if response is None:
+            self.log.warning("undecodable frame: closing connection", error=str(exc), dump=dump)
+            self.transport.loseConnection()
+            return
+        self.log.warning("format error", error=str(exc), field=exc.field, dump=dump)
+        self.send(response)
+
+    def send(self, response: Response):
+        if not self.connected:
+            self.log.warning("answer ready but the connection is gone", mti=response.mti,
+                             stan=response.fields.get("11"), response_code=response.response_code)
+            return
+        self.transport.write(encode_frame(response.encode(), self.factory.framing))
+
+
+class Iso8583ServerFactory(Factory):
+    protocol = Iso8583ServerProtocol
+
+    def __init__(self, *, processor, codes: ResponseCodes, clock, framing: str = "binary2",
+                 max_frame: int = 4096, idle_timeout: float = 300.0, require_sign_on: bool = True,
+                 log=None):
+        self.processor = processor
+        self.codes = codes
+        self.clock = clock
+        self.framing = framing
+        self.max_frame = max_frame
+        self.idle_timeout = idle_timeout
+        self.require_sign_on = require_sign_on
+        self.log = log or structlog.get_logger("billgw.iso8583")
+
+    def buildProtocol(self, addr):
+        return Iso8583ServerProtocol(self)

@@ -1,0 +1,83 @@
+"""The journal's tables (SQLAlchemy Core).
+
+``transactions`` holds every 0200 the gateway accepted for processing, keyed
+by the gateway's own id (the payment id the biller de-duplicates on), with a
+UNIQUE constraint on the acquirer's keys (F32 + F41 + F11 + F7): duplicate
+detection rests on the database, not on process memory.  The masked PAN is
+the only card data kept.  ``transaction_events`` is the history of state
+transitions.  The SMS outbox table belongs to ``billgw.sms.outbox`` and is
+written in the same transactions.
+
+The schema itself is created by the alembic migrations in ``migrations/``;
+these definitions are what the code reads and writes.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    Table,
+    UniqueConstraint,
+)
+
+from billgw.sms.outbox import metadata as outbox_metadata
+
+metadata = MetaData()
+
+transactions = Table(
+    "transactions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(10), nullable=False),  # inquiry | payment
+    Column("mti", String(4), nullable=False),
+    Column("processing_code", String(6), nullable=False),
+    Column("acquirer_id", String(11), nullable=False),
+    Column("forwarder_id", String(11), nullable=True),
+    Column("terminal_id", String(8), nullable=False),
+    Column("stan", String(6), nullable=False),
+    Column("transmission_dt", String(10), nullable=False),
+    Column("rrn", String(12), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("masked_pan", String(19), nullable=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("fee", BigInteger, nullable=False, default=0),
+    Column("biller_code", String(10), nullable=True),
+    Column("service_code", String(10), nullable=True),
+    Column("billing_number", String(30), nullable=True),
+    Column("bill_number", String(30), nullable=True),
+    Column("msisdn", String(15), nullable=True),
+    Column("language", String(5), nullable=True),
+    Column("state", String(12), nullable=False),
+    Column("response_code", String(2), nullable=True),
+    Column("response_fields", Text, nullable=True),  # JSON of the answer, replayed to repeats
+    Column("auth_code", String(6), nullable=True),
+    Column("biller_receipt", String(40), nullable=True),
+    Column("settlement_date", String(8), nullable=True),
+    Column("detail", String(400), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("acquirer_id", "terminal_id", "stan", "transmission_dt", name="uq_transactions_acquirer_keys"),
+)
+Index("ix_transactions_state", transactions.c.state)
+Index("ix_transactions_rrn", transactions.c.rrn)
+
+transaction_events = Table(
+    "transaction_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("transaction_id", String(32), ForeignKey("transactions.id"), nullable=False, index=True),
+    Column("from_state", String(12), nullable=True),
+    Column("to_state", String(12), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("detail", String(400), nullable=True),
+)
+
+ALL_METADATA = (metadata, outbox_metadata)

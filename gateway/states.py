@@ -1,0 +1,50 @@
+"""Transaction states and the transitions between them (pure).
+
+A payment moves RECEIVED -> POSTING -> CONFIRMED or DECLINED; a biller that
+does not answer in time leaves it IN_DOUBT until a status query or a
+reversal settles it.  An inquiry ends ANSWERED or DECLINED.  Every state
+change goes through :func:`check_transition`, so an impossible move (say,
+DECLINED -> CONFIRMED) is a bug caught where it happens.
+"""
+from __future__ import annotations
+
+import enum
+
+
+class State(enum.Enum):
+    RECEIVED = "RECEIVED"
+    POSTING = "POSTING"
+    CONFIRMED = "CONFIRMED"
+    DECLINED = "DECLINED"
+    IN_DOUBT = "IN_DOUBT"
+    REVERSED = "REVERSED"
+    EXCEPTION = "EXCEPTION"
+    ANSWERED = "ANSWERED"
+
+
+FINAL = frozenset({State.CONFIRMED, State.DECLINED, State.REVERSED, State.EXCEPTION, State.ANSWERED})
+
+ALLOWED: dict[State, frozenset[State]] = {
+    State.RECEIVED: frozenset({State.POSTING, State.DECLINED, State.ANSWERED}),
+    State.POSTING: frozenset({State.CONFIRMED, State.DECLINED, State.IN_DOUBT}),
+    State.IN_DOUBT: frozenset({State.CONFIRMED, State.DECLINED, State.REVERSED, State.EXCEPTION}),
+    State.CONFIRMED: frozenset({State.REVERSED, State.EXCEPTION}),
+    State.DECLINED: frozenset(),
+    State.REVERSED: frozenset(),
+    State.EXCEPTION: frozenset(),
+    State.ANSWERED: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+def check_transition(current: State, new: State) -> None:
+    if new not in ALLOWED[current]:
+        raise IllegalTransition(f"{current.value} -> {new.value} is not allowed")
+
+
+def sources_of(new: State) -> frozenset[State]:
+    """The states from which ``new`` may be entered."""
+    return frozenset(s for s, targets in ALLOWED.items() if new in targets)
