@@ -1,0 +1,154 @@
+"""SmppLink against the SMSC simulator over real loopback sockets."""
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from billgw.sms.encoding import split_message
+from billgw.sms.smpp_link import LinkState, SmppLinkDown, SmppSubmitError
+from billgw.sms.smsc_sim import DropOnSubmitSMSC, ErrorOnSubmitSMSC, NoResponseOnSubmitSMSC
+from billgw.sms.templates import ReceiptData, render_receipt
+
+from conftest import SYSTEM_ID, TIMEOUT
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def bounded(d, reactor, timeout=TIMEOUT):
+    return d.addTimeout(timeout, reactor)
+
+
+@pytest_twisted.inlineCallbacks
+def test_english_text_arrives_as_gsm7_with_exact_text(reactor, smsc_factory, make_link):
+    port, smsc = yield smsc_factory()
+    link = make_link(port.getHost().port)
+    yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
+    text = "Paid 12.500 JOD to Orange, ref PAY-1. Card ****0010 @ 14:05 [ok] €"
+    result = yield bounded(link.submit("962791234567", text), reactor)
+    [m] = yield bounded(smsc.wait_for_messages(1), reactor)
+    assert (m.text, m.data_coding, m.parts) == (text, 0, 1)
+    assert (m.system_id, m.source_addr, m.destination_addr) == (SYSTEM_ID, "BillGW", "962791234567")
+    assert result.message_ids == m.message_ids == ["smsc-000001"]
+    assert (result.parts, result.data_coding) == (1, 0)
+    assert smsc.binds == [(SYSTEM_ID, "transceiver", 0)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_long_arabic_receipt_arrives_as_ucs2_parts_reassembled(reactor, smsc_factory, make_link):
+    port, smsc = yield smsc_factory()
+    link = make_link(port.getHost().port, bind_mode="transmitter")
+    yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
+    import datetime as dt
+
+    receipt = ReceiptData(
+        "Water Authority of Jordan", "سلطة المياه", "01-234-567", "2024/02", 37125, "400", 3, "JOD",
+        500, dt.datetime(2024, 2, 3, 9, 30), "WAJ-99812", "PAY-000777", "476173******0010",
+    )
+    text = render_receipt("ar", receipt)
+    expected_parts = len(split_message(text).parts)
+    assert expected_parts >= 2
+    result = yield bounded(link.submit("962791234567", text), reactor)
+    [m] = yield bounded(smsc.wait_for_messages(1), reactor)
+    assert (m.text, m.data_coding, m.parts) == (text, 8, expected_parts)
+    assert result.message_ids == m.message_ids and len(set(m.message_ids)) == expected_parts
+    assert smsc.binds == [(SYSTEM_ID, "transmitter", 0)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_wrong_password_leaves_link_unbound_and_submit_fails(reactor, smsc_factory, make_link):
+    port, smsc = yield smsc_factory()
+    link = make_link(port.getHost().port, password="wrong")
+    yield bounded(link.wait_for_state(LinkState.DOWN), reactor)
+    assert not link.bound
+    assert link.last_bind_status == 0x0E
+    with pytest.raises(SmppLinkDown) as e:
+        yield link.submit("962791234567", "hello")
+    assert "0x0000000E" in str(e.value) and "Invalid Password" in str(e.value)
+    assert smsc.messages_received == [] and smsc.submits_received == 0
+    assert smsc.binds[0] == (SYSTEM_ID, "transceiver", 0x0E)
+
+
+@pytest_twisted.inlineCallbacks
+def test_nothing_listening_keeps_retrying_and_fails_submits(reactor, smsc_factory, make_link):
+    port, smsc = yield smsc_factory()
+    number = port.getHost().port
+    yield port.stopListening()
+    link = make_link(number)
+    yield bounded(link.wait_for_state(LinkState.DOWN), reactor)
+    yield bounded(link.wait_for_state(LinkState.CONNECTING), reactor)  # it tries again
+    with pytest.raises(SmppLinkDown):
+        yield link.submit("962791234567", "hello")
+
+
+@pytest_twisted.inlineCallbacks
+def test_dropped_connection_fails_in_flight_then_rebinds_and_sends(reactor, smsc_factory, make_link):
+    port, smsc = yield smsc_factory(DropOnSubmitSMSC, drops=1)
+    link = make_link(port.getHost().port)
+    yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
+    with pytest.raises(SmppLinkDown):
+        yield bounded(link.submit("962791234567", "first"), reactor)
+    # The link notices, rebinds after its back-off, and the retry goes through.
+    yield bounded(link.wait_for_state(LinkState.DOWN), reactor)
+    yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
+    result = yield bounded(link.submit("962791234567", "second"), reactor)
+    assert [m.text for m in smsc.messages_received] == ["second"]
+    assert result.message_ids == smsc.messages_received[0].message_ids
+    assert [b[2] for b in smsc.binds] == [0, 0]
+
+
+@pytest_twisted.inlineCallbacks
+def test_error_status_fails_the_submit_with_the_status(reactor, smsc_factory, make_link):
+    port, smsc = yield smsc_factory(ErrorOnSubmitSMSC, error_status=0x58)
+    link = make_link(port.getHost().port)
+    yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
+    with pytest.raises(SmppSubmitError) as e:
+        yield bounded(link.submit("962791234567", "hello"), reactor)
+    assert e.value.status == 0x58 and "0x00000058" in str(e.value)
+    assert link.bound  # a refusal is not a broken link
+    assert smsc.messages_received == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_no_response_times_out_and_rebinds(reactor, smsc_factory, make_link):
+    port, smsc = yield smsc_factory(NoResponseOnSubmitSMSC)
+    link = make_link(port.getHost().port, response_timeout=0.3)
+    yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
+    with pytest.raises(SmppLinkDown) as e:
+        yield bounded(link.submit("962791234567", "hello"), reactor)
+    assert "no submit_sm_resp within 0.3s" in str(e.value)
+    yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
+    assert len(smsc.binds) == 2
+
+
+@pytest_twisted.inlineCallbacks
+def test_idle_link_sends_enquire_link_and_stays_bound(reactor, smsc_factory, make_link):
+    port, smsc = yield smsc_factory()
+    seen = []
+    original = smsc.buildProtocol
+
+    def spy(addr):
+        proto = original(addr)
+        handle = proto.pdu_received
+        proto.pdu_received = lambda pdu: (seen.append(pdu.command_id), handle(pdu))
+        return proto
+
+    smsc.buildProtocol = spy
+    link = make_link(port.getHost().port, enquire_link_interval=0.1)
+    yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
+    while seen.count(0x15) < 2:  # two enquire_links answered, without a rebind
+        d = defer.Deferred()
+        reactor.callLater(0.05, d.callback, None)
+        yield d
+    assert link.bound and len(smsc.binds) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_stop_unbinds_and_ends_the_thread(reactor, smsc_factory, make_link):
+    port, smsc = yield smsc_factory()
+    link = make_link(port.getHost().port)
+    yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
+    thread = link._thread
+    yield link.stopService()
+    assert not thread.is_alive()
+    assert link.state is LinkState.STOPPED
+    with pytest.raises(SmppLinkDown):
+        yield link.submit("962791234567", "late")
