@@ -1,0 +1,234 @@
+"""``atm-sim``: send a bill inquiry or payment to the gateway, as an ATM would.
+
+    atm-sim inquire --biller TEL --service MOBILE --billing-number 0791234567
+    atm-sim pay --biller TEL --service MOBILE --billing-number 0791234567 \\
+        --amount 12.500 --currency 400 --msisdn 962791234567 --language ar
+
+For a person it prints the answer with the meaning of the response code; with
+``--json`` one machine-readable object.  Exit status: 0 approved (F39 = 00),
+1 declined (any other F39), 2 no answer or connection error.  Passing
+``--stan`` and ``--transmission-datetime`` (and the same amount and bill data)
+sends an exact repeat, to watch the gateway's duplicate handling.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from typing import Sequence, TextIO
+
+from billgw.iso8583.bill_data import BillRequestData
+from billgw.iso8583.codes import ResponseCodes
+from billgw.iso8583.examples import TEST_PAN
+from billgw.iso8583.framing import HEADERS
+from billgw.iso8583.messages import DecodedResponse
+
+from .client import (
+    DEFAULT_TIMEOUT,
+    INQUIRY_PROCESSING_CODE,
+    PAYMENT_PROCESSING_CODE,
+    Client,
+    NoAnswer,
+    Terminal,
+    currency_exponent,
+    format_minor_units,
+    to_minor_units,
+)
+
+EXIT_APPROVED = 0
+EXIT_DECLINED = 1
+EXIT_NO_ANSWER = 2
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8583)
+    parser.add_argument("--framing", choices=HEADERS, default="binary2")
+    parser.add_argument("--biller", required=True, help="biller code (F48 BC)")
+    parser.add_argument("--service", required=True, help="service code (F48 SC)")
+    parser.add_argument("--billing-number", required=True, help="subscriber / account number (F48 BN)")
+    parser.add_argument("--bill-number", help="bill to pay (F48 BL)")
+    parser.add_argument("--pan", default=TEST_PAN, help="card number (default: a public Visa test PAN)")
+    parser.add_argument("--terminal", default="ATM00001", help="F41, 8 characters")
+    parser.add_argument("--acquirer", default="123456", help="F32 acquiring institution id")
+    parser.add_argument("--currency", default="400", help="F49, ISO 4217 numeric (400 = JOD)")
+    parser.add_argument("--exponent", type=int, help="decimals of the currency (default from ISO 4217)")
+    parser.add_argument("--sign-on", action=argparse.BooleanOptionalAction, default=True,
+                        help="send 0800/001 first (default: yes)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help="seconds for connect and for the answer")
+    parser.add_argument("--stan", help="F11 (default: random)")
+    parser.add_argument("--transmission-datetime", help="F7 MMDDhhmmss UTC (default: now)")
+    parser.add_argument("--rrn", help="F37 (default: F7's hhmmss + STAN)")
+    parser.add_argument("--codes", help="TOML file with [response_codes.<outcome>] code/text tables")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atm-sim", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    inquire = commands.add_parser("inquire", help="bill inquiry (0200, F3 370000)")
+    _common(inquire)
+    pay = commands.add_parser("pay", help="bill payment (0200, F3 500000)")
+    _common(pay)
+    pay.add_argument("--amount", required=True, help="decimal amount, e.g. 12.500")
+    pay.add_argument("--msisdn", help="subscriber mobile for the SMS receipt (F48 MS)")
+    pay.add_argument("--language", choices=("en", "ar"), default="en", help="receipt language (F48 LG)")
+    pay.add_argument("--inquiry-reference", help="reference from the inquiry (F48 IR)")
+    return parser
+
+
+def load_codes(path: str | None) -> ResponseCodes:
+    """The response-code table: conf/'s TOML format, or the defaults."""
+    if path is None:
+        return ResponseCodes()
+    with open(path, "rb") as handle:
+        table = tomllib.load(handle)
+    return ResponseCodes.from_mapping(table.get("response_codes", {}))
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.stan is not None and not (len(args.stan) <= 6 and args.stan.isdigit()):
+        parser.error("--stan must be 1 to 6 digits")
+    if args.stan is not None:
+        args.stan = args.stan.zfill(6)
+    f7 = args.transmission_datetime
+    if f7 is not None and not (len(f7) == 10 and f7.isdigit()):
+        parser.error("--transmission-datetime must be 10 digits MMDDhhmmss")
+    if args.rrn is not None and len(args.rrn) != 12:
+        parser.error("--rrn must be 12 characters")
+    if len(args.terminal) != 8:
+        parser.error("--terminal must be 8 characters (F41)")
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
+         stderr: TextIO | None = None) -> int:
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    exponent = currency_exponent(args.currency, args.exponent)
+    amount_minor = 0
+    if args.command == "pay":
+        try:
+            amount_minor = to_minor_units(args.amount, exponent)
+        except ValueError as exc:
+            parser.error(str(exc))
+    try:
+        codes = load_codes(args.codes)
+    except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
+        parser.error(f"--codes: {exc}")
+    bill = BillRequestData(
+        biller_code=args.biller,
+        service_code=args.service,
+        billing_number=args.billing_number,
+        bill_number=args.bill_number,
+        msisdn=getattr(args, "msisdn", None),
+        language=getattr(args, "language", "en"),
+        inquiry_reference=getattr(args, "inquiry_reference", None),
+    )
+    terminal = Terminal(acquirer_id=args.acquirer, terminal_id=args.terminal)
+    processing_code = PAYMENT_PROCESSING_CODE if args.command == "pay" else INQUIRY_PROCESSING_CODE
+    try:
+        with Client(args.host, args.port, framing=args.framing, timeout=args.timeout) as client:
+            if args.sign_on:
+                signed = client.sign_on(terminal=terminal)
+                if signed.response_code != "00":
+                    print(f"sign-on refused: {signed.response_code} {codes.text(signed.response_code or '')}",
+                          file=err)
+                    return EXIT_NO_ANSWER
+            sent, response = client.bill_request(
+                processing_code, bill=bill, amount_minor=amount_minor, currency=args.currency,
+                terminal=terminal, pan=args.pan, stan=args.stan, f7=args.transmission_datetime, rrn=args.rrn)
+    except NoAnswer as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc)}), file=out)
+        print(f"no answer: {exc}", file=err)
+        return EXIT_NO_ANSWER
+    summary = summarize(response, sent, codes, exponent)
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2), file=out)
+    else:
+        print(render(summary), file=out)
+    return EXIT_APPROVED if response.response_code == "00" else EXIT_DECLINED
+
+
+def summarize(response: DecodedResponse, sent: dict[str, str], codes: ResponseCodes,
+              exponent: int) -> dict:
+    """The answer as a plain dict (the --json object; ``render`` prints it)."""
+    code = response.response_code or ""
+    bill = response.bill
+    currency = response.fields.get("49") or sent.get("49")
+
+    def money(minor):
+        return None if minor is None else format_minor_units(minor, exponent)
+
+    summary = {
+        "mti": response.mti,
+        "response_code": code,
+        "response_text": codes.text(code),
+        "approved": code == "00",
+        "stan": response.fields.get("11"),
+        "transmission_datetime": response.fields.get("7"),
+        "rrn": response.fields.get("37"),
+        "amount_minor": int(response.fields["4"]) if response.fields.get("4", "").isdigit() else None,
+        "currency": currency,
+        "auth_code": response.fields.get("38"),
+        "settlement_date": response.fields.get("15"),
+        "customer_name": bill.customer_name if bill else None,
+        "due_amount_minor": bill.due_amount if bill else None,
+        "due_amount": money(bill.due_amount) if bill else None,
+        "due_date": bill.due_date if bill else None,
+        "fee_minor": bill.fee if bill else None,
+        "fee": money(bill.fee) if bill else None,
+        "bills": [
+            {"bill_number": b.bill_number, "amount_minor": b.amount, "amount": money(b.amount),
+             "due_date": b.due_date}
+            for b in (bill.bills if bill else ())
+        ],
+        "inquiry_reference": bill.inquiry_reference if bill else None,
+        "receipt_number": bill.receipt_number if bill else None,
+        "payment_reference": bill.payment_reference if bill else None,
+    }
+    summary["amount"] = money(summary["amount_minor"])
+    return summary
+
+
+_LABELS = (
+    ("customer_name", "Customer name"),
+    ("due_amount", "Due amount"),
+    ("due_date", "Due date"),
+    ("fee", "Fee"),
+    ("receipt_number", "Receipt number"),
+    ("payment_reference", "Payment reference"),
+    ("auth_code", "Auth code"),
+    ("settlement_date", "Settlement date"),
+    ("inquiry_reference", "Inquiry reference"),
+)
+
+
+def render(summary: dict) -> str:
+    currency = summary["currency"] or ""
+    lines = [
+        f"{'MTI':<18} {summary['mti']}",
+        f"{'Response code':<18} {summary['response_code']} {summary['response_text']}",
+        f"{'STAN / F7':<18} {summary['stan']} / {summary['transmission_datetime']}",
+    ]
+    if summary["amount"] is not None:
+        lines.append(f"{'Amount':<18} {summary['amount']} ({currency})")
+    for key, label in _LABELS:
+        value = summary[key]
+        if value is None:
+            continue
+        if key in ("due_amount", "fee"):
+            value = f"{value} ({currency})"
+        lines.append(f"{label:<18} {value}")
+    for entry in summary["bills"]:
+        lines.append(f"{'Bill':<18} {entry['bill_number']}  {entry['amount']}  due {entry['due_date']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
