@@ -8,7 +8,8 @@ from billgw.sms.smpp_link import LinkState, SmppLinkDown, SmppSubmitError
 from billgw.sms.smsc_sim import DropOnSubmitSMSC, ErrorOnSubmitSMSC, NoResponseOnSubmitSMSC
 from billgw.sms.templates import ReceiptData, render_receipt
 
-from conftest import SYSTEM_ID, TIMEOUT
+SYSTEM_ID = "billgw"  # as configured by the smsc_factory/make_link fixtures
+TIMEOUT = 10.0
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -53,8 +54,11 @@ def test_long_arabic_receipt_arrives_as_ucs2_parts_reassembled(reactor, smsc_fac
     assert smsc.binds == [(SYSTEM_ID, "transmitter", 0)]
 
 
+@pytest.mark.allow_errors  # smpp.bind_refused is logged at error level, on purpose
 @pytest_twisted.inlineCallbacks
-def test_wrong_password_leaves_link_unbound_and_submit_fails(reactor, smsc_factory, make_link):
+def test_wrong_password_leaves_link_unbound_and_submit_fails(
+    reactor, smsc_factory, make_link, fail_on_logged_errors
+):
     port, smsc = yield smsc_factory()
     link = make_link(port.getHost().port, password="wrong")
     yield bounded(link.wait_for_state(LinkState.DOWN), reactor)
@@ -65,6 +69,9 @@ def test_wrong_password_leaves_link_unbound_and_submit_fails(reactor, smsc_facto
     assert "0x0000000E" in str(e.value) and "Invalid Password" in str(e.value)
     assert smsc.messages_received == [] and smsc.submits_received == 0
     assert smsc.binds[0] == (SYSTEM_ID, "transceiver", 0x0E)
+    refused = [e for e in fail_on_logged_errors if e["event"] == "smpp.bind_refused"]
+    assert refused and refused[0]["status"] == 0x0E and refused[0]["log_level"] == "error"
+    assert "Invalid Password" in refused[0]["error"]
 
 
 @pytest_twisted.inlineCallbacks
