@@ -1,0 +1,177 @@
+"""The ``billgw`` command: the composition root.
+
+Only here is the global reactor imported, structlog configured and the
+configuration file read; everything below takes them as arguments.
+
+Sub-commands::
+
+    billgw [--config FILE] serve [--listen ENDPOINT]
+    billgw [--config FILE] check-config
+    billgw [--config FILE] db upgrade
+    billgw telecom-sim [--listen ENDPOINT] [--db PATH] [--reversal-policy allowed|never]
+    billgw smsc-sim [--listen ENDPOINT] [--system-id ID] [--password PW] [--record PATH]
+    billgw demo [--workdir DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+from twisted.internet import defer, task
+
+from .config import ConfigError, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="billgw", description="ATM & SMS bill-payment gateway")
+    parser.add_argument("--config", "-c", help="configuration file (default: the packaged conf/billgw.toml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway (ISO 8583 listener, journal, SMS sender)")
+    serve.add_argument("--listen", help="override gateway.listen, e.g. tcp:8583:interface=127.0.0.1")
+
+    sub.add_parser("check-config", help="validate the configuration and exit")
+
+    db = sub.add_parser("db", help="journal database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="create or migrate the journal schema (alembic)")
+
+    tel = sub.add_parser("telecom-sim", help="run the telecom biller simulator (SOAP over HTTP)")
+    tel.add_argument("--listen", default="tcp:8081:interface=127.0.0.1")
+    tel.add_argument("--db", default="var/telecom-sim.sqlite", help="the simulator's ledger (SQLite)")
+    tel.add_argument("--reversal-policy", choices=("allowed", "never"), default="allowed")
+
+    smsc = sub.add_parser("smsc-sim", help="run the SMSC simulator (SMPP 3.4 server)")
+    smsc.add_argument("--listen", default="tcp:2775:interface=127.0.0.1")
+    smsc.add_argument("--system-id", default="billgw")
+    smsc.add_argument("--password", default=os.environ.get("BILLGW_SMPP_PASSWORD", "secret"))
+    smsc.add_argument("--record", default="var/smsc-received.jsonl",
+                      help="JSON lines file of every message received")
+
+    demo = sub.add_parser("demo", help="gateway + simulators on loopback, one inquiry and payments")
+    demo.add_argument("--workdir", default="var/demo", help="wiped and recreated on each run")
+    return parser
+
+
+def _settings(args):
+    settings = load_settings(args.config)
+    if getattr(args, "listen", None) and args.command == "serve":
+        settings = dataclasses.replace(settings, listener=dataclasses.replace(settings.listener, endpoint=args.listen))
+    return settings
+
+
+def _configure_logging(settings=None, fmt=None, level=None):
+    from .log_setup import configure
+
+    configure(fmt or (settings.logging.format if settings else "json"),
+              level or (settings.logging.level if settings else "info"))
+
+
+def _ensure_parent(path: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+
+
+def _upgrade(settings) -> None:
+    from .db import make_engine
+    from .migrate import upgrade
+
+    url = settings.database.url
+    if url.startswith("sqlite:///"):
+        _ensure_parent(url[len("sqlite:///"):])
+    engine = make_engine(url, 1)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def _serve(reactor, settings):
+    from .service import GatewayService
+
+    try:
+        gateway = GatewayService(settings, reactor)
+    except ConfigError as exc:
+        print(f"billgw: configuration error: {exc}", file=sys.stderr)
+        return defer.fail(SystemExit(2))
+    if settings.database.auto_upgrade:
+        _upgrade(settings)  # before anything listens
+    reactor.addSystemEventTrigger("before", "shutdown", gateway.stop)
+    d = gateway.start()
+    d.addCallback(lambda _: defer.Deferred())  # serve until shutdown
+    return d
+
+
+def _telecom_sim(reactor, args):
+    from billgw.billing_adapters.telecom_sim import listen_telecom_sim
+
+    _ensure_parent(args.db)
+    d = listen_telecom_sim(reactor, args.listen, db_path=args.db, reversal_policy=args.reversal_policy)
+
+    def started(result):
+        port, _sim = result
+        host = port.getHost()
+        print(f"telecom simulator listening on http://{host.host}:{host.port}/soap (ledger {args.db})", flush=True)
+        return defer.Deferred()
+
+    return d.addCallback(started)
+
+
+def _smsc_sim(reactor, args):
+    from billgw.sms.smsc_sim import listen_smsc
+
+    _ensure_parent(args.record)
+    d = listen_smsc(reactor, args.listen, system_id=args.system_id, password=args.password,
+                    record_path=args.record)
+
+    def started(result):
+        port, _factory = result
+        host = port.getHost()
+        print(f"SMSC simulator listening on {host.host}:{host.port} (recording to {args.record})", flush=True)
+        return defer.Deferred()
+
+    return d.addCallback(started)
+
+
+def _run(reactor, args):
+    if args.command == "serve":
+        settings = _settings(args)
+        _configure_logging(settings)
+        return _serve(reactor, settings)
+    if args.command == "telecom-sim":
+        _configure_logging(fmt="json")
+        return _telecom_sim(reactor, args)
+    if args.command == "smsc-sim":
+        _configure_logging(fmt="json")
+        return _smsc_sim(reactor, args)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return defer.ensureDeferred(run_demo(reactor, args.workdir, config_path=args.config))
+    raise SystemExit(f"unknown command {args.command}")
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            settings = _settings(args)
+            print(f"{settings.source}: OK ({len(settings.billers)} biller(s))")
+            return
+        if args.command == "db":
+            settings = _settings(args)
+            _upgrade(settings)
+            print(f"journal schema is up to date ({settings.database.url.split('@')[-1]})")
+            return
+        if args.command in ("serve",):
+            _settings(args)  # fail on bad config before the reactor starts
+    except ConfigError as exc:
+        print(f"billgw: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2)
+    task.react(lambda reactor: _run(reactor, args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

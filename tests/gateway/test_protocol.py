@@ -1,0 +1,161 @@
+"""The server protocol over a StringTransport with a Clock: bytes on the wire."""
+import struct
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from billgw.gateway.protocol import Iso8583ServerFactory
+from billgw.iso8583.bill_data import BillRequestData
+from billgw.iso8583.codes import ResponseCodes
+from billgw.iso8583.framing import Framer, encode_frame
+from billgw.iso8583.messages import decode_response, encode_fields
+
+TEST_PAN = "4761739001010010"
+
+
+def sign_on(stan="000001", code="001"):
+    return encode_fields("0800", {"7": "1122193000", "11": stan, "70": code})
+
+
+def payment(stan="000123", **over):
+    fields = {
+        "2": TEST_PAN, "3": "500000", "4": "000000012500", "7": "1122193000", "11": stan,
+        "12": "193000", "13": "1122", "32": "123456", "37": "632619000123", "41": "ATM00001",
+        "48": BillRequestData("TEL", "MOBILE", "0791234567", msisdn="962791234567").to_tlv(),
+        "49": "400",
+    }
+    fields.update(over)
+    return encode_fields("0200", {k: v for k, v in fields.items() if v is not None})
+
+
+class FakeProcessor:
+    def __init__(self):
+        self.requests = []
+        self.pending = []
+
+    def handle(self, request, log=None):
+        self.requests.append(request)
+        d = defer.Deferred()
+        self.pending.append((request, d))
+        return d
+
+
+@pytest.fixture
+def wire():
+    clock = Clock()
+    processor = FakeProcessor()
+    factory = Iso8583ServerFactory(processor=processor, codes=ResponseCodes(), clock=clock,
+                                   idle_timeout=60, max_frame=512)
+    proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
+    proto.makeConnection(transport)
+    return proto, transport, clock, processor
+
+
+def answers(transport):
+    framer = Framer("binary2", 65535)
+    frames = framer.feed(transport.value())
+    transport.clear()
+    return [decode_response(f) for f in frames]
+
+
+def test_sign_on_echo_sign_off(wire):
+    proto, transport, _, _ = wire
+    proto.dataReceived(encode_frame(sign_on("000001", "001")))
+    proto.dataReceived(encode_frame(sign_on("000002", "301")))
+    proto.dataReceived(encode_frame(sign_on("000003", "002")))
+    [on, echo, off] = answers(transport)
+    assert (on.mti, on.fields["39"], on.fields["11"], on.fields["70"]) == ("0810", "00", "000001", "001")
+    assert (echo.fields["39"], echo.fields["70"]) == ("00", "301")
+    assert (off.fields["39"], off.fields["70"]) == ("00", "002")
+    assert proto.session.signed_on is False
+
+
+def test_unknown_network_code_is_invalid_transaction(wire):
+    proto, transport, _, _ = wire
+    proto.dataReceived(encode_frame(sign_on(code="999")))
+    [answer] = answers(transport)
+    assert answer.fields["39"] == "12"
+
+
+def test_payment_before_sign_on_is_refused_without_processing(wire):
+    proto, transport, _, processor = wire
+    proto.dataReceived(encode_frame(payment()))
+    [answer] = answers(transport)
+    assert (answer.mti, answer.fields["39"], answer.fields["11"]) == ("0210", "05", "000123")
+    assert processor.requests == []
+
+
+def test_payment_is_handed_to_processor_and_answer_written(wire):
+    proto, transport, _, processor = wire
+    proto.dataReceived(encode_frame(sign_on()))
+    answers(transport)
+    proto.dataReceived(encode_frame(payment()))
+    [(request, d)] = processor.pending
+    assert request.masked_pan == "476173******0010"
+    assert TEST_PAN not in repr(request.fields)
+    assert transport.value() == b""  # nothing until the processor answers
+    d.callback(request.respond_bill("00", auth_code="123456"))
+    [answer] = answers(transport)
+    assert (answer.fields["39"], answer.fields["38"], answer.fields["4"]) == ("00", "123456", "000000012500")
+
+
+def test_frame_split_byte_by_byte_and_two_frames_in_one_read(wire):
+    proto, transport, _, _ = wire
+    data = encode_frame(sign_on("000001"))
+    for i in range(len(data)):
+        proto.dataReceived(data[i:i + 1])
+    proto.dataReceived(encode_frame(sign_on("000002", "301")) + encode_frame(sign_on("000003", "301")))
+    assert [a.fields["11"] for a in answers(transport)] == ["000001", "000002", "000003"]
+
+
+def test_over_long_header_closes_connection(wire):
+    proto, transport, _, _ = wire
+    proto.dataReceived(struct.pack(">H", 513) + b"0800")
+    assert transport.disconnecting
+    assert transport.value() == b""
+
+
+def test_invalid_message_gets_format_error_with_its_keys(wire):
+    proto, transport, _, processor = wire
+    proto.dataReceived(encode_frame(sign_on()))
+    answers(transport)
+    proto.dataReceived(encode_frame(payment(**{"4": "0000000125AB"})))
+    [answer] = answers(transport)
+    assert answer.mti == "0210"
+    assert answer.fields["39"] == "30"
+    assert answer.fields["11"] == "000123" and answer.fields["41"] == "ATM00001"
+    assert processor.requests == []
+    assert not transport.disconnecting
+
+
+def test_undecodable_frame_closes_connection(wire):
+    proto, transport, _, _ = wire
+    proto.dataReceived(encode_frame(b"\xff\xfe garbage that is no ISO 8583"))
+    assert transport.disconnecting
+    assert transport.value() == b""
+
+
+def test_idle_timeout_closes_and_traffic_resets_it(wire):
+    proto, transport, clock, _ = wire
+    clock.advance(59)
+    proto.dataReceived(encode_frame(sign_on(code="301")))
+    clock.advance(59)
+    assert not transport.disconnecting
+    clock.advance(2)
+    assert transport.disconnecting
+
+
+def test_answer_after_disconnect_is_dropped_not_crashing(wire):
+    proto, transport, _, processor = wire
+    proto.dataReceived(encode_frame(sign_on()))
+    answers(transport)
+    proto.dataReceived(encode_frame(payment()))
+    [(request, d)] = processor.pending
+    proto.connectionLost(None)
+    proto.connected = 0
+    d.callback(request.respond_bill("00"))
+    assert transport.value() == b""
