@@ -25,6 +25,7 @@ from billgw.billing_adapters.interface import (
     PaymentStatusKind,
 )
 from billgw.billing_adapters.telecom_sim import (
+    TelecomResource,
     FailingTelecomResource,
     GarbageTelecomResource,
     PostThenDropResource,
@@ -347,3 +348,45 @@ async def test_ledger_survives_a_restart_without_reseeding(start_sim, make_adapt
     assert [p.payment_id for p in await within(second.simulator.postings())] == ["GW-37"]
     assert (await within(second.simulator.bill(LAYLA))).outstanding == 10000
 
+
+
+class _StallMidBody(TelecomResource):
+    """Sends the headers and part of the body, then stalls: the gateway's
+    timeout must still drop the connection (it is past Agent.request)."""
+
+    def deliver(self, request, code, body):
+        request.setResponseCode(200)
+        request.setHeader(b"content-length", str(len(body)).encode())
+        request.write(body[:20])
+
+
+@pytest_twisted.ensureDeferred
+async def test_timeout_while_reading_the_answer_aborts_the_connection(start_sim, make_adapter):
+    stalling = await start_sim(resource_class=_StallMidBody)
+    abandoned = stalling.resource.when_abandoned()
+    adapter = make_adapter(stalling.url)
+    reading = _when_headers_received(adapter)
+    clock = Clock()
+    d = adapter.status("GW-38")
+    d.addTimeout(5, clock)
+    await within(reading)
+    clock.advance(5)
+    await failure_of(d, defer.TimeoutError)
+    await within(abandoned)
+
+
+def _when_headers_received(adapter):
+    """Fires once the adapter has the response headers and is reading the
+    body (one reactor turn after Agent.request fired)."""
+    reading = defer.Deferred()
+    real_request = adapter._agent.request
+
+    def request(*args, **kwargs):
+        def got(response):
+            reactor.callLater(0, reading.callback, None)
+            return response
+
+        return real_request(*args, **kwargs).addCallback(got)
+
+    adapter._agent.request = request
+    return reading
