@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 from dataclasses import dataclass, field
 
 import structlog
@@ -84,8 +85,16 @@ class SmscProtocol(Protocol):
     def respond(self, request: p.Pdu, status: int, body: bytes = b"") -> None:
         self.send_pdu(request.command_id | p.RESPONSE, status, request.sequence_number, body)
 
+    def connectionMade(self):
+        self.factory.connections.append(self)
+
+    def connectionLost(self, reason):
+        if self in self.factory.connections:
+            self.factory.connections.remove(self)
+
     def pdu_received(self, pdu: p.Pdu) -> None:
         cid = pdu.command_id
+        self.factory.pdu_seen(pdu)
         try:
             if cid in p.BINDS:
                 self.factory.bind_received(self, pdu, p.decode_bind(pdu.body))
@@ -136,6 +145,31 @@ class SmscFactory(Factory):
         self._ids = itertools.count(1)
         self._pending: dict[tuple, _Pending] = {}
         self._waiters: list[tuple[int, defer.Deferred]] = []
+        self.connections: list[SmscProtocol] = []  # open ESME connections
+        self.pdus_received: list[p.Pdu] = []  # every PDU, requests and responses
+        self._pdu_waiters: list[tuple[int, int, defer.Deferred]] = []
+
+    def pdu_seen(self, pdu: p.Pdu) -> None:
+        self.pdus_received.append(pdu)
+        for waiter in list(self._pdu_waiters):
+            command_id, count, d = waiter
+            if self._count(command_id) >= count:
+                self._pdu_waiters.remove(waiter)
+                if not d.called:
+                    d.callback(pdu)
+
+    def _count(self, command_id: int) -> int:
+        return sum(1 for seen in self.pdus_received if seen.command_id == command_id)
+
+    def wait_for_pdu(self, command_id: int, count: int = 1) -> defer.Deferred:
+        """Fires once ``count`` PDUs with ``command_id`` have been received
+        (e.g. the ESME's enquire_link or deliver_sm_resp).  Caller adds a timeout."""
+        d = defer.Deferred()
+        if self._count(command_id) >= count:
+            d.callback(None)
+        else:
+            self._pdu_waiters.append((command_id, count, d))
+        return d
 
     # -- binds ------------------------------------------------------------
     def bind_received(self, proto: SmscProtocol, pdu: p.Pdu, req: p.BindRequest) -> None:
@@ -275,6 +309,8 @@ def listen_smsc(
     Used by ``billgw smsc-sim`` and the demo; tests pass ``tcp:0:interface=127.0.0.1``
     and read the port from ``listening_port.getHost().port``.
     """
+    if record_path:
+        os.makedirs(os.path.dirname(os.path.abspath(record_path)), exist_ok=True)
     factory = factory_class(
         reactor, system_id=system_id, password=password, record_path=record_path, **factory_kwargs
     )

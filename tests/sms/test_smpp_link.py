@@ -1,8 +1,8 @@
 """SmppLink against the SMSC simulator over real loopback sockets."""
 import pytest
 import pytest_twisted
-from twisted.internet import defer
 
+from billgw.sms import smpp_pdu as p
 from billgw.sms.encoding import split_message
 from billgw.sms.smpp_link import LinkState, SmppLinkDown, SmppSubmitError
 from billgw.sms.smsc_sim import DropOnSubmitSMSC, ErrorOnSubmitSMSC, NoResponseOnSubmitSMSC
@@ -129,23 +129,44 @@ def test_no_response_times_out_and_rebinds(reactor, smsc_factory, make_link):
 @pytest_twisted.inlineCallbacks
 def test_idle_link_sends_enquire_link_and_stays_bound(reactor, smsc_factory, make_link):
     port, smsc = yield smsc_factory()
-    seen = []
-    original = smsc.buildProtocol
-
-    def spy(addr):
-        proto = original(addr)
-        handle = proto.pdu_received
-        proto.pdu_received = lambda pdu: (seen.append(pdu.command_id), handle(pdu))
-        return proto
-
-    smsc.buildProtocol = spy
     link = make_link(port.getHost().port, enquire_link_interval=0.1)
     yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
-    while seen.count(0x15) < 2:  # two enquire_links answered, without a rebind
-        d = defer.Deferred()
-        reactor.callLater(0.05, d.callback, None)
-        yield d
+    yield bounded(smsc.wait_for_pdu(p.ENQUIRE_LINK, count=2), reactor)
     assert link.bound and len(smsc.binds) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_link_answers_the_smscs_enquire_link_and_deliver_sm(reactor, smsc_factory, make_link):
+    port, smsc = yield smsc_factory()
+    link = make_link(port.getHost().port)
+    yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
+    [esme] = smsc.connections
+    esme.send_pdu(p.ENQUIRE_LINK, 0, 501)
+    receipt = p.SubmitSm("", 1, 1, "962791234567", 5, 0, "BillGW", 0x04, 0, 0, "", "", 0, 0, 0, 0,
+                         b"id:smsc-000001 sub:001 dlvrd:001 stat:DELIVRD err:000")
+    esme.send_pdu(p.DELIVER_SM, 0, 502, p.encode_submit_sm(receipt))
+    yield bounded(smsc.wait_for_pdu(p.DELIVER_SM | p.RESPONSE), reactor)
+    answers = [(x.command_id, x.command_status, x.sequence_number) for x in smsc.pdus_received
+               if x.command_id & p.RESPONSE]
+    assert answers == [(0x80000015, 0, 501), (0x80000005, 0, 502)]
+    result = yield bounded(link.submit("962791234567", "still fine"), reactor)
+    assert result.message_ids == ["smsc-000001"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_unbind_from_the_smsc_is_answered_and_the_link_rebinds(reactor, smsc_factory, make_link):
+    port, smsc = yield smsc_factory()
+    link = make_link(port.getHost().port)
+    yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
+    [esme] = smsc.connections
+    esme.send_pdu(p.UNBIND, 0, 77)
+    yield bounded(smsc.wait_for_pdu(p.UNBIND | p.RESPONSE), reactor)
+    yield bounded(link.wait_for_state(LinkState.DOWN), reactor)
+    yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
+    assert len(smsc.binds) == 2
+    result = yield bounded(link.submit("962791234567", "after rebind"), reactor)
+    assert [m.text for m in smsc.messages_received] == ["after rebind"]
+    assert result.message_ids == smsc.messages_received[0].message_ids
 
 
 @pytest_twisted.inlineCallbacks
