@@ -347,6 +347,9 @@ class TelecomSimulator:
             raise ValueError(f"reversal_policy must be one of {REVERSAL_POLICIES}, not {reversal_policy!r}")
         self.reversal_policy = reversal_policy
         self.db_path = str(db_path)
+        if self.db_path != ":memory:":
+            # The CLI's default ledger lives under var/, which a fresh checkout lacks.
+            Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock if clock is not None else reactor
         self.log = (log if log is not None else structlog.get_logger()).bind(component="telecom_sim")
         # isolation_level=None: we issue BEGIN ourselves, so reads and writes

@@ -341,10 +341,10 @@ async def test_wrong_soap_action_is_refused_by_the_biller(sim, make_adapter):
 
 @pytest_twisted.ensureDeferred
 async def test_ledger_survives_a_restart_without_reseeding(start_sim, make_adapter):
-    first = await start_sim()
+    first = await start_sim(db_name="var/ledger/telecom.sqlite")  # directories created on start
     await within(make_adapter(first.url).pay(order("GW-37", LAYLA, 2500)))
     await within(first.port.stopListening())
-    second = await start_sim()
+    second = await start_sim(db_name="var/ledger/telecom.sqlite")
     assert [p.payment_id for p in await within(second.simulator.postings())] == ["GW-37"]
     assert (await within(second.simulator.bill(LAYLA))).outstanding == 10000
 
