@@ -106,6 +106,15 @@ class SmppLinkConfig:
     def __post_init__(self):
         if self.bind_mode not in ("transceiver", "transmitter"):
             raise ValueError(f"bind_mode must be transceiver or transmitter, not {self.bind_mode!r}")
+        # Stopping may wait for a connect or bind and then an unbind, each
+        # bounded by the socket timeout; the stop bound must cover both.
+        if self.stop_timeout <= 2 * self.socket_timeout:
+            raise ValueError(
+                f"stop_timeout ({self.stop_timeout}s) must exceed twice socket_timeout ({self.socket_timeout}s)"
+            )
+        for name in ("socket_timeout", "response_timeout", "enquire_link_interval", "reconnect_initial"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
 
 
 @dataclass
