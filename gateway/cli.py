@@ -113,7 +113,7 @@ def _telecom_sim(reactor, args):
     def started(result):
         port, _sim = result
         host = port.getHost()
-        print(f"telecom simulator listening on http://{host.host}:{host.port}/soap (ledger {args.db})", flush=True)
+        print(f"telecom simulator listening on http://{host.host}:{host.port}/BillingService (ledger {args.db})", flush=True)
         return defer.Deferred()
 
     return d.addCallback(started)

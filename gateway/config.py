@@ -276,6 +276,9 @@ def _sms(s: _Section) -> SmsSettings:
     values["receipt_templates"] = _templates(templates.section("receipt"), DEFAULT_TEMPLATES)
     values["reversal_templates"] = _templates(templates.section("reversal"), DEFAULT_REVERSAL_TEMPLATES)
     templates.done()
+    if values["submit_timeout"] >= values["lease_seconds"]:
+        raise ConfigError(f"{s.path}.submit_timeout: must be shorter than lease_seconds, "
+                          "or a receipt could be claimed twice while in flight")
     s.done()
     return SmsSettings(**values)
 

@@ -29,7 +29,7 @@ SMSC_PASSWORD = "demo-pw"
 PAYMENTS = (
     # billing number, amount (JOD), MSISDN, language
     ("0791234567", "12.500", "962791234567", "en"),
-    ("0797654321", "20.000", "962797654321", "ar"),
+    ("0797654321", "8.250", "962797654321", "ar"),
 )
 
 
@@ -76,7 +76,7 @@ async def run_demo(reactor, workdir: str = "var/demo", config_path: str | None =
         sms=dataclasses.replace(base.sms, host="127.0.0.1", port=smsc_port.getHost().port,
                                 system_id=SMSC_SYSTEM_ID, password=SMSC_PASSWORD, poll_interval=0.5),
         billers={"TEL": dataclasses.replace(tel, adapter_settings={
-            **tel.adapter_settings, "url": f"http://127.0.0.1:{tel_port.getHost().port}/soap"})},
+            **tel.adapter_settings, "url": f"http://127.0.0.1:{tel_port.getHost().port}/BillingService"})},
     )
     await deferToThread(_upgrade, settings)
     gateway = GatewayService(settings, reactor)

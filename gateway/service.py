@@ -97,7 +97,7 @@ class GatewayService(MultiService):
                 system_type=sms.system_type, bind_mode=sms.bind, source_addr=sms.source_addr,
                 source_addr_ton=sms.source_addr_ton, source_addr_npi=sms.source_addr_npi,
                 enquire_link_interval=sms.enquire_link_interval,
-            ), log=self.log.bind(component="smpp"))
+            ), logger=self.log.bind(component="smpp"))
             self.link.setServiceParent(self)
             self.sender = OutboxSender(
                 run_in_db=self.pool.run, link=self.link, clock=reactor,
@@ -105,7 +105,7 @@ class GatewayService(MultiService):
                 poll_interval=sms.poll_interval, batch_size=sms.batch_size,
                 lease_seconds=sms.lease_seconds, max_attempts=sms.max_attempts,
                 retry_base=sms.retry_base, retry_cap=sms.retry_cap,
-                submit_timeout=sms.submit_timeout, log=self.log.bind(component="sms-sender"),
+                submit_timeout=sms.submit_timeout, logger=self.log.bind(component="sms-sender"),
             )
             self.sender.setServiceParent(self)
             wake = self.sender.wake
