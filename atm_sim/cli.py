@@ -6,7 +6,8 @@
 
 For a person it prints the answer with the meaning of the response code; with
 ``--json`` one machine-readable object.  Exit status: 0 approved (F39 = 00),
-1 declined (any other F39), 2 no answer or connection error.  Passing
+1 declined (any other F39), 2 no answer, connection error, or sign-on
+refused (the request was then never sent).  Passing
 ``--stan`` and ``--transmission-datetime`` (and the same amount and bill data)
 sends an exact repeat, to watch the gateway's duplicate handling.
 """
