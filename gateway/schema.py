@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -62,6 +63,12 @@ transactions = Table(
     Column("biller_receipt", String(40), nullable=True),
     Column("settlement_date", String(8), nullable=True),
     Column("detail", String(400), nullable=True),
+    # A reversal (0420) arrived while the payment was in flight or in doubt:
+    # whatever the biller answers, the payment must end undone.
+    Column("reversal_requested", Boolean, nullable=False, default=False),
+    # An advice (0220) said the customer was debited: the payment must end posted.
+    Column("advice_received", Boolean, nullable=False, default=False),
+    Column("advice_response", Text, nullable=True),  # JSON of the 0230 replayed to 0221s
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     UniqueConstraint("acquirer_id", "terminal_id", "stan", "transmission_dt", name="uq_transactions_acquirer_keys"),
@@ -79,5 +86,55 @@ transaction_events = Table(
     Column("at", DateTime, nullable=False),
     Column("detail", String(400), nullable=True),
 )
+
+# One row per original transaction reversed (0420 and its 0421 repeats),
+# keyed by the original's acquirer keys taken from F90 and F41.  Made durable
+# before the 0430 goes out; ``transaction_id`` is null when the original was
+# never seen (an exception, and a late original with these keys is declined).
+reversals = Table(
+    "reversals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("transaction_id", String(32), ForeignKey("transactions.id"), nullable=True, index=True),
+    Column("orig_mti", String(4), nullable=False),
+    Column("orig_acquirer_id", String(11), nullable=False),
+    Column("orig_terminal_id", String(8), nullable=False),
+    Column("orig_stan", String(6), nullable=False),
+    Column("orig_transmission_dt", String(10), nullable=False),
+    Column("stan", String(6), nullable=False),
+    Column("transmission_dt", String(10), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("repeat_count", Integer, nullable=False, default=0),
+    Column("response_fields", Text, nullable=True),
+    Column("detail", String(400), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("orig_acquirer_id", "orig_terminal_id", "orig_stan", "orig_transmission_dt",
+                     name="uq_reversals_original_keys"),
+)
+
+# Store-and-forward work towards billers: postings to complete after an
+# advice, status queries for in-doubt payments, reversals.  At most one item
+# per (transaction, action); claimed with a lease like the SMS outbox.
+biller_outbox = Table(
+    "biller_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("transaction_id", String(32), ForeignKey("transactions.id"), nullable=False),
+    Column("action", String(10), nullable=False),  # POST | STATUS | REVERSE
+    Column("state", String(10), nullable=False),  # PENDING | DONE | EXPIRED
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("lease_until", DateTime, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("last_error", String(400), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("transaction_id", "action", name="uq_biller_outbox_transaction_action"),
+)
+Index("ix_biller_outbox_due", biller_outbox.c.state, biller_outbox.c.next_attempt_at)
 
 ALL_METADATA = (metadata, outbox_metadata)

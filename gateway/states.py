@@ -17,6 +17,7 @@ class State(enum.Enum):
     CONFIRMED = "CONFIRMED"
     DECLINED = "DECLINED"
     IN_DOUBT = "IN_DOUBT"
+    REVERSING = "REVERSING"  # to be undone at the biller (outbox item pending)
     REVERSED = "REVERSED"
     EXCEPTION = "EXCEPTION"
     ANSWERED = "ANSWERED"
