@@ -18,11 +18,22 @@ Layers, as in Twisted Names:
   :class:`FailingTelecomResource`, :class:`GarbageTelecomResource`,
   :class:`PostThenDropResource`.  Refusing reversals is a simulator option
   (``reversal_policy="never"``), because it is biller policy, not a fault.
+- :class:`FaultyTelecomResource`: for chaos tests, a mix of those
+  misbehaviours drawn per request from a seeded RNG (:class:`FaultOptions`,
+  ``listen_telecom_sim(..., faults=...)``, ``billgw telecom-sim --fault-*``).
+
+``extra_subscribers=N`` seeds N more subscribers (0790000000 + i) with one
+very large open bill each, so a load generator can make thousands of partial
+payments without running out of bills.
 """
 from __future__ import annotations
 
+import argparse
+import functools
+import random
 import sqlite3
 import xml.etree.ElementTree as ET
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,6 +69,21 @@ SEED_SUBSCRIBERS: tuple[tuple[str, str, tuple[tuple[str, int, int, str], ...]], 
     )),
 )
 SEED_CURRENCY = "400"
+
+# Optional load-test seeding (``extra_subscribers``): subscriber i is
+# EXTRA_SUBSCRIBER_BASE + i, which matches the gateway's default
+# billing-number pattern ^07[789][0-9]{7}$, with one bill of
+# EXTRA_BILL_AMOUNT fils (1,000,000.000 JOD): thousands of partial payments
+# of up to the gateway's 5,000.000 JOD maximum all fit.
+EXTRA_SUBSCRIBER_BASE = 790000000
+EXTRA_SUBSCRIBERS_MAX = 1_000_000
+EXTRA_BILL_AMOUNT = 1_000_000_000
+EXTRA_BILL_DUE_DATE = "20991231"
+
+
+def extra_subscriber_number(index: int) -> str:
+    """Billing number of the ``index``-th extra subscriber: ``0790000000 + index``."""
+    return f"{EXTRA_SUBSCRIBER_BASE + index:010d}"
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS subscribers (
@@ -154,9 +180,12 @@ class PaymentStatusRecord:
 
 # --- ledger: business rules on a cursor, one transaction each ----------------
 
-def ledger_create(cursor) -> None:
-    """Create the tables and seed the sample subscribers; idempotent, so a
-    restarted simulator keeps the payments it recorded."""
+def ledger_create(cursor, extra_subscribers: int = 0) -> None:
+    """Create the tables and seed the sample subscribers (plus
+    ``extra_subscribers`` load-test ones); idempotent, so a restarted
+    simulator keeps the payments it recorded and the bills' balances."""
+    if not 0 <= extra_subscribers <= EXTRA_SUBSCRIBERS_MAX:
+        raise ValueError(f"extra_subscribers must be 0..{EXTRA_SUBSCRIBERS_MAX}, not {extra_subscribers}")
     for statement in SCHEMA:
         cursor.execute(statement)
     for number, name, bills in SEED_SUBSCRIBERS:
@@ -166,6 +195,14 @@ def ledger_create(cursor) -> None:
                 "INSERT OR IGNORE INTO bills VALUES (?, ?, ?, ?, ?, ?)",
                 (bill_number, number, amount, outstanding, due_date, SEED_CURRENCY),
             )
+    numbers = [extra_subscriber_number(i) for i in range(extra_subscribers)]
+    cursor.executemany("INSERT OR IGNORE INTO subscribers VALUES (?, ?)",
+                       [(n, f"Load Subscriber {n}") for n in numbers])
+    cursor.executemany(
+        "INSERT OR IGNORE INTO bills VALUES (?, ?, ?, ?, ?, ?)",
+        [(f"TB-LOAD-{n}", n, EXTRA_BILL_AMOUNT, EXTRA_BILL_AMOUNT, EXTRA_BILL_DUE_DATE, SEED_CURRENCY)
+         for n in numbers],
+    )
 
 
 _BILL_COLUMNS = "bill_number, subscriber_number, amount, outstanding, due_date, currency"
@@ -342,7 +379,11 @@ class TelecomSimulator:
     returns a Deferred of plain dataclasses.
     """
 
-    def __init__(self, reactor, db_path: str | Path, *, reversal_policy: str = "allowed", clock=None, log=None):
+    def __init__(self, reactor, db_path: str | Path, *, reversal_policy: str = "allowed", clock=None, log=None,
+                 extra_subscribers: int = 0):
+        if not 0 <= extra_subscribers <= EXTRA_SUBSCRIBERS_MAX:
+            raise ValueError(f"extra_subscribers must be 0..{EXTRA_SUBSCRIBERS_MAX}, not {extra_subscribers}")
+        self.extra_subscribers = extra_subscribers
         if reversal_policy not in REVERSAL_POLICIES:
             raise ValueError(f"reversal_policy must be one of {REVERSAL_POLICIES}, not {reversal_policy!r}")
         self.reversal_policy = reversal_policy
@@ -368,7 +409,7 @@ class TelecomSimulator:
     def start(self) -> Deferred[None]:
         """Create and seed the ledger; the pool starts with the reactor."""
         self._pool.start()
-        return self._run(ledger_create)
+        return self._run(ledger_create, self.extra_subscribers)
 
     def close(self) -> None:
         """Stop the database thread (joins an idle thread: brief)."""
@@ -631,6 +672,173 @@ class PostThenDropResource(TelecomResource):
         request.channel.transport.abortConnection()
 
 
+# --- fault injection for chaos tests -----------------------------------------
+
+FAULT_SLOW = "slow"
+FAULT_ERROR = "error"
+FAULT_DROP_AFTER_POST = "drop_after_post"
+FAULT_DROP_BEFORE = "drop_before"
+FAULT_KINDS = (FAULT_DROP_BEFORE, FAULT_ERROR, FAULT_SLOW, FAULT_DROP_AFTER_POST)
+# What the gateway needs to settle an in-doubt payment: never faulted by the
+# posting rates, or an in-doubt payment could never be resolved.
+SETTLING_OPERATIONS = ("GetPaymentStatus", "ReversePayment")
+FAULTABLE_OPERATIONS = ("PostPayment", "GetBills")
+
+# (code, body) sentinel: drop the connection instead of answering.
+_DROP = -1
+_HTML_500 = b"<html><body><h1>500 Internal Server Error</h1></body></html>"
+
+
+@dataclass(frozen=True)
+class FaultOptions:
+    """How often the biller misbehaves, drawn per request from ``seed``.
+
+    The rates are probabilities per request of an operation in
+    ``operations`` (PostPayment by default; add GetBills if inquiries should
+    suffer too); at most one fault per request, so their sum must be <= 1.
+
+    - ``slow``: wait ``slow_seconds`` on the simulator's clock, then process
+      and answer (if the client is still there) -- longer than the gateway's
+      biller timeout, it makes payments IN_DOUBT that are in fact posted;
+    - ``error``: HTTP 500 with an HTML page, nothing processed;
+    - ``drop_after_post``: process (the posting is recorded), then drop the
+      connection without an answer;
+    - ``drop_before``: drop the connection before processing anything.
+
+    GetPaymentStatus and ReversePayment, which the gateway uses to settle
+    in-doubt payments, only fail with ``settle_error_rate`` (HTTP 500,
+    nothing done), zero by default.
+    """
+
+    seed: int = 0
+    slow_rate: float = 0.0
+    slow_seconds: float = 12.0
+    error_rate: float = 0.0
+    drop_after_post_rate: float = 0.0
+    drop_before_rate: float = 0.0
+    settle_error_rate: float = 0.0
+    operations: tuple[str, ...] = ("PostPayment",)
+
+    def __post_init__(self):
+        for name in ("slow_rate", "error_rate", "drop_after_post_rate", "drop_before_rate", "settle_error_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, not {value}")
+        total = self.slow_rate + self.error_rate + self.drop_after_post_rate + self.drop_before_rate
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"the fault rates add up to {total:g}; at most 1 fault per request")
+        if not self.slow_seconds > 0:
+            raise ValueError(f"slow_seconds must be positive, not {self.slow_seconds}")
+        unknown = set(self.operations) - set(FAULTABLE_OPERATIONS)
+        if unknown:
+            raise ValueError(f"faults apply to {FAULTABLE_OPERATIONS} only, not {sorted(unknown)}")
+
+    @property
+    def active(self) -> bool:
+        return any((self.slow_rate, self.error_rate, self.drop_after_post_rate, self.drop_before_rate,
+                    self.settle_error_rate))
+
+    def choose(self, rng: random.Random, operation: str) -> str | None:
+        """The fault for one request of ``operation`` (None: behave).
+
+        One draw per request whatever the operation, so the sequence of
+        faults depends only on the seed and the order of requests.
+        """
+        draw = rng.random()
+        if operation in SETTLING_OPERATIONS:
+            return FAULT_ERROR if draw < self.settle_error_rate else None
+        if operation not in self.operations:
+            return None
+        threshold = 0.0
+        for kind, rate in ((FAULT_DROP_BEFORE, self.drop_before_rate), (FAULT_ERROR, self.error_rate),
+                           (FAULT_SLOW, self.slow_rate), (FAULT_DROP_AFTER_POST, self.drop_after_post_rate)):
+            threshold += rate
+            if draw < threshold:
+                return kind
+        return None
+
+
+class FaultyTelecomResource(TelecomResource):
+    """A biller that misbehaves now and then, as :class:`FaultOptions` says.
+
+    Each misbehaviour is one of the single-fault resources above, picked per
+    request by a seeded RNG so a chaos run is repeatable; ``fault_counts``
+    says how many of each were injected.  The operation is read from the
+    SOAPAction header (cheap, before any parsing); a request whose header
+    lies about its body gets no fault and is refused by the normal path.
+    """
+
+    def __init__(self, simulator: TelecomSimulator, *, clock, faults: FaultOptions):
+        super().__init__(simulator)
+        self._clock = clock
+        self.faults = faults
+        self._rng = random.Random(faults.seed)
+        self.fault_counts: Counter[str] = Counter()
+
+    def answer(self, action: str, body: bytes) -> Deferred[tuple[int, bytes]]:
+        operation = action[len(self.soap_action_prefix):] if action.startswith(self.soap_action_prefix) else ""
+        kind = self.faults.choose(self._rng, operation)
+        if kind is None:
+            return super().answer(action, body)
+        self.fault_counts[kind] += 1
+        self.log.info("telecom_sim_fault_injected", fault=kind, operation=operation)
+        if kind == FAULT_DROP_BEFORE:
+            return succeed((_DROP, b""))
+        if kind == FAULT_ERROR:
+            return succeed((500, _HTML_500))
+        if kind == FAULT_SLOW:
+            return deferLater(self._clock, self.faults.slow_seconds, lambda: None).addCallback(
+                lambda _: super(FaultyTelecomResource, self).answer(action, body))
+        return super().answer(action, body).addCallback(lambda result: (_DROP, result[1]))
+
+    def deliver(self, request: server.Request, code: int, body: bytes) -> None:
+        if code == _DROP:
+            request.channel.transport.abortConnection()
+            return
+        super().deliver(request, code, body)
+
+
+def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
+    """The simulator's chaos options, for ``billgw telecom-sim`` and runners:
+    ``--fault-*`` rates, ``--seed`` and ``--extra-subscribers``."""
+    group = parser.add_argument_group("fault injection and load seeding (telecom simulator)")
+    group.add_argument("--fault-slow-rate", type=float, default=0.0,
+                       help="share of PostPayments answered only after --fault-slow-seconds")
+    group.add_argument("--fault-slow-seconds", type=float, default=12.0,
+                       help="delay of a slow answer; make it longer than the gateway's biller timeout")
+    group.add_argument("--fault-error-rate", type=float, default=0.0,
+                       help="share of PostPayments answered HTTP 500 without processing")
+    group.add_argument("--fault-drop-after-post-rate", type=float, default=0.0,
+                       help="share of PostPayments recorded, then the connection dropped unanswered")
+    group.add_argument("--fault-drop-before-rate", type=float, default=0.0,
+                       help="share of PostPayments whose connection is dropped before processing")
+    group.add_argument("--fault-settle-error-rate", type=float, default=0.0,
+                       help="share of GetPaymentStatus/ReversePayment answered HTTP 500 (default 0)")
+    group.add_argument("--fault-get-bills", action="store_true",
+                       help="apply the --fault-* rates to GetBills (inquiries) too")
+    group.add_argument("--seed", type=int, default=0, help="seed of the fault RNG (repeatable runs)")
+    group.add_argument("--extra-subscribers", type=int, default=0,
+                       help=f"seed N subscribers 0790000000+i, each with one bill of "
+                            f"{EXTRA_BILL_AMOUNT // 1000:,}.000 JOD (load tests)")
+
+
+def fault_options_from_args(args: argparse.Namespace) -> FaultOptions | None:
+    """The :class:`FaultOptions` the parsed arguments ask for, or None when
+    every rate is zero (the well-behaved biller).  Raises ValueError on
+    rates out of range."""
+    options = FaultOptions(
+        seed=args.seed,
+        slow_rate=args.fault_slow_rate,
+        slow_seconds=args.fault_slow_seconds,
+        error_rate=args.fault_error_rate,
+        drop_after_post_rate=args.fault_drop_after_post_rate,
+        drop_before_rate=args.fault_drop_before_rate,
+        settle_error_rate=args.fault_settle_error_rate,
+        operations=("PostPayment", "GetBills") if args.fault_get_bills else ("PostPayment",),
+    )
+    return options if options.active else None
+
+
 def build_site(reactor, simulator: TelecomSimulator, service: resource.Resource) -> server.Site:
     """A Site with the service at the spec's path; anything else is 404."""
     root = resource.Resource()
@@ -640,8 +848,10 @@ def build_site(reactor, simulator: TelecomSimulator, service: resource.Resource)
     return site
 
 
-async def _listen(reactor, endpoint_description, db_path, reversal_policy, resource_class, clock, log):
-    simulator = TelecomSimulator(reactor, db_path, reversal_policy=reversal_policy, clock=clock, log=log)
+async def _listen(reactor, endpoint_description, db_path, reversal_policy, resource_class, clock, log,
+                  extra_subscribers=0):
+    simulator = TelecomSimulator(reactor, db_path, reversal_policy=reversal_policy, clock=clock, log=log,
+                                 extra_subscribers=extra_subscribers)
     try:
         await simulator.start()
         service = resource_class(simulator)
@@ -666,6 +876,8 @@ def listen_telecom_sim(
     resource_class: Callable[[TelecomSimulator], resource.Resource] = TelecomResource,
     clock=None,
     log=None,
+    faults: FaultOptions | None = None,
+    extra_subscribers: int = 0,
 ) -> Deferred[tuple[Any, TelecomSimulator]]:
     """Start the simulator and serve it on ``endpoint_description``
     (e.g. ``tcp:0:interface=127.0.0.1``).
@@ -676,7 +888,17 @@ def listen_telecom_sim(
     ``simulator.resource``.  Fires with ``(listening_port, simulator)``; stop
     with ``port.stopListening()`` then ``simulator.close()``.  Fails at once
     (with the database closed) if the ledger or the port cannot be opened.
+
+    ``faults`` (with the default ``resource_class``) serves a
+    :class:`FaultyTelecomResource` whose delays run on ``clock``;
+    ``extra_subscribers`` seeds that many load-test subscribers.
     """
+    if faults is not None:
+        if resource_class is not TelecomResource:
+            raise ValueError("faults= replaces resource_class=; pass one or the other")
+        resource_class = functools.partial(FaultyTelecomResource, clock=clock if clock is not None else reactor,
+                                           faults=faults)
     return Deferred.fromCoroutine(
-        _listen(reactor, endpoint_description, db_path, reversal_policy, resource_class, clock, log)
+        _listen(reactor, endpoint_description, db_path, reversal_policy, resource_class, clock, log,
+                extra_subscribers)
     )
