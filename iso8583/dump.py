@@ -28,6 +28,12 @@ MTI_NAMES = {
     "0810": "network management response",
     "0200": "financial transaction request",
     "0210": "financial transaction response",
+    "0220": "financial transaction advice",
+    "0221": "financial transaction advice repeat",
+    "0230": "financial transaction advice response",
+    "0420": "reversal advice",
+    "0421": "reversal advice repeat",
+    "0430": "reversal advice response",
 }
 
 _BYTES_PER_LINE = 16
@@ -179,7 +185,26 @@ def annotate(payload: bytes) -> str:
         rows.append(f"{offset:04x}  {number:<4} {name:<44} {shown}")
         if key == "48":
             rows.extend(_annotate_tlv(values.get("48", "")))
+        elif key == "90":
+            rows.extend(_annotate_original_data(values.get("90", "")))
     return "\n".join(rows)
+
+
+def _annotate_original_data(value: str) -> list[str]:
+    """F90 split into its five parts, as sent (IDs still zero-filled), so a
+    reader can check each against the original message."""
+    parts = (("MTI", 4, "original message type"), ("STAN", 6, "original F11"),
+             ("F7", 10, "original transmission date and time"),
+             ("ACQ", 11, "original acquirer ID (F32), zero-filled"),
+             ("FWD", 11, "original forwarder ID (F33), zero-filled; zeros = none"))
+    if len(value) != sum(length for _, length, _ in parts):
+        return [f"{'':10}(not 42 characters: cannot be split)"]
+    rows = []
+    offset = 0
+    for label, length, meaning in parts:
+        rows.append(f"{'':10}{label:<4} {value[offset : offset + length]:<11}  ({meaning})")
+        offset += length
+    return rows
 
 
 def _annotate_tlv(value: str) -> list[str]:

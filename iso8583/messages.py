@@ -1,10 +1,17 @@
 """Typed ISO 8583 requests and responses, and the codec between them and bytes.
 
 Gateway side: :func:`decode_request` turns a frame's payload into a
-:class:`NetworkRequest` or :class:`BillRequest` (or raises
-:class:`MessageFormatError` carrying the field and position); a request's
+:class:`NetworkRequest` (0800), a :class:`BillRequest` (0200, and the 0220 /
+0221 payment advice) or a :class:`ReversalRequest` (0420 / 0421), or raises
+:class:`MessageFormatError` carrying the field and position; a request's
 ``respond(...)`` builds the typed :class:`Response`, whose ``encode()``
-gives the bytes.  Client side (atm-sim, tests): :func:`encode_fields` and
+gives the bytes.
+
+The gateway finds a transaction again by its :class:`AcquirerKeys`: a
+payment or advice by ``BillRequest.keys``, the original of a reversal by
+``ReversalRequest.original_keys``.  Both normalise the acquirer ID the same
+way (:func:`normalise_institution_id`), because F32 is an LLVAR (``123456``)
+while F90 carries the same ID zero-filled to 11 digits (``00000123456``).  Client side (atm-sim, tests): :func:`encode_fields` and
 :func:`decode_response`.
 
 Card data stops here: a typed request holds the masked PAN only; track data
@@ -21,10 +28,16 @@ import iso8583 as _pyiso8583  # pyiso8583
 
 from .bill_data import BillDataError, BillRequestData, BillResponseData
 from .masking import mask_pan, mask_text
-from .spec import CARD_DATA_FIELDS, NUMERIC_FIELDS, SPEC, echo_fields, mandatory_fields
+from .spec import CARD_DATA_FIELDS, NUMERIC_FIELDS, SPEC, echo_fields, gateway_fields, mandatory_fields
 
 NETWORK_MTIS = frozenset({"0800"})
 FINANCIAL_MTIS = frozenset({"0200"})
+ADVICE_MTIS = frozenset({"0220", "0221"})
+REVERSAL_MTIS = frozenset({"0420", "0421"})
+# Second and later transmissions: laid out and answered like the first.
+REPEAT_MTIS = frozenset({"0221", "0421"})
+# Every request MTI decode_request accepts and format_error_response answers.
+_ANSWERED_MTIS = NETWORK_MTIS | FINANCIAL_MTIS | ADVICE_MTIS | REVERSAL_MTIS
 
 
 class RequestKind(enum.Enum):
@@ -96,7 +109,7 @@ def format_error_response(error: MessageFormatError, code: str) -> Response | No
     """The answer to an invalid request: its response MTI, the echo fields it
     had, and F39 = ``code``.  None when the MTI is not a request we answer
     (then the frame cannot be answered at all)."""
-    if error.mti not in NETWORK_MTIS | FINANCIAL_MTIS:
+    if error.mti not in _ANSWERED_MTIS:
         return None
     mti = response_mti(error.mti)
     fields = {f: error.fields[f] for f in echo_fields(mti) if f in error.fields}
@@ -104,14 +117,77 @@ def format_error_response(error: MessageFormatError, code: str) -> Response | No
     return Response(mti, fields)
 
 
+def normalise_institution_id(value: str) -> str:
+    """An institution ID (F32, F33, or the IDs inside F90) as the gateway
+    compares and stores it: leading zeros stripped, ``"0"`` if all zeros.
+
+    F32 is a variable-length field (``123456``) while F90 carries the same
+    ID right-justified and zero-filled to 11 digits (``00000123456``); a
+    reversal must find its original whichever form each message used.
+    """
+    return value.lstrip("0") or "0"
+
+
 @dataclass(frozen=True)
 class AcquirerKeys:
-    """What identifies an acquirer's transaction: F32 + F41 + F11 + F7."""
+    """What identifies an acquirer's transaction: F32 + F41 + F11 + F7.
+
+    ``acquirer_id`` is normalised (:func:`normalise_institution_id`), so the
+    keys of a payment, of its advice and of the F90 of its reversal compare
+    equal.  The other three are taken as sent: they are fixed-length fields
+    in every message that carries them.
+    """
 
     acquirer_id: str
     terminal_id: str
     stan: str
     transmission_datetime: str
+
+
+_F90_LENGTH = 42
+
+
+@dataclass(frozen=True)
+class OriginalData:
+    """F90, Original Data Elements, of a reversal: which transaction it undoes.
+
+    On the wire, n42: original MTI (4), original STAN (6), original F7 (10),
+    original acquirer ID (11) and original forwarder ID (11), the IDs
+    right-justified and zero-filled.  Here the IDs are normalised
+    (:func:`normalise_institution_id`) so they compare with F32/F33 as the
+    gateway stores them, and a forwarder ID of all zeros (none) is None.
+    """
+
+    mti: str
+    stan: str
+    transmission_datetime: str
+    acquirer_id: str
+    forwarder_id: str | None
+
+    @classmethod
+    def parse(cls, f90: str) -> "OriginalData":
+        """Split an F90 value; MessageFormatError (field 90) unless 42 digits."""
+        if len(f90) != _F90_LENGTH:
+            raise MessageFormatError(f"original data elements must be {_F90_LENGTH} digits, not {len(f90)}",
+                                     field="90")
+        if not f90.isdigit() or not f90.isascii():
+            raise MessageFormatError("original data elements must be digits", field="90")
+        forwarder = normalise_institution_id(f90[31:42])
+        return cls(
+            mti=f90[0:4],
+            stan=f90[4:10],
+            transmission_datetime=f90[10:20],
+            acquirer_id=normalise_institution_id(f90[20:31]),
+            forwarder_id=None if forwarder == "0" else forwarder,
+        )
+
+    def format(self) -> str:
+        """The 42-digit F90 value (``parse(x.format()) == x`` for parsed values)."""
+        value = (f"{self.mti:0>4}{self.stan:0>6}{self.transmission_datetime:0>10}"
+                 f"{self.acquirer_id:0>11}{self.forwarder_id or '':0>11}")
+        if len(value) != _F90_LENGTH or not value.isdigit():
+            raise MessageFormatError("original data elements do not fit n42", field="90")
+        return value
 
 
 @dataclass(frozen=True)
@@ -127,10 +203,30 @@ class _Request:
     def transmission_datetime(self) -> str:
         return self.fields["7"]
 
+    @property
+    def is_repeat(self) -> bool:
+        """A 0221 or 0421: the switch got no answer to an earlier send.  It is
+        answered exactly like the first transmission."""
+        return self.mti in REPEAT_MTIS
+
+    @property
+    def reason_code(self) -> str | None:
+        """F39 in a request: why the switch sent an advice or reversal
+        (e.g. 68 late response, 17 customer cancellation).  Informational."""
+        return self.fields.get("39")
+
     def respond(self, code: str, extra: Mapping[str, str] | None = None) -> Response:
+        """The answer: the echo fields this request had, ``extra`` and F39.
+
+        Of ``extra`` only the fields the response's table sets (G) are kept,
+        so the gateway never sends a field the interface does not list for
+        that message -- a 0230 has no F15, F38 or F48 even when the code that
+        answers an advice shares the 0210's ``respond_bill`` call.
+        """
         mti = response_mti(self.mti)
         fields = {f: self.fields[f] for f in echo_fields(mti) if f in self.fields}
-        fields.update(extra or {})
+        allowed = set(gateway_fields(mti))
+        fields.update({f: v for f, v in (extra or {}).items() if f in allowed})
         fields["39"] = code
         return Response(mti, fields)
 
@@ -150,15 +246,28 @@ class NetworkRequest(_Request):
 
 @dataclass(frozen=True)
 class BillRequest(_Request):
-    """0200 bill inquiry (F3 37xx00) or bill payment (F3 50xx00)."""
+    """0200 bill inquiry (F3 37xx00) or bill payment (F3 50xx00), or a
+    0220/0221 payment advice (always F3 50xx00).
+
+    An advice carries the same fields and the same keys as the 0200 it
+    completes: the switch sends it when it debited the customer but never
+    got our 0210, so the gateway must end with that payment posted once.
+    """
 
     kind: RequestKind = RequestKind.INQUIRY
     bill: BillRequestData | None = None
     masked_pan: str | None = None
 
     @property
+    def is_advice(self) -> bool:
+        return self.mti in ADVICE_MTIS
+
+    @property
     def keys(self) -> AcquirerKeys:
-        return AcquirerKeys(self.fields["32"], self.fields["41"], self.fields["11"], self.fields["7"])
+        """F32 (normalised) + F41 + F11 + F7: equal for a 0200, its 0220/0221
+        advice and the ``original_keys`` of its 0420/0421 reversal."""
+        return AcquirerKeys(normalise_institution_id(self.fields["32"]), self.fields["41"],
+                            self.fields["11"], self.fields["7"])
 
     @property
     def amount(self) -> int:
@@ -194,6 +303,49 @@ class BillRequest(_Request):
         return self.respond(code, extra)
 
 
+@dataclass(frozen=True)
+class ReversalRequest(_Request):
+    """0420 reversal or its 0421 repeat: undo the transaction named in F90.
+
+    Its own F11 and F7 identify the reversal message (a new STAN, its own
+    transmission time); the original's keys come from F90 plus this
+    message's F41.  Every reversal is acknowledged (0430, F39 00) once it is
+    durable, including one whose original the gateway never saw.
+    """
+
+    masked_pan: str | None = None
+
+    @property
+    def original(self) -> OriginalData:
+        return OriginalData.parse(self.fields["90"])
+
+    @property
+    def original_keys(self) -> AcquirerKeys:
+        """The keys the original 0200/0220 was journaled under
+        (``BillRequest.keys`` of that message)."""
+        original = self.original
+        return AcquirerKeys(original.acquirer_id, self.fields["41"], original.stan,
+                            original.transmission_datetime)
+
+    @property
+    def amount(self) -> int:
+        """Amount to reverse in minor units: the original's full amount."""
+        return int(self.fields["4"])
+
+    @property
+    def currency(self) -> str | None:
+        return self.fields.get("49")
+
+    @property
+    def processing_code(self) -> str:
+        return self.fields["3"]
+
+    @property
+    def rrn(self) -> str:
+        """F37: the original's retrieval reference number."""
+        return self.fields["37"]
+
+
 def _decode(payload: bytes) -> tuple[str | None, dict]:
     try:
         doc, _ = _pyiso8583.decode(bytes(payload), SPEC)
@@ -216,11 +368,11 @@ def _check_numeric(mti: str, doc: Mapping[str, str]) -> None:
             raise MessageFormatError("not numeric", field=f, mti=mti, fields=safe)
 
 
-def decode_request(payload: bytes) -> NetworkRequest | BillRequest:
+def decode_request(payload: bytes) -> NetworkRequest | BillRequest | ReversalRequest:
     """Decode one request frame.  Raises MessageFormatError when invalid."""
     mti, doc = _decode(payload)
     safe = _safe_fields(doc)
-    if mti not in NETWORK_MTIS | FINANCIAL_MTIS:
+    if mti not in _ANSWERED_MTIS:
         raise MessageFormatError(f"unsupported message type {mti!r}", field="t", position=0, mti=mti, fields=safe)
     _check_numeric(mti, doc)
     for f in mandatory_fields(mti):
@@ -228,10 +380,16 @@ def decode_request(payload: bytes) -> NetworkRequest | BillRequest:
             raise MessageFormatError("mandatory field missing", field=f, mti=mti, fields=safe)
     if mti in NETWORK_MTIS:
         return NetworkRequest(mti, safe)
+    if mti in REVERSAL_MTIS:
+        return _reversal(mti, doc, safe)
     kind = PROCESSING_KINDS.get(doc["3"][:2])
     if kind is None:
         raise MessageFormatError("processing code is neither bill inquiry (37) nor payment (50)",
                                  field="3", mti=mti, fields=safe)
+    if mti in ADVICE_MTIS and kind is not RequestKind.PAYMENT:
+        # Only a debit can have happened without our answer; an inquiry
+        # changes nothing, so there is nothing to complete.
+        raise MessageFormatError("an advice must be a bill payment (50)", field="3", mti=mti, fields=safe)
     if not doc.get("2") and not doc.get("102"):
         raise MessageFormatError("PAN (F2) or account (F102) required", field="2", mti=mti, fields=safe)
     try:
@@ -239,6 +397,21 @@ def decode_request(payload: bytes) -> NetworkRequest | BillRequest:
     except BillDataError as exc:
         raise MessageFormatError(exc.reason, field="48", position=exc.position, mti=mti, fields=safe) from None
     return BillRequest(mti, safe, kind=kind, bill=bill, masked_pan=mask_pan(doc.get("2")))
+
+
+def _reversal(mti: str, doc: Mapping[str, str], safe: dict[str, str]) -> ReversalRequest:
+    """A 0420/0421 whose mandatory fields are present and numeric.
+
+    F48 is kept as sent but not parsed: the reversal is identified by F90 and
+    F41 alone, and refusing one over bill data we do not need would make the
+    switch repeat it for ever.
+    """
+    try:
+        OriginalData.parse(doc["90"])
+    except MessageFormatError as exc:
+        rest = {k: v for k, v in safe.items() if k != "90"}
+        raise MessageFormatError(exc.reason, field="90", mti=mti, fields=rest) from None
+    return ReversalRequest(mti, safe, masked_pan=mask_pan(doc.get("2")))
 
 
 def encode_fields(mti: str, fields: Mapping[str, str]) -> bytes:

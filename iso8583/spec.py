@@ -33,33 +33,39 @@ NUMERIC_FIELDS = frozenset({"2", "3", "4", "7", "11", "12", "13", "15", "18", "3
 
 # Presence per message: M mandatory, C conditional (see note), O optional,
 # E echoed from the request, G set by the gateway.  Absent = not used.
-REQUEST_MTIS = ("0800", "0200")
-RESPONSE_MTIS = ("0810", "0210")
+# Repeats (0221, 0421) have no rows of their own: they use their original's
+# (see :func:`base_mti`).
+REQUEST_MTIS = ("0800", "0200", "0220", "0420")
+RESPONSE_MTIS = ("0810", "0210", "0230", "0430")
 
+# Advices (0220) carry a payment's fields and the 0230 echoes what a 0210
+# echoes; a reversal (0420) carries the original's amount and F90, and its
+# 0430 echoes the keys of both (F11/F7 its own, F90 the original's).
 FIELD_USAGE: dict[str, dict[str, str]] = {
-    "2": {"0200": "C"},
-    "3": {"0200": "M", "0210": "E"},
-    "4": {"0200": "M", "0210": "E"},
-    "7": {"0800": "M", "0810": "E", "0200": "M", "0210": "E"},
-    "11": {"0800": "M", "0810": "E", "0200": "M", "0210": "E"},
-    "12": {"0200": "M", "0210": "E"},
-    "13": {"0200": "M", "0210": "E"},
+    "2": {"0200": "C", "0220": "C", "0420": "O"},
+    "3": {"0200": "M", "0210": "E", "0220": "M", "0230": "E", "0420": "M", "0430": "E"},
+    "4": {"0200": "M", "0210": "E", "0220": "M", "0230": "E", "0420": "M", "0430": "E"},
+    "7": {"0800": "M", "0810": "E", "0200": "M", "0210": "E", "0220": "M", "0230": "E", "0420": "M", "0430": "E"},
+    "11": {"0800": "M", "0810": "E", "0200": "M", "0210": "E", "0220": "M", "0230": "E", "0420": "M", "0430": "E"},
+    "12": {"0200": "M", "0210": "E", "0220": "M", "0230": "E", "0420": "O", "0430": "E"},
+    "13": {"0200": "M", "0210": "E", "0220": "M", "0230": "E", "0420": "O", "0430": "E"},
     "15": {"0210": "G"},
-    "18": {"0200": "O"},
-    "32": {"0800": "O", "0810": "E", "0200": "M", "0210": "E"},
-    "33": {"0800": "O", "0810": "E", "0200": "O", "0210": "E"},
-    "35": {"0200": "O"},
-    "37": {"0200": "M", "0210": "E"},
+    "18": {"0200": "O", "0220": "O"},
+    "32": {"0800": "O", "0810": "E", "0200": "M", "0210": "E", "0220": "M", "0230": "E", "0420": "O", "0430": "E"},
+    "33": {"0800": "O", "0810": "E", "0200": "O", "0210": "E", "0220": "O", "0230": "E", "0420": "O", "0430": "E"},
+    "35": {"0200": "O", "0220": "O"},
+    "37": {"0200": "M", "0210": "E", "0220": "M", "0230": "E", "0420": "M", "0430": "E"},
     "38": {"0210": "G"},
-    "39": {"0810": "G", "0210": "G"},
-    "41": {"0200": "M", "0210": "E"},
-    "42": {"0200": "O", "0210": "E"},
-    "43": {"0200": "O"},
-    "48": {"0200": "M", "0210": "G"},
-    "49": {"0200": "M", "0210": "E"},
-    "52": {"0200": "O"},
+    "39": {"0810": "G", "0210": "G", "0220": "O", "0230": "G", "0420": "O", "0430": "G"},
+    "41": {"0200": "M", "0210": "E", "0220": "M", "0230": "E", "0420": "M", "0430": "E"},
+    "42": {"0200": "O", "0210": "E", "0220": "O", "0230": "E"},
+    "43": {"0200": "O", "0220": "O"},
+    "48": {"0200": "M", "0210": "G", "0220": "M", "0420": "O"},
+    "49": {"0200": "M", "0210": "E", "0220": "M", "0230": "E", "0420": "O", "0430": "E"},
+    "52": {"0200": "O", "0220": "O"},
     "70": {"0800": "M", "0810": "E"},
-    "102": {"0200": "C"},
+    "90": {"0420": "M", "0430": "E"},
+    "102": {"0200": "C", "0220": "C"},
 }
 
 USAGE_NOTES = {
@@ -69,17 +75,34 @@ USAGE_NOTES = {
     "102": "Account debited, when the customer paid from an account rather than a card.",
     "35": "Accepted for compatibility, never stored, logged or echoed.",
     "52": "Accepted for compatibility, never stored, logged or echoed.",
+    "39": "In a 0220/0420: the switch's reason (e.g. 68 response too late, 17 customer cancellation), "
+          "informational only. In an answer: the gateway's response code (section 7).",
+    "90": "Original data elements: original MTI, STAN, F7, acquirer ID and forwarder ID (section 5.9).",
 }
+
+
+def base_mti(mti: str) -> str:
+    """The MTI whose field usage a message follows: a repeat (``xx21``,
+    ``xx31``, ...; last digit 1 in ISO 8583:1987) is laid out exactly like
+    its first transmission (``0221`` -> ``0220``, ``0421`` -> ``0420``)."""
+    if len(mti) == 4 and mti[3] == "1":
+        return mti[:3] + "0"
+    return mti
 
 
 def echo_fields(response_mti: str) -> tuple[str, ...]:
     """Fields a response copies from its request, in field order."""
-    return tuple(
-        sorted((f for f, usage in FIELD_USAGE.items() if usage.get(response_mti) == "E"), key=int)
-    )
+    mti = base_mti(response_mti)
+    return tuple(sorted((f for f, usage in FIELD_USAGE.items() if usage.get(mti) == "E"), key=int))
+
+
+def gateway_fields(response_mti: str) -> tuple[str, ...]:
+    """Fields the gateway itself sets in a response (G), in field order."""
+    mti = base_mti(response_mti)
+    return tuple(sorted((f for f, usage in FIELD_USAGE.items() if usage.get(mti) == "G"), key=int))
 
 
 def mandatory_fields(request_mti: str) -> tuple[str, ...]:
-    return tuple(
-        sorted((f for f, usage in FIELD_USAGE.items() if usage.get(request_mti) == "M"), key=int)
-    )
+    """Fields a request must carry; a repeat must carry its original's."""
+    mti = base_mti(request_mti)
+    return tuple(sorted((f for f, usage in FIELD_USAGE.items() if usage.get(mti) == "M"), key=int))

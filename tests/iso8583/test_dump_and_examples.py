@@ -132,3 +132,16 @@ def test_replace_generated_region_only_touches_the_region():
     doc = f"intro\n{examples.BEGIN_MARKER}\nold\n{examples.END_MARKER}\noutro\n"
     assert examples.replace_generated_region(doc, "new") == (
         f"intro\n{examples.BEGIN_MARKER}\nnew\n{examples.END_MARKER}\noutro\n")
+
+
+def test_annotate_splits_f90_into_the_original_keys():
+    payload = encode_fields("0420", {
+        "3": "500000", "4": "000000012500", "7": "0203140610", "11": "000127", "37": "403414000125",
+        "41": "ATM00001", "90": "0200" "000125" "0203140509" "00000123456" "00000654321",
+    })
+    lines = annotate(payload).splitlines()
+    assert "0420 (reversal advice)" in lines[1]
+    f90 = [i for i, line in enumerate(lines) if line[6:10].strip() == "F90"]
+    assert len(f90) == 1
+    assert [line.split("(")[0].split() for line in lines[f90[0] + 1 :]] == [
+        ["MTI", "0200"], ["STAN", "000125"], ["F7", "0203140509"], ["ACQ", "00000123456"], ["FWD", "00000654321"]]
