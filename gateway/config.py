@@ -164,6 +164,7 @@ class BillerSettings:
     active: bool
     adapter_settings: Mapping[str, Any]
     services: Mapping[str, ServiceSettings]
+    reversal_policy: str = "allowed"
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,18 @@ class SmsSettings:
 
 
 @dataclass(frozen=True)
+class RecoverySettings:
+    poll_interval: float = 1.0
+    batch_size: int = 20
+    lease_seconds: float = 60.0
+    retry_base: float = 2.0
+    retry_cap: float = 300.0
+    stale_after: float = 40.0
+    status_delay: float = 2.0
+    expire_after: float = 86400.0
+
+
+@dataclass(frozen=True)
 class Settings:
     listener: ListenerSettings
     database: DatabaseSettings
@@ -198,6 +211,7 @@ class Settings:
     sms: SmsSettings
     billers: Mapping[str, BillerSettings]
     response_codes: ResponseCodes
+    recovery: RecoverySettings = RecoverySettings()
     source: str = "<defaults>"
 
 
@@ -283,6 +297,21 @@ def _sms(s: _Section) -> SmsSettings:
     return SmsSettings(**values)
 
 
+def _recovery(s: _Section, billers: Mapping[str, "BillerSettings"]) -> RecoverySettings:
+    d = RecoverySettings()
+    values = {name: s.get(name, type(getattr(d, name)), getattr(d, name), check=_positive)
+              for name in ("poll_interval", "batch_size", "lease_seconds", "retry_base", "retry_cap",
+                           "stale_after", "status_delay", "expire_after")}
+    slowest = max((b.timeout for b in billers.values()), default=0.0)
+    if values["stale_after"] <= slowest + 5:
+        raise ConfigError(f"{s.path}.stale_after: must exceed the slowest biller timeout ({slowest} s) by "
+                          "more than 5 s, or payments still in flight would be taken for abandoned")
+    if values["lease_seconds"] <= slowest:
+        raise ConfigError(f"{s.path}.lease_seconds: must exceed the slowest biller timeout ({slowest} s)")
+    s.done()
+    return RecoverySettings(**values)
+
+
 def _service(code: str, s: _Section, biller_names: tuple[str, str]) -> ServiceSettings:
     exponent = s.get("exponent", int, check=lambda v: None if 0 <= v <= 3 else "must be 0..3")
     out = ServiceSettings(
@@ -325,6 +354,7 @@ def _biller(code: str, s: _Section) -> BillerSettings:
         adapter=adapter,
         timeout=s.get("timeout", float, 10.0, check=lambda v: None if 0 < v <= 25 else "must be 0..25 s, under the switch's 30 s"),
         active=s.get("active", bool, True),
+        reversal_policy=s.get("reversal_policy", str, "allowed", check=_one_of("allowed", "never")),
         adapter_settings=adapter_settings,
         services=services,
     )
@@ -353,6 +383,7 @@ def parse_settings(data: Mapping[str, Any], *, base: Path | None = None,
         sms=_sms(root.section("sms")),
         billers=billers,
         response_codes=codes,
+        recovery=_recovery(root.section("recovery"), billers),
         source=source,
     )
     root.done()

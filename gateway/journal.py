@@ -80,6 +80,9 @@ class TransactionView:
     settlement_date: str | None
     created_at: _dt.datetime
     detail: str | None
+    reversal_requested: bool = False
+    advice_received: bool = False
+    advice_response: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,8 @@ def _view(row) -> TransactionView:
         acquirer_id=row.acquirer_id, response_code=row.response_code, response=response,
         auth_code=row.auth_code, biller_receipt=row.biller_receipt,
         settlement_date=row.settlement_date, created_at=row.created_at, detail=row.detail,
+        reversal_requested=bool(row.reversal_requested), advice_received=bool(row.advice_received),
+        advice_response=row.advice_response,
     )
 
 

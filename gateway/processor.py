@@ -38,11 +38,14 @@ from billgw.billing_adapters.interface import (
 )
 from billgw.iso8583.bill_data import BillLine, BillResponseData
 from billgw.iso8583.codes import Outcome, ResponseCodes
-from billgw.iso8583.messages import BillRequest, RequestKind, Response
+from billgw.iso8583.messages import BillRequest, RequestKind, Response, ReversalRequest
+from billgw.sms.outbox import OutboxKind
 
 from . import journal as journal_ops
+from . import settle
 from .config import BillerSettings, ServiceSettings
-from .journal import NewTransaction, QueuedSms, TransactionView
+from .journal import NewTransaction, TransactionView
+from .machine import Event
 from .receipts import ReceiptComposer
 from .states import State
 
@@ -78,9 +81,10 @@ def new_auth_code() -> str:
 
 def fingerprint(request: BillRequest) -> str:
     """What must be equal for a message to be a repeat rather than a clash:
-    same keys but another amount or bill is not a repeat (answered 94)."""
+    same keys but another amount or bill is not a repeat (answered 94).  The
+    MTI is left out: an advice (0220) repeats its original 0200."""
     f = request.fields
-    basis = "|".join((request.mti, f.get("3", ""), f.get("4", ""), f.get("49", ""), f.get("48", "")))
+    basis = "|".join((f.get("3", ""), f.get("4", ""), f.get("49", ""), f.get("48", "")))
     return hashlib.sha256(basis.encode("utf-8")).hexdigest()
 
 
@@ -122,6 +126,8 @@ class TransactionProcessor:
         log=None,
         new_id: Callable[[], str] = new_transaction_id,
         new_auth: Callable[[], str] = new_auth_code,
+        status_delay: float = 2.0,
+        expire_after: float = 86400.0,
     ):
         self._journal = journal
         self._billers = billers
@@ -133,11 +139,48 @@ class TransactionProcessor:
         self._new_id = new_id
         self._new_auth = new_auth
         self._in_flight: dict[str, list[defer.Deferred]] = {}
+        self.on_biller_work: Callable[[], None] = lambda: None
+        self.context = settle.SettleContext(can_reverse=self.can_reverse, sms_text=self.sms_text,
+                                            status_delay=status_delay, expire_after=expire_after)
 
-    def handle(self, request: BillRequest, log=None) -> defer.Deferred:
-        """Process a 0200; the Deferred fires with the Response (never fails)."""
-        log = (log or self._log).bind(stan=request.stan, rrn=request.rrn, kind=request.kind.value)
-        d = defer.ensureDeferred(self._handle(request, log))
+    def can_reverse(self, biller_code: str | None) -> bool:
+        """The biller's reversal policy (conf) and its adapter's ability."""
+        route = self._billers.get(biller_code or "")
+        if route is None:
+            return False
+        return route.settings.reversal_policy != "never" and route.adapter.capabilities.can_reverse
+
+    def sms_text(self, view: TransactionView, kind: OutboxKind) -> str | None:
+        """The receipt (or reversal notice) text of a journaled payment."""
+        route = self._billers.get(view.biller_code or "")
+        service = route.settings.services.get(view.service_code or "") if route else None
+        if route is None or service is None:
+            return None
+        render = self._receipts.receipt_text if kind is OutboxKind.RECEIPT else self._receipts.reversal_text
+        return render(language=view.language or "en", biller=route.settings, service=service,
+                      billing_number=view.billing_number or "", bill_number=view.bill_number,
+                      amount=view.amount, fee=view.fee,
+                      paid_at=view.created_at.replace(tzinfo=_dt.timezone.utc).timestamp(),
+                      receipt_number=view.biller_receipt or "-", reference=view.id,
+                      masked_pan=view.masked_pan)
+
+    def is_in_flight(self, txn_id: str) -> bool:
+        return txn_id in self._in_flight
+
+    def route(self, biller_code: str | None) -> BillerRoute | None:
+        return self._billers.get(biller_code or "")
+
+    def handle(self, request: BillRequest | ReversalRequest, log=None) -> defer.Deferred:
+        """Process a 0200, 0220/0221 or 0420/0421; the Deferred fires with the
+        Response (never fails)."""
+        log = (log or self._log).bind(stan=request.stan, rrn=request.fields.get("37"), mti=request.mti)
+        if isinstance(request, ReversalRequest):
+            work = self._reverse(request, log)
+        elif request.is_advice:
+            work = self._advise(request, log.bind(kind="advice"))
+        else:
+            work = self._handle(request, log.bind(kind=request.kind.value))
+        d = defer.ensureDeferred(work)
         d.addErrback(self._unexpected, request, log)
         return d
 
@@ -152,10 +195,15 @@ class TransactionProcessor:
         now = self._clock.seconds()
         problem, route, service = local_check(request, self._billers)
         new = self._new_transaction(request, service)
-        recorded = await self._journal.record_received(new, now)
+        reversed_first = request.respond_bill(self._code(Outcome.INVALID_TRANSACTION))
+        recorded, was_reversed = await self._journal.run(
+            settle.record_request, new, now, (reversed_first.mti, reversed_first.fields))
         if not recorded.is_new:
             return await self._answer_repeat(request, recorded.view, route, log)
         log = log.bind(payment_id=new.id)
+        if was_reversed:
+            log.warning("original arrived after its reversal: declined, not posted")
+            return reversed_first
         self._in_flight[new.id] = []
         response = None
         try:
@@ -254,7 +302,11 @@ class TransactionProcessor:
 
     async def _pay(self, request, new, route, service, log) -> Response:
         now = self._clock.seconds()
-        await self._journal.transition(new.id, State.POSTING, now)
+        view = await self._journal.transition(new.id, State.POSTING, now)
+        if view.reversal_requested:
+            # The switch reversed it before we sent anything: never post.
+            return await self._settle(request, new, Event.BILLER_UNAVAILABLE, Outcome.BILLER_UNAVAILABLE,
+                                      "reversed before posting", log)
         bill = request.bill
         order = PaymentOrder(
             payment_id=new.id, biller_code=bill.biller_code, service_code=bill.service_code,
@@ -265,25 +317,43 @@ class TransactionProcessor:
         try:
             confirmation = await self._call_biller(route.adapter.pay(order), route)
         except BillerDeclined as exc:
-            return await self._finish(request, new, State.DECLINED, DECLINE_OUTCOMES[exc.reason], str(exc), log)
+            return await self._settle(request, new, Event.BILLER_DECLINED, DECLINE_OUTCOMES[exc.reason],
+                                      str(exc), log)
         except BillerUnavailable as exc:
-            return await self._finish(request, new, State.DECLINED, Outcome.BILLER_UNAVAILABLE,
+            return await self._settle(request, new, Event.BILLER_UNAVAILABLE, Outcome.BILLER_UNAVAILABLE,
                                       f"biller unavailable: {exc}", log)
         except (BillerOutcomeUnknown, defer.TimeoutError) as exc:
-            return await self._finish(request, new, State.IN_DOUBT, Outcome.BILLER_UNAVAILABLE,
+            return await self._settle(request, new, Event.BILLER_NO_ANSWER, Outcome.BILLER_UNAVAILABLE,
                                       f"outcome unknown: {type(exc).__name__}: {exc}", log)
         except Exception as exc:
             log.error("biller adapter failed", exc_info=True)
-            return await self._finish(request, new, State.IN_DOUBT, Outcome.SYSTEM_MALFUNCTION,
+            return await self._settle(request, new, Event.BILLER_NO_ANSWER, Outcome.SYSTEM_MALFUNCTION,
                                       f"adapter error: {type(exc).__name__}", log)
         return await self._confirm(request, new, route, service, confirmation, log)
 
-    async def _finish(self, request, new, state: State, outcome: Outcome, detail: str, log) -> Response:
-        response = request.respond_bill(self._code(outcome))
-        await self._journal.transition(new.id, state, self._clock.seconds(),
-                                       response=(response.mti, response.fields), detail=detail)
-        log.info("payment not confirmed", state=state.value, outcome=outcome.value, detail=detail)
-        return response
+    async def _settle(self, request, new, event: Event, outcome: Outcome, detail: str, log,
+                      approved: Response | None = None, values=None) -> Response:
+        """Apply the biller's answer through the state machine, storing the
+        answer the switch gets for the state the payment ends in."""
+        declined = request.respond_bill(self._code(outcome))
+
+        def respond(state: State):
+            response = approved if (approved is not None and state is State.CONFIRMED) else declined
+            return response.mti, response.fields
+
+        applied = await self._journal.run(settle.apply_event, new.id, event, self._clock.seconds(),
+                                          self.context, respond=respond, values=values, detail=detail)
+        state = applied.view.state
+        log.info("payment settled", machine_event=event.value, state=state.value, detail=detail,
+                 response_code=applied.view.response_code)
+        self._after(applied)
+        return approved if (approved is not None and state is State.CONFIRMED) else declined
+
+    def _after(self, applied) -> None:
+        if applied.sms_queued:
+            self._on_sms_queued()
+        if applied.biller_work:
+            self.on_biller_work()
 
     async def _confirm(self, request, new, route, service, confirmation, log) -> Response:
         now = self._clock.seconds()
@@ -295,22 +365,56 @@ class TransactionProcessor:
             payment_reference=new.id,
             fee=service.fee or None,
         )
-        response = request.respond_bill(self._code(Outcome.APPROVED), bill=data, auth_code=auth_code,
+        approved = request.respond_bill(self._code(Outcome.APPROVED), bill=data, auth_code=auth_code,
                                         settlement_date=settlement)
-        sms = None
-        if new.msisdn:
-            text = self._receipts.receipt_text(
-                language=new.language or "en", biller=route.settings, service=service,
-                billing_number=new.billing_number, bill_number=data.bill_number,
-                amount=new.amount, fee=service.fee, paid_at=now,
-                receipt_number=confirmation.receipt_number, reference=new.id,
-                masked_pan=new.masked_pan)
-            sms = QueuedSms(msisdn=new.msisdn, language=new.language or "en", text=text)
-        await self._journal.confirm_payment(
-            new.id, now, receipt=confirmation.receipt_number, auth_code=auth_code,
-            settlement_date=settlement, response=(response.mti, response.fields), sms=sms)
-        log.info("payment confirmed", receipt=confirmation.receipt_number, amount=new.amount,
-                 sms_queued=sms is not None)
-        if sms is not None:
+        values = {"biller_receipt": confirmation.receipt_number, "auth_code": auth_code,
+                  "settlement_date": settlement}
+        if confirmation.bill_number and not new.bill_number:
+            values["bill_number"] = confirmation.bill_number[:30]
+        return await self._settle(request, new, Event.BILLER_CONFIRMED, Outcome.BILLER_UNAVAILABLE,
+                                  f"receipt {confirmation.receipt_number}", log, approved=approved,
+                                  values=values)
+
+    async def _reverse(self, request: ReversalRequest, log) -> Response:
+        """0420/0421: durable first, then acknowledged; the undoing follows."""
+        keys = request.original_keys
+        rev = settle.ReversalInput(
+            orig_mti=request.original.mti, orig_acquirer_id=keys.acquirer_id,
+            orig_terminal_id=keys.terminal_id, orig_stan=keys.stan,
+            orig_transmission_dt=keys.transmission_datetime, stan=request.stan,
+            transmission_dt=request.transmission_datetime, amount=request.amount,
+            currency=request.currency)
+        outcome = await self._journal.run(settle.record_reversal, rev, self._clock.seconds(), self.context,
+                                          ack_code=self._code(Outcome.APPROVED))
+        log.info("reversal recorded", payment_id=outcome.transaction_id, state=outcome.state,
+                 repeat=outcome.repeat, orig_stan=keys.stan)
+        if outcome.biller_work:
+            self.on_biller_work()
+        if outcome.sms_queued:
             self._on_sms_queued()
-        return response
+        return request.respond(outcome.response_code)
+
+    async def _advise(self, request: BillRequest, log) -> Response:
+        """0220/0221: the customer was debited; see the payment completed."""
+        problem, route, service = local_check(request, self._billers)
+        if request.kind is not RequestKind.PAYMENT:
+            return request.respond_bill(self._code(Outcome.INVALID_TRANSACTION))
+        new = self._new_transaction(request, service)
+
+        def respond(code: str):
+            response = request.respond_bill(code)
+            return response.mti, response.fields
+
+        outcome = await self._journal.run(
+            settle.record_advice, new, self._clock.seconds(), self.context, respond=respond,
+            ok_code=self._code(Outcome.APPROVED), mismatch_code=self._code(Outcome.DUPLICATE_TRANSMISSION),
+            local_problem=problem.value if problem else None)
+        log.info("advice recorded", payment_id=outcome.transaction_id, repeat=outcome.repeat,
+                 biller_work=outcome.biller_work)
+        if outcome.biller_work:
+            self.on_biller_work()
+        if outcome.sms_queued:
+            self._on_sms_queued()
+        # This message's own echo fields with the stored code: a 0221 gets
+        # exactly the answer its 0220 got.
+        return request.respond_bill(outcome.response[1]["39"])

@@ -98,9 +98,11 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
                      signed_on=self.session.signed_on)
             self.send(response)
             return
-        if not self.session.may_transact():
+        if request.mti == "0200" and not self.session.may_transact():
+            # Only new work is refused: advices and reversals concern money
+            # already moved, and are taken whenever they come.
             log.warning("financial request before sign-on")
-            self.send(request.respond_bill(self.factory.codes.code(Outcome.NOT_SIGNED_ON)))
+            self.send(request.respond(self.factory.codes.code(Outcome.NOT_SIGNED_ON)))
             return
         d = self.factory.processor.handle(request, log)
         d.addCallback(self.send)

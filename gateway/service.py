@@ -20,6 +20,7 @@ from billgw.sms.sender import OutboxSender
 from billgw.sms.smpp_link import SmppLink, SmppLinkConfig
 
 from .config import ConfigError, Settings
+from .biller_worker import BillerWorker
 from .db import DatabasePool, make_engine
 from .journal import Journal
 from .processor import BillerRoute, TransactionProcessor
@@ -87,6 +88,7 @@ class GatewayService(MultiService):
             routes[code] = BillerRoute(biller, adapter)
         _AdapterCloser([r.adapter for r in routes.values()]).setServiceParent(self)
 
+        owner = f"{socket.gethostname()}:{os.getpid()}"
         self.sender = None
         self.link = None
         wake = lambda: None  # noqa: E731
@@ -101,7 +103,7 @@ class GatewayService(MultiService):
             self.link.setServiceParent(self)
             self.sender = OutboxSender(
                 run_in_db=self.pool.run, link=self.link, clock=reactor,
-                owner=f"{socket.gethostname()}:{os.getpid()}",
+                owner=owner,
                 poll_interval=sms.poll_interval, batch_size=sms.batch_size,
                 lease_seconds=sms.lease_seconds, max_attempts=sms.max_attempts,
                 retry_base=sms.retry_base, retry_cap=sms.retry_cap,
@@ -111,10 +113,21 @@ class GatewayService(MultiService):
             wake = self.sender.wake
 
         receipts = ReceiptComposer(sms.receipt_templates, sms.reversal_templates)
+        recovery = settings.recovery
         self.processor = TransactionProcessor(
             journal=self.journal, billers=routes, codes=settings.response_codes, clock=reactor,
             receipts=receipts, on_sms_queued=wake, log=self.log.bind(component="processor"),
+            status_delay=recovery.status_delay, expire_after=recovery.expire_after,
         )
+        self.worker = BillerWorker(
+            run_in_db=self.pool.run, processor=self.processor, clock=reactor, owner=owner,
+            poll_interval=recovery.poll_interval, batch_size=recovery.batch_size,
+            lease_seconds=recovery.lease_seconds, retry_base=recovery.retry_base,
+            retry_cap=recovery.retry_cap, stale_after=recovery.stale_after, on_sms_queued=wake,
+            log=self.log.bind(component="biller-worker"),
+        )
+        self.worker.setServiceParent(self)
+        self.processor.on_biller_work = self.worker.wake
         listener = settings.listener
         self.factory = Iso8583ServerFactory(
             processor=self.processor, codes=settings.response_codes, clock=reactor,

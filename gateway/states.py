@@ -23,18 +23,24 @@ class State(enum.Enum):
     ANSWERED = "ANSWERED"
 
 
-FINAL = frozenset({State.CONFIRMED, State.DECLINED, State.REVERSED, State.EXCEPTION, State.ANSWERED})
 
 ALLOWED: dict[State, frozenset[State]] = {
-    State.RECEIVED: frozenset({State.POSTING, State.DECLINED, State.ANSWERED}),
-    State.POSTING: frozenset({State.CONFIRMED, State.DECLINED, State.IN_DOUBT}),
-    State.IN_DOUBT: frozenset({State.CONFIRMED, State.DECLINED, State.REVERSED, State.EXCEPTION}),
-    State.CONFIRMED: frozenset({State.REVERSED, State.EXCEPTION}),
-    State.DECLINED: frozenset(),
+    # EXCEPTION from RECEIVED: an advice for a payment that cannot be posted.
+    State.RECEIVED: frozenset({State.POSTING, State.DECLINED, State.ANSWERED, State.EXCEPTION}),
+    State.POSTING: frozenset({State.CONFIRMED, State.DECLINED, State.IN_DOUBT, State.REVERSING,
+                              State.EXCEPTION}),
+    State.IN_DOUBT: frozenset({State.CONFIRMED, State.DECLINED, State.POSTING, State.REVERSING,
+                               State.REVERSED, State.EXCEPTION}),
+    State.CONFIRMED: frozenset({State.REVERSING, State.EXCEPTION}),
+    State.DECLINED: frozenset({State.POSTING}),  # an advice says the customer was debited
+    State.REVERSING: frozenset({State.REVERSED, State.EXCEPTION}),
     State.REVERSED: frozenset(),
     State.EXCEPTION: frozenset(),
     State.ANSWERED: frozenset(),
 }
+
+# Payments in these states have work left that the gateway itself owns.
+UNSETTLED = frozenset({State.RECEIVED, State.POSTING, State.IN_DOUBT, State.REVERSING})
 
 
 class IllegalTransition(RuntimeError):

@@ -1,0 +1,197 @@
+"""The payment state machine as a pure function: facts + event -> decision.
+
+Everything that can happen to a payment after it was journaled arrives here
+as an :class:`Event` -- the biller's answer to the posting, a reversal (0420)
+or an advice (0220) from the switch, the answer to a status query or a
+reversal sent to the biller, an outbox item that expired, or the recovery
+sweeper finding a payment that nobody is working on any more.  ``decide``
+returns the new state, the flags to store and the :class:`Action` s to take
+(queue biller work, queue or cancel an SMS).  The caller applies a decision
+in ONE database transaction, so every guarantee rests on the database.
+
+What the switch was told decides what must happen at the biller:
+
+- a payment the switch approved (CONFIRMED, or completed by an advice) must
+  be held by the biller, unless the switch then reverses it;
+- a payment the switch was not approved for (declined, timed out -> IN_DOUBT,
+  or reversed) must end NOT held by the biller: an in-doubt payment is
+  settled by a status query and, if the biller holds it, a reversal -- never
+  by posting it again;
+- a reversal that races an in-flight posting wins: when the posting comes
+  back confirmed, it is reversed at the biller.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .states import State
+
+
+class Event(enum.Enum):
+    BILLER_CONFIRMED = "biller_confirmed"  # posting recorded by the biller
+    BILLER_DECLINED = "biller_declined"  # posting refused; nothing recorded
+    BILLER_UNAVAILABLE = "biller_unavailable"  # posting certainly not sent
+    BILLER_NO_ANSWER = "biller_no_answer"  # posting may or may not be recorded
+    REVERSAL_RECEIVED = "reversal_received"  # 0420 from the switch
+    ADVICE_RECEIVED = "advice_received"  # 0220: the customer was debited
+    STATUS_POSTED = "status_posted"  # status query: the biller holds it
+    STATUS_NOT_FOUND = "status_not_found"  # status query: the biller never had it
+    STATUS_REVERSED = "status_reversed"  # status query: held, then undone
+    BILLER_REVERSED = "biller_reversed"  # our reversal done (or nothing to undo)
+    REVERSAL_REFUSED = "reversal_refused"  # the biller will not reverse
+    OUTBOX_EXPIRED = "outbox_expired"  # biller work gave up: a person decides
+    STALE = "stale"  # found unfinished with nobody working on it (crash)
+
+
+class Action(enum.Enum):
+    POST = "POST"  # (re)post idempotently on the payment id -- advices only
+    QUERY_STATUS = "STATUS"
+    REVERSE = "REVERSE"
+    QUEUE_RECEIPT = "queue_receipt"
+    CANCEL_RECEIPT = "cancel_receipt"
+    QUEUE_REVERSAL_NOTICE = "queue_reversal_notice"
+
+
+BILLER_ACTIONS = frozenset({Action.POST, Action.QUERY_STATUS, Action.REVERSE})
+
+
+@dataclass(frozen=True)
+class Facts:
+    state: State
+    reversal_requested: bool = False
+    advice_received: bool = False
+    can_reverse: bool = True  # the biller's policy allows reversals
+    receipt_left: bool = False  # the SMS receipt was sent (or is being sent)
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: State
+    actions: tuple[Action, ...] = ()
+    reversal_requested: bool = False
+    advice_received: bool = False
+    note: str = ""
+
+
+def _undo(facts: Facts, note: str, *extra: Action) -> Decision:
+    """Reverse at the biller where its policy allows; otherwise a person must
+    refund (EXCEPTION)."""
+    if facts.can_reverse:
+        return Decision(State.REVERSING, (*extra, Action.REVERSE), True, facts.advice_received, note)
+    return Decision(State.EXCEPTION, extra, True, facts.advice_received,
+                    note + "; biller does not allow reversals: refund by hand")
+
+
+def _confirm(facts: Facts, note: str) -> Decision:
+    if facts.reversal_requested:
+        return _undo(facts, note + " after the switch reversed it")
+    return Decision(State.CONFIRMED, (Action.QUEUE_RECEIPT,), False, facts.advice_received, note)
+
+
+def decide(facts: Facts, event: Event) -> Decision:
+    """The next state, flags and actions; the same state and no actions when
+    the event changes nothing (repeats, late answers)."""
+    s = facts.state
+    keep = Decision(s, (), facts.reversal_requested, facts.advice_received, "no change")
+    flags_rev = Decision(s, (), True, facts.advice_received, "reversal noted while in flight")
+    flags_adv = Decision(s, (), facts.reversal_requested, True, "advice noted while in flight")
+
+    if s is State.RECEIVED:
+        if event is Event.REVERSAL_RECEIVED:
+            return flags_rev
+        if event is Event.ADVICE_RECEIVED:
+            return flags_adv
+        if event is Event.STALE:
+            # RECEIVED is committed before anything is sent to the biller.
+            if facts.advice_received and not facts.reversal_requested:
+                return Decision(State.POSTING, (Action.POST,), False, True, "complete advised payment")
+            return Decision(State.DECLINED, (), facts.reversal_requested, facts.advice_received,
+                            "never sent to the biller")
+        return keep
+
+    if s is State.POSTING:
+        if event is Event.BILLER_CONFIRMED:
+            return _confirm(facts, "biller confirmed")
+        if event is Event.BILLER_DECLINED:
+            if facts.advice_received and not facts.reversal_requested:
+                return Decision(State.EXCEPTION, (), False, True,
+                                "biller refused a payment the customer was debited for")
+            return Decision(State.DECLINED, (), facts.reversal_requested, facts.advice_received, "biller declined")
+        if event is Event.BILLER_UNAVAILABLE:
+            if facts.advice_received and not facts.reversal_requested:
+                return Decision(State.POSTING, (Action.POST,), False, True, "advised: post when the biller is back")
+            return Decision(State.DECLINED, (), facts.reversal_requested, facts.advice_received, "biller unavailable")
+        if event in (Event.BILLER_NO_ANSWER, Event.STALE):
+            return Decision(State.IN_DOUBT, (Action.QUERY_STATUS,), facts.reversal_requested,
+                            facts.advice_received, "outcome unknown: ask the biller")
+        if event is Event.REVERSAL_RECEIVED:
+            return flags_rev
+        if event is Event.ADVICE_RECEIVED:
+            return flags_adv
+        if event is Event.OUTBOX_EXPIRED:
+            return Decision(State.EXCEPTION, (), facts.reversal_requested, facts.advice_received,
+                            "biller work expired")
+        return keep
+
+    if s is State.IN_DOUBT:
+        if event is Event.STATUS_POSTED:
+            if facts.advice_received and not facts.reversal_requested:
+                return Decision(State.CONFIRMED, (Action.QUEUE_RECEIPT,), False, True,
+                                "biller holds it and the customer was debited")
+            return _undo(facts, "biller holds a payment the switch was not approved for")
+        if event is Event.STATUS_NOT_FOUND:
+            if facts.advice_received and not facts.reversal_requested:
+                return Decision(State.POSTING, (Action.POST,), False, True, "advised: post it")
+            if facts.can_reverse:
+                # A reversal of an unknown payment also bars its late arrival.
+                return Decision(State.REVERSING, (Action.REVERSE,), facts.reversal_requested,
+                                facts.advice_received, "biller does not hold it: cancel to bar a late posting")
+            return Decision(State.DECLINED, (), facts.reversal_requested, facts.advice_received,
+                            "biller does not hold it")
+        if event is Event.STATUS_REVERSED:
+            if facts.advice_received and not facts.reversal_requested:
+                return Decision(State.EXCEPTION, (), False, True, "biller reversed an advised payment")
+            return Decision(State.REVERSED, (), facts.reversal_requested, facts.advice_received,
+                            "biller already reversed it")
+        if event is Event.REVERSAL_RECEIVED:
+            return _undo(facts, "switch reversed an in-doubt payment")
+        if event is Event.ADVICE_RECEIVED:
+            return Decision(s, (Action.QUERY_STATUS,), facts.reversal_requested, True,
+                            "advice for an in-doubt payment: settle by status")
+        if event is Event.OUTBOX_EXPIRED:
+            return Decision(State.EXCEPTION, (), facts.reversal_requested, facts.advice_received,
+                            "status query expired")
+        return keep
+
+    if s is State.CONFIRMED:
+        if event is Event.REVERSAL_RECEIVED:
+            return _undo(facts, "switch reversed a confirmed payment", Action.CANCEL_RECEIPT)
+        if event is Event.ADVICE_RECEIVED:
+            return Decision(s, (), facts.reversal_requested, True, "advice for a confirmed payment")
+        return keep
+
+    if s is State.DECLINED:
+        if event is Event.ADVICE_RECEIVED and not facts.reversal_requested and not facts.advice_received:
+            return Decision(State.POSTING, (Action.POST,), False, True,
+                            "switch debited the customer for a declined payment: post it")
+        if event is Event.REVERSAL_RECEIVED:
+            return Decision(s, (), True, facts.advice_received, "nothing to reverse")
+        return keep
+
+    if s is State.REVERSING:
+        if event in (Event.BILLER_REVERSED, Event.STATUS_NOT_FOUND, Event.STATUS_REVERSED):
+            notice = (Action.QUEUE_REVERSAL_NOTICE,) if facts.receipt_left else ()
+            return Decision(State.REVERSED, notice, facts.reversal_requested, facts.advice_received,
+                            "biller no longer holds it")
+        if event in (Event.REVERSAL_REFUSED, Event.OUTBOX_EXPIRED):
+            return Decision(State.EXCEPTION, (), facts.reversal_requested, facts.advice_received,
+                            "biller did not reverse: refund by hand")
+        if event is Event.REVERSAL_RECEIVED:
+            return Decision(s, (), True, facts.advice_received, "already reversing")
+        return keep
+
+    # ANSWERED (inquiries), REVERSED and EXCEPTION are final.
+    if event is Event.REVERSAL_RECEIVED:
+        return Decision(s, (), True, facts.advice_received, "final: nothing to do")
+    return keep

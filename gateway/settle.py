@@ -1,0 +1,345 @@
+"""Applying events to payments, each in one database transaction.
+
+This is where :func:`billgw.gateway.machine.decide` meets the database: the
+payment row is read under a row lock (``FOR UPDATE`` on PostgreSQL; SQLite
+transactions start ``IMMEDIATE`` and are serialised), the decision is taken
+on what the database says now -- never on process memory -- and the new
+state, the flags, the event history, the biller work and the SMS rows it
+implies are written together.  Reversals (0420) and advices (0220) are
+recorded here too, so they are durable before their 0430 / 0230 goes out.
+
+Every function takes a Connection and a :class:`SettleContext` (what it needs
+from configuration: the billers' reversal policy, the receipt texts, outbox
+timing) and returns dataclasses.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+
+from billgw.sms import outbox as sms_outbox
+
+from . import biller_outbox
+from .journal import NewTransaction, TransactionView, _view, find_by_keys, record_received, utc
+from .machine import BILLER_ACTIONS, Action, Decision, Event, Facts, decide
+from .schema import reversals, transaction_events, transactions
+from .states import State, check_transition
+
+# Reversal row states.
+REV_ACKED = "ACKED"  # durable and acknowledged; the payment is being undone
+REV_BILLER_REVERSED = "BILLER_REVERSED"  # the biller no longer holds it
+REV_NOT_FOUND = "NOT_FOUND"  # the original never reached us: an exception
+REV_NOTHING = "NOTHING_TO_REVERSE"  # the original was declined or never posted
+REV_EXCEPTION = "EXCEPTION"  # the biller would not reverse: refund by hand
+
+
+@dataclass(frozen=True)
+class SettleContext:
+    can_reverse: Callable[[str | None], bool]
+    sms_text: Callable[[TransactionView, sms_outbox.OutboxKind], str | None]
+    status_delay: float = 2.0  # first status query waits for late postings to land
+    expire_after: float = 86400.0
+
+
+@dataclass(frozen=True)
+class Applied:
+    view: TransactionView
+    decision: Decision
+    biller_work: bool
+    sms_queued: bool
+
+
+def _locked(conn: Connection, txn_id: str) -> TransactionView | None:
+    query = select(transactions).where(transactions.c.id == txn_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    return _view(row) if row else None
+
+
+def _receipt_left(conn: Connection, txn_id: str) -> bool:
+    for item in sms_outbox.get_for_payment(conn, txn_id):
+        if item.kind == sms_outbox.OutboxKind.RECEIPT.value and item.state in ("SENT", "SENDING"):
+            return True
+    return False
+
+
+def facts_of(conn: Connection, view: TransactionView, ctx: SettleContext) -> Facts:
+    return Facts(
+        state=view.state,
+        reversal_requested=view.reversal_requested,
+        advice_received=view.advice_received,
+        can_reverse=ctx.can_reverse(view.biller_code),
+        receipt_left=_receipt_left(conn, view.id),
+    )
+
+
+def _rev_state_for(state: State) -> str | None:
+    return {State.REVERSED: REV_BILLER_REVERSED, State.EXCEPTION: REV_EXCEPTION,
+            State.DECLINED: REV_NOTHING}.get(state)
+
+
+def apply_event(conn: Connection, txn_id: str, event: Event, now: float, ctx: SettleContext, *,
+                respond: Callable[[State], tuple[str, Mapping[str, str]]] | None = None,
+                values: Mapping[str, object] | None = None, detail: str | None = None,
+                work_item: int | None = None) -> Applied:
+    """Decide and apply ``event`` for one payment, atomically.
+
+    ``respond`` builds the 0210 to store for the resulting state (the
+    processor's in-line path); ``values`` are extra columns to set (the
+    biller's receipt number); ``work_item`` is the biller-outbox item whose
+    answer this is -- it is marked done in the same transaction.
+    """
+    view = _locked(conn, txn_id)
+    if view is None:
+        raise KeyError(txn_id)
+    decision = decide(facts_of(conn, view, ctx), event)
+    at = utc(now)
+    changes: dict[str, object] = {}
+    if decision.reversal_requested != view.reversal_requested:
+        changes["reversal_requested"] = decision.reversal_requested
+    if decision.advice_received != view.advice_received:
+        changes["advice_received"] = decision.advice_received
+    if respond is not None:
+        mti, fields = respond(decision.state)
+        changes["response_fields"] = json.dumps({"mti": mti, "fields": dict(fields)}, sort_keys=True)
+        changes["response_code"] = fields.get("39")
+    if values:
+        changes.update(values)
+    note = f"{event.value}: {decision.note}" + (f" ({detail})" if detail else "")
+    if decision.state is not view.state:
+        check_transition(view.state, decision.state)
+        changes.update(state=decision.state.value, detail=note[:400])
+        conn.execute(insert(transaction_events).values(
+            transaction_id=txn_id, from_state=view.state.value, to_state=decision.state.value, at=at,
+            detail=note[:400]))
+    if changes:
+        changes["updated_at"] = at
+        conn.execute(update(transactions).where(transactions.c.id == txn_id).values(**changes))
+    if decision.state is not view.state:
+        rev_state = _rev_state_for(decision.state)
+        if rev_state is not None:
+            conn.execute(update(reversals).where(
+                reversals.c.transaction_id == txn_id, reversals.c.state == REV_ACKED).values(
+                state=rev_state, updated_at=at))
+
+    biller_work = sms_queued = False
+    fresh = _locked(conn, txn_id)
+    for action in decision.actions:
+        if action in BILLER_ACTIONS:
+            delay = ctx.status_delay if action is Action.QUERY_STATUS else 0.0
+            biller_outbox.enqueue(conn, txn_id, action.value, now=now, first_attempt_at=now + delay,
+                                  expires_at=now + ctx.expire_after)
+            biller_work = True
+        elif action is Action.QUEUE_RECEIPT:
+            sms_queued |= _queue_sms(conn, fresh, sms_outbox.OutboxKind.RECEIPT, now, ctx)
+        elif action is Action.QUEUE_REVERSAL_NOTICE:
+            sms_queued |= _queue_sms(conn, fresh, sms_outbox.OutboxKind.REVERSAL_NOTICE, now, ctx)
+        elif action is Action.CANCEL_RECEIPT:
+            sms_outbox.cancel_unsent(conn, txn_id, now=now)
+    if work_item is not None:
+        biller_outbox.complete(conn, work_item, now=now)
+    return Applied(fresh, decision, biller_work, sms_queued)
+
+
+def _queue_sms(conn, view: TransactionView, kind, now: float, ctx: SettleContext) -> bool:
+    if not view.msisdn:
+        return False
+    text = ctx.sms_text(view, kind)
+    if text is None:
+        return False
+    sms_outbox.enqueue(conn, payment_id=view.id, kind=kind, msisdn=view.msisdn,
+                       language=view.language or "en", text=text, now=now)
+    return True
+
+
+# --- reversals (0420 / 0421) -------------------------------------------------
+
+@dataclass(frozen=True)
+class ReversalInput:
+    orig_mti: str
+    orig_acquirer_id: str
+    orig_terminal_id: str
+    orig_stan: str
+    orig_transmission_dt: str
+    stan: str
+    transmission_dt: str
+    amount: int
+    currency: str | None
+
+
+@dataclass(frozen=True)
+class ReversalOutcome:
+    response_code: str
+    repeat: bool
+    state: str
+    transaction_id: str | None
+    biller_work: bool
+    sms_queued: bool
+
+
+def record_reversal(conn: Connection, rev: ReversalInput, now: float, ctx: SettleContext, *,
+                    ack_code: str) -> ReversalOutcome:
+    """Make a reversal durable (before its 0430) and start undoing the payment.
+
+    A repeat (0421, or a 0420 sent again) finds the row by the original's
+    keys and gets the identical answer.  A reversal for an original we never
+    saw is recorded NOT_FOUND; the original, should it arrive later, is
+    declined (see :func:`reversed_before_arrival`).
+    """
+    r = reversals
+    existing = conn.execute(select(r).where(
+        r.c.orig_acquirer_id == rev.orig_acquirer_id, r.c.orig_terminal_id == rev.orig_terminal_id,
+        r.c.orig_stan == rev.orig_stan, r.c.orig_transmission_dt == rev.orig_transmission_dt)).first()
+    at = utc(now)
+    if existing is not None:
+        conn.execute(update(r).where(r.c.id == existing.id).values(
+            repeat_count=r.c.repeat_count + 1, updated_at=at))
+        code = json.loads(existing.response_fields)["39"]
+        return ReversalOutcome(code, True, existing.state, existing.transaction_id, False, False)
+    original = find_by_keys(conn, rev.orig_acquirer_id, rev.orig_terminal_id, rev.orig_stan,
+                            rev.orig_transmission_dt)
+    state = REV_NOT_FOUND if original is None else REV_ACKED
+    conn.execute(insert(r).values(
+        transaction_id=original.id if original else None, orig_mti=rev.orig_mti,
+        orig_acquirer_id=rev.orig_acquirer_id, orig_terminal_id=rev.orig_terminal_id,
+        orig_stan=rev.orig_stan, orig_transmission_dt=rev.orig_transmission_dt, stan=rev.stan,
+        transmission_dt=rev.transmission_dt, amount=rev.amount, currency=rev.currency, state=state,
+        repeat_count=0, response_fields=json.dumps({"39": ack_code}),
+        detail=None if original else "original never received", created_at=at, updated_at=at))
+    if original is None:
+        return ReversalOutcome(ack_code, False, state, None, False, False)
+    applied = apply_event(conn, original.id, Event.REVERSAL_RECEIVED, now, ctx,
+                          detail=f"0420 STAN {rev.stan}")
+    final = {State.DECLINED: REV_NOTHING, State.ANSWERED: REV_NOTHING, State.REVERSED: REV_BILLER_REVERSED,
+             State.EXCEPTION: REV_EXCEPTION}.get(applied.view.state)
+    if final is not None:
+        conn.execute(update(r).where(r.c.transaction_id == original.id, r.c.state == REV_ACKED).values(
+            state=final, updated_at=at))
+        state = final
+    return ReversalOutcome(ack_code, False, state, original.id, applied.biller_work, applied.sms_queued)
+
+
+def reversed_before_arrival(conn: Connection, acquirer_id: str, terminal_id: str, stan: str,
+                            transmission_dt: str) -> bool:
+    r = reversals
+    return conn.execute(select(r.c.id).where(
+        r.c.orig_acquirer_id == acquirer_id, r.c.orig_terminal_id == terminal_id,
+        r.c.orig_stan == stan, r.c.orig_transmission_dt == transmission_dt)).first() is not None
+
+
+def record_request(conn: Connection, new: NewTransaction, now: float,
+                   reversed_response: tuple[str, Mapping[str, str]]):
+    """Journal a 0200 -- declined at once if its reversal came first.
+
+    Returns ``(Recorded, reversed_first)``."""
+    if reversed_before_arrival(conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt):
+        existing = find_by_keys(conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt)
+        if existing is None:
+            return link_late_original(conn, new, now, reversed_response), True
+    return record_received(conn, new, now), False
+
+
+def link_late_original(conn: Connection, new: NewTransaction, now: float, response: tuple[str, Mapping[str, str]]):
+    """Journal an original whose reversal came first: DECLINED, never posted."""
+    recorded = record_received(conn, new, now)
+    if recorded.is_new:
+        at = utc(now)
+        mti, fields = response
+        conn.execute(update(transactions).where(transactions.c.id == new.id).values(
+            state=State.DECLINED.value, reversal_requested=True, updated_at=at,
+            response_fields=json.dumps({"mti": mti, "fields": dict(fields)}, sort_keys=True),
+            response_code=fields.get("39"), detail="reversed before it arrived"))
+        conn.execute(insert(transaction_events).values(
+            transaction_id=new.id, from_state=State.RECEIVED.value, to_state=State.DECLINED.value, at=at,
+            detail="reversed before it arrived"))
+        conn.execute(update(reversals).where(
+            reversals.c.orig_acquirer_id == new.acquirer_id, reversals.c.orig_terminal_id == new.terminal_id,
+            reversals.c.orig_stan == new.stan, reversals.c.orig_transmission_dt == new.transmission_dt).values(
+            transaction_id=new.id, state=REV_NOTHING, updated_at=at))
+    return recorded
+
+
+# --- advices (0220 / 0221) ---------------------------------------------------
+
+@dataclass(frozen=True)
+class AdviceOutcome:
+    response: tuple[str, dict[str, str]]
+    transaction_id: str
+    repeat: bool
+    biller_work: bool
+    sms_queued: bool
+
+
+def record_advice(conn: Connection, new: NewTransaction, now: float, ctx: SettleContext, *,
+                  respond: Callable[[str], tuple[str, Mapping[str, str]]], ok_code: str,
+                  mismatch_code: str, local_problem: str | None) -> AdviceOutcome:
+    """Make an advice durable and see the payment completed, atomically.
+
+    Unknown payment: journaled from the advice and queued for posting (store
+    and forward).  Known payment: the ADVICE_RECEIVED event decides (nothing
+    to do for a confirmed one; a status query for an in-doubt one; a posting
+    for one we declined).  A repeat gets the stored 0230.
+    """
+    existing = find_by_keys(conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt)
+    if existing is not None and existing.fingerprint != new.fingerprint:
+        mti, fields = respond(mismatch_code)
+        return AdviceOutcome((mti, dict(fields)), existing.id, False, False, False)
+    if existing is not None and existing.advice_response:
+        stored = json.loads(existing.advice_response)
+        return AdviceOutcome((stored["mti"], stored["fields"]), existing.id, True, False, False)
+    mti, fields = respond(ok_code)
+    stored = json.dumps({"mti": mti, "fields": dict(fields)}, sort_keys=True)
+    at = utc(now)
+    if existing is None:
+        record_received(conn, new, now)
+        conn.execute(update(transactions).where(transactions.c.id == new.id).values(
+            advice_response=stored, updated_at=at))
+        if local_problem is not None or reversed_before_arrival(
+                conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt):
+            reason = local_problem or "advice for a payment the switch reversed"
+            _force(conn, new.id, State.RECEIVED, State.EXCEPTION, at, f"advice cannot be completed: {reason}")
+            return AdviceOutcome((mti, dict(fields)), new.id, False, False, False)
+        conn.execute(update(transactions).where(transactions.c.id == new.id).values(advice_received=True))
+        applied = apply_event(conn, new.id, Event.STALE, now, ctx, detail="payment known only from its advice")
+        return AdviceOutcome((mti, dict(fields)), new.id, False, applied.biller_work, applied.sms_queued)
+    conn.execute(update(transactions).where(transactions.c.id == existing.id).values(
+        advice_response=stored, updated_at=at))
+    applied = apply_event(conn, existing.id, Event.ADVICE_RECEIVED, now, ctx)
+    return AdviceOutcome((mti, dict(fields)), existing.id, False, applied.biller_work, applied.sms_queued)
+
+
+def _force(conn, txn_id: str, old: State, new: State, at: _dt.datetime, note: str) -> None:
+    check_transition(old, new)
+    conn.execute(update(transactions).where(transactions.c.id == txn_id).values(
+        state=new.value, detail=note[:400], updated_at=at))
+    conn.execute(insert(transaction_events).values(
+        transaction_id=txn_id, from_state=old.value, to_state=new.value, at=at, detail=note[:400]))
+
+
+# --- recovery ----------------------------------------------------------------
+
+def stale_transactions(conn: Connection, *, now: float, older_than: float, limit: int) -> list[str]:
+    """Payments left RECEIVED or POSTING longer than any biller call lasts:
+    whoever was working on them is gone (crash); they are settled from the
+    database alone."""
+    t = transactions
+    rows = conn.execute(select(t.c.id).where(
+        t.c.state.in_([State.RECEIVED.value, State.POSTING.value]),
+        t.c.updated_at < utc(now - older_than)).order_by(t.c.updated_at).limit(limit)).all()
+    return [r.id for r in rows]
+
+
+def unsettled_counts(conn: Connection) -> dict[str, int]:
+    from sqlalchemy import func
+
+    t = transactions
+    rows = conn.execute(select(t.c.state, func.count()).where(
+        t.c.state.in_([s.value for s in (State.RECEIVED, State.POSTING, State.IN_DOUBT, State.REVERSING)]))
+        .group_by(t.c.state)).all()
+    return {state: count for state, count in rows}
