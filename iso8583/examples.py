@@ -27,7 +27,7 @@ from typing import Callable
 from .bill_data import BillLine, BillRequestData, BillResponseData
 from .codes import DEFAULT_CODES, Outcome
 from .dump import annotate, hex_dump
-from .messages import MessageFormatError, decode_request, encode_fields, format_error_response
+from .messages import MessageFormatError, OriginalData, decode_request, encode_fields, format_error_response
 
 TEST_PAN = "4761739001010010"  # public Visa test card number, not a real card
 ACQUIRER_ID = "123456"
@@ -38,6 +38,10 @@ LOCAL_TIME = "170509"  # Amman, UTC+3
 LOCAL_DATE = "0203"
 CURRENCY_JOD = "400"
 INQUIRY_REFERENCE = "INQ-20240203-000124"
+# The reversal example is sent 31 s after the payment: the switch gave up
+# waiting for the 0210 (F39 68 in the 0420 says so).
+REVERSAL_DATETIME = "0203140540"
+REVERSAL_LOCAL_TIME = "170540"
 
 BEGIN_MARKER = "<!-- BEGIN GENERATED EXAMPLES -->"
 END_MARKER = "<!-- END GENERATED EXAMPLES -->"
@@ -194,6 +198,57 @@ def format_error_answer() -> Example:
     )
 
 
+def advice_request() -> Example:
+    fields = _financial_fields("000125", "500000", 12500, "403414000125", _PAYMENT_BILL)
+    fields["39"] = _code(Outcome.LATE_RESPONSE)
+    return (
+        "0220 payment advice",
+        "The switch debited the customer for the 0200 payment above but never got its 0210: "
+        "the same fields and the same keys (F32, F41, F11, F7) as that 0200, with the switch's "
+        f"reason in F39 ({fields['39']}, response too late).  A repeat is the same message with "
+        "MTI 0221.",
+        encode_fields("0220", fields),
+    )
+
+
+def advice_response() -> Example:
+    request = decode_request(advice_request()[2])
+    return (
+        "0230 advice accepted",
+        "F39 = 00 once the completion is durable; the 0210's echo fields and nothing else "
+        "(no F15, F38 or F48).  A 0221 gets these same bytes.",
+        request.respond_bill(_code(Outcome.APPROVED)).encode(),
+    )
+
+
+def reversal_request() -> Example:
+    fields = _financial_fields("000127", "500000", 12500, "403414000125", _PAYMENT_BILL)
+    for unused in ("2", "18", "42", "48"):  # optional in a 0420; the example shows the minimum plus F12/F13/F32
+        del fields[unused]
+    original = OriginalData(mti="0200", stan="000125", transmission_datetime=TRANSMISSION_DATETIME,
+                            acquirer_id=ACQUIRER_ID, forwarder_id=None)
+    fields.update({"7": REVERSAL_DATETIME, "12": REVERSAL_LOCAL_TIME, "39": _code(Outcome.LATE_RESPONSE),
+                   "90": original.format()})
+    return (
+        "0420 reversal",
+        "Instead of advising, the switch may undo the 0200 payment above: its own STAN (000127) and "
+        "F7, the original's F3, F4 (the full amount), RRN (F37) and terminal (F41), and F90 = original "
+        "MTI 0200, STAN 000125, F7 0203140509, acquirer 123456 zero-filled to 11 digits, no forwarder "
+        "(11 zeros).  A repeat is the same message with MTI 0421.",
+        encode_fields("0420", fields),
+    )
+
+
+def reversal_response() -> Example:
+    request = decode_request(reversal_request()[2])
+    return (
+        "0430 reversal acknowledged",
+        "F39 = 00 once the reversal is durable, whatever the original's state (even unknown); "
+        "F90 and the other fields of the 0420 echoed.  A 0421 gets these same bytes.",
+        request.respond(_code(Outcome.APPROVED)).encode(),
+    )
+
+
 EXAMPLES: tuple[Callable[[], Example], ...] = (
     sign_on_request,
     sign_on_response,
@@ -205,6 +260,10 @@ EXAMPLES: tuple[Callable[[], Example], ...] = (
     payment_approval,
     payment_decline,
     format_error_answer,
+    advice_request,
+    advice_response,
+    reversal_request,
+    reversal_response,
 )
 
 

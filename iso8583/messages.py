@@ -5,14 +5,14 @@ Gateway side: :func:`decode_request` turns a frame's payload into a
 0221 payment advice) or a :class:`ReversalRequest` (0420 / 0421), or raises
 :class:`MessageFormatError` carrying the field and position; a request's
 ``respond(...)`` builds the typed :class:`Response`, whose ``encode()``
-gives the bytes.
+gives the bytes.  Client side (atm-sim, tests): :func:`encode_fields` and
+:func:`decode_response`.
 
 The gateway finds a transaction again by its :class:`AcquirerKeys`: a
 payment or advice by ``BillRequest.keys``, the original of a reversal by
 ``ReversalRequest.original_keys``.  Both normalise the acquirer ID the same
 way (:func:`normalise_institution_id`), because F32 is an LLVAR (``123456``)
-while F90 carries the same ID zero-filled to 11 digits (``00000123456``).  Client side (atm-sim, tests): :func:`encode_fields` and
-:func:`decode_response`.
+while F90 carries the same ID zero-filled to 11 digits (``00000123456``).
 
 Card data stops here: a typed request holds the masked PAN only; track data
 and the PIN block are dropped at decode, and error texts never quote field

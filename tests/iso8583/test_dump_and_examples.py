@@ -101,13 +101,14 @@ def test_examples_decode_with_our_codec_and_use_the_test_pan_only():
     for title, description, payload in examples.all_examples():
         mti = payload[:4].decode()
         seen.append(mti)
-        if mti in ("0800", "0200"):
-            decode_request(payload)
+        if mti[2] == "0":  # x0xx: a request
+            assert decode_request(payload).mti == mti
         else:
             decode_response(payload)
         assert title.startswith(mti) and description
         assert b"=" not in payload  # no track data anywhere
-    assert seen == ["0800", "0810", "0800", "0810", "0200", "0210", "0200", "0210", "0210", "0210"]
+    assert seen == ["0800", "0810", "0800", "0810", "0200", "0210", "0200", "0210", "0210", "0210",
+                    "0220", "0230", "0420", "0430"]
 
 
 def test_example_answers_say_what_their_titles_say():
@@ -126,6 +127,25 @@ def test_example_answers_say_what_their_titles_say():
     assert declined.fields["39"] == "14" and "38" not in declined.fields and declined.bill is None
     format_error = decode_response(by_title["0210 format error (30)"])
     assert format_error.fields["39"] == "30" and format_error.fields["11"] == "000126"
+
+
+def test_advice_and_reversal_examples_name_the_documented_payment():
+    by_title = {title: payload for title, _, payload in examples.all_examples()}
+    payment = decode_request(by_title["0200 bill payment"])
+    advice = decode_request(by_title["0220 payment advice"])
+    assert advice.is_advice and not advice.is_repeat and advice.keys == payment.keys
+    assert (advice.amount, advice.reason_code) == (payment.amount, "68")
+    accepted = decode_response(by_title["0230 advice accepted"])
+    assert accepted.fields["39"] == "00" and accepted.fields["11"] == "000125"
+    assert not {"15", "38", "48"} & set(accepted.fields)
+    reversal = decode_request(by_title["0420 reversal"])
+    assert reversal.original_keys == payment.keys
+    assert (reversal.stan, reversal.transmission_datetime) == ("000127", examples.REVERSAL_DATETIME)
+    assert (reversal.amount, reversal.rrn, reversal.reason_code) == (12500, payment.rrn, "68")
+    assert reversal.fields["90"] == "0200000125" "0203140509" "00000123456" "00000000000"
+    acknowledged = decode_response(by_title["0430 reversal acknowledged"])
+    assert acknowledged.fields["39"] == "00" and acknowledged.fields["90"] == reversal.fields["90"]
+    assert acknowledged.fields["11"] == "000127"
 
 
 def test_replace_generated_region_only_touches_the_region():
