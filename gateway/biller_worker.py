@@ -79,7 +79,7 @@ class BillerWorker(Service):
         if self._running is not None:
             self._again = True
             return self._running
-        self._running = defer.ensureDeferred(self._pass())
+        d = self._running = defer.ensureDeferred(self._pass())
 
         def done(result):
             self._running = None
@@ -88,8 +88,8 @@ class BillerWorker(Service):
                 self.wake()
             return None
 
-        self._running.addBoth(done)
-        return self._running
+        d.addBoth(done)
+        return d
 
     async def _pass(self) -> None:
         try:

@@ -225,10 +225,12 @@ class TransactionProcessor:
     def _new_transaction(self, request: BillRequest, service: ServiceSettings | None) -> NewTransaction:
         f = request.fields
         bill = request.bill
+        keys = request.keys  # acquirer id normalised as reversals' F90 is
         return NewTransaction(
             id=self._new_id(), kind=request.kind.value, mti=request.mti,
-            processing_code=request.processing_code, acquirer_id=f["32"], forwarder_id=f.get("33"),
-            terminal_id=f["41"], stan=f["11"], transmission_dt=f["7"], rrn=f["37"],
+            processing_code=request.processing_code, acquirer_id=keys.acquirer_id, forwarder_id=f.get("33"),
+            terminal_id=keys.terminal_id, stan=keys.stan, transmission_dt=keys.transmission_datetime,
+            rrn=f["37"],
             fingerprint=fingerprint(request), masked_pan=request.masked_pan,
             amount=request.amount, currency=request.currency,
             fee=service.fee if service else 0,

@@ -1,0 +1,370 @@
+"""Reversals, advices, in-doubt settlement and recovery: the processor and the
+biller worker against a real journal and an in-memory biller, on a Clock."""
+import json
+
+import pytest
+import pytest_twisted
+from sqlalchemy import select, update
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from billgw.billing_adapters.interface import (
+    BillerCapabilities,
+    BillerDeclined,
+    BillerUnavailable,
+    DeclineReason,
+    PaymentConfirmation,
+    PaymentStatus,
+    PaymentStatusKind,
+    ReversalConfirmation,
+)
+from billgw.gateway import biller_outbox
+from billgw.gateway.biller_worker import BillerWorker
+from billgw.gateway.config import load_settings
+from billgw.gateway.journal import Journal, utc
+from billgw.gateway.processor import BillerRoute, TransactionProcessor
+from billgw.gateway.receipts import ReceiptComposer
+from billgw.gateway.schema import biller_outbox as biller_outbox_table
+from billgw.gateway.schema import reversals, transactions
+from billgw.iso8583.bill_data import BillRequestData
+from billgw.iso8583.codes import ResponseCodes
+from billgw.iso8583.messages import decode_request, encode_fields
+from billgw.sms.outbox import sms_outbox
+
+TEST_PAN = "4761739001010010"
+NOW = 1795375800.0  # 2026-11-22T19:30:00Z
+
+
+class LedgerBiller:
+    """An in-memory biller with a ledger: postings, reversals, tombstones."""
+
+    def __init__(self, can_reverse=True):
+        self.capabilities = BillerCapabilities(can_reverse=can_reverse)
+        self.ledger = {}  # payment id -> [amount, reversed]
+        self.tombstones = set()
+        self.calls = []
+        self.hold = None  # Deferred returned by pay() (the biller records first)
+        self.fail_status = None
+
+    def inquire(self, query):
+        raise NotImplementedError
+
+    def pay(self, order):
+        self.calls.append(("pay", order.payment_id))
+        if order.payment_id in self.tombstones:
+            return defer.fail(BillerDeclined(DeclineReason.OTHER, "DUPLICATE_MISMATCH: reversed id"))
+        self.ledger.setdefault(order.payment_id, [order.amount, False])
+        if self.hold is not None:
+            return self.hold
+        return defer.succeed(PaymentConfirmation(order.payment_id, f"R-{order.payment_id[:6]}", order.amount))
+
+    def status(self, payment_id):
+        self.calls.append(("status", payment_id))
+        if self.fail_status is not None:
+            return defer.fail(self.fail_status)
+        entry = self.ledger.get(payment_id)
+        if entry is None:
+            return defer.succeed(PaymentStatus(payment_id, PaymentStatusKind.NOT_FOUND))
+        kind = PaymentStatusKind.REVERSED if entry[1] else PaymentStatusKind.POSTED
+        return defer.succeed(PaymentStatus(payment_id, kind, "R-x", entry[0]))
+
+    def reverse(self, payment_id):
+        self.calls.append(("reverse", payment_id))
+        if not self.capabilities.can_reverse:
+            return defer.fail(BillerDeclined(DeclineReason.NOT_PERMITTED))
+        entry = self.ledger.get(payment_id)
+        if entry is None:
+            self.tombstones.add(payment_id)
+            return defer.succeed(ReversalConfirmation(payment_id, False))
+        entry[1] = True
+        return defer.succeed(ReversalConfirmation(payment_id, True))
+
+    def held(self):
+        return {pid: amount for pid, (amount, rev) in self.ledger.items() if not rev}
+
+
+def fields(stan="000123", amount=12500, language="en", **over):
+    f = {
+        "2": TEST_PAN, "3": "500000", "4": f"{amount:012d}", "7": "1122193000", "11": stan,
+        "12": "193000", "13": "1122", "32": "123456", "37": "632619000123", "41": "ATM00001",
+        "49": "400",
+        "48": BillRequestData("TEL", "MOBILE", "0791234567", msisdn="962791234567", language=language).to_tlv(),
+    }
+    f.update(over)
+    return f
+
+
+def payment(**kw):
+    return decode_request(encode_fields("0200", fields(**kw)))
+
+
+def advice(mti="0220", **kw):
+    return decode_request(encode_fields(mti, fields(**kw)))
+
+
+def reversal(mti="0420", orig_stan="000123", stan="000500", amount=12500):
+    f90 = f"0200{orig_stan}1122193000{'123456':0>11}{'':0>11}"
+    return decode_request(encode_fields(mti, {
+        "3": "500000", "4": f"{amount:012d}", "7": "1122193100", "11": stan, "12": "193100",
+        "13": "1122", "32": "123456", "37": "632619000123", "41": "ATM00001", "49": "400",
+        "39": "68", "90": f90}))
+
+
+@pytest.fixture
+def world(sync_pool):
+    settings = load_settings(environ={})
+    biller = LedgerBiller()
+    clock = Clock()
+    clock.advance(NOW)
+    sms_wakes = []
+    processor = TransactionProcessor(
+        journal=Journal(sync_pool), billers={"TEL": BillerRoute(settings.billers["TEL"], biller)},
+        codes=ResponseCodes(), clock=clock,
+        receipts=ReceiptComposer(settings.sms.receipt_templates, settings.sms.reversal_templates),
+        on_sms_queued=lambda: sms_wakes.append(1), status_delay=2.0, expire_after=600.0)
+    worker = BillerWorker(run_in_db=sync_pool.run, processor=processor, clock=clock, owner="test",
+                          poll_interval=1.0, retry_base=2.0, retry_cap=30.0, stale_after=40.0,
+                          on_sms_queued=lambda: sms_wakes.append(1))
+    return processor, worker, biller, clock, sync_pool.engine
+
+
+def table(engine, t, *where):
+    with engine.connect() as conn:
+        return conn.execute(select(t).where(*where)).all()
+
+
+def state_of(engine, txn_id=None):
+    rows = table(engine, transactions)
+    if txn_id is None:
+        [row] = rows
+        return row.state
+    return [r for r in rows if r.id == txn_id][0].state
+
+
+def sms(engine):
+    return {(r.kind, r.state) for r in table(engine, sms_outbox)}
+
+
+async def settle_all(worker, clock, seconds=10.0):
+    """Advance time a second at a time, running a worker pass each time."""
+    for _ in range(int(seconds)):
+        clock.advance(1.0)
+        await worker.wake()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reversal_of_confirmed_payment_before_its_sms_left(world):
+    processor, worker, biller, clock, engine = world
+    approved = await processor.handle(payment())
+    assert approved.fields["39"] == "00"
+    ack = await processor.handle(reversal())
+    assert (ack.mti, ack.fields["39"], ack.fields["11"], ack.fields["90"][:10]) == ("0430", "00", "000500", "0200000123")
+    assert state_of(engine) == "REVERSING"
+    assert sms(engine) == {("receipt", "CANCELLED")}  # never sent for a reversed payment
+    await settle_all(worker, clock, 3)
+    assert state_of(engine) == "REVERSED"
+    assert biller.held() == {}
+    [rev] = table(engine, reversals)
+    assert (rev.state, rev.repeat_count) == ("BILLER_REVERSED", 0)
+    repeat = await processor.handle(reversal(mti="0421"))
+    assert (repeat.mti, repeat.fields["39"]) == ("0430", "00")
+    assert table(engine, reversals)[0].repeat_count == 1
+    [(_, pid)] = [c for c in biller.calls if c[0] == "pay"]
+    assert [c for c in biller.calls if c[0] == "reverse"] == [("reverse", pid)]  # the repeat undid nothing more
+
+
+@pytest_twisted.ensureDeferred
+async def test_reversal_after_receipt_sent_queues_a_notice_in_the_same_language(world):
+    processor, worker, biller, clock, engine = world
+    await processor.handle(payment(language="ar"))
+    with engine.begin() as conn:
+        conn.execute(update(sms_outbox).values(state="SENT"))
+    await processor.handle(reversal())
+    await settle_all(worker, clock, 3)
+    assert state_of(engine) == "REVERSED"
+    rows = {r.kind: r for r in table(engine, sms_outbox)}
+    assert rows["receipt"].state == "SENT"
+    notice = rows["reversal_notice"]
+    assert notice.state == "QUEUED" and notice.language == "ar" and "تم عكس" in notice.text
+
+
+@pytest_twisted.ensureDeferred
+async def test_reversal_racing_the_posting_wins(world):
+    processor, worker, biller, clock, engine = world
+    biller.hold = defer.Deferred()
+    pending = processor.handle(payment())
+    ack = await processor.handle(reversal())
+    assert ack.fields["39"] == "00"
+    [(_, pid)] = [c for c in biller.calls if c[0] == "pay"]
+    biller.hold.callback(PaymentConfirmation(pid, "R-1", 12500))
+    answer = await pending
+    assert answer.fields["39"] == "91"  # not an approval: the switch reversed it
+    assert state_of(engine) == "REVERSING"
+    assert sms(engine) == set()
+    await settle_all(worker, clock, 3)
+    assert state_of(engine) == "REVERSED"
+    assert biller.held() == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_reversal_before_the_original_and_the_late_original_is_declined(world):
+    processor, worker, biller, clock, engine = world
+    ack = await processor.handle(reversal())
+    assert (ack.mti, ack.fields["39"]) == ("0430", "00")
+    [rev] = table(engine, reversals)
+    assert (rev.state, rev.transaction_id) == ("NOT_FOUND", None)
+    late = await processor.handle(payment())
+    assert late.fields["39"] == "12"
+    assert biller.calls == []
+    assert state_of(engine) == "DECLINED"
+    [rev] = table(engine, reversals)
+    assert rev.state == "NOTHING_TO_REVERSE" and rev.transaction_id is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_reversal_of_declined_payment_has_nothing_to_undo(world):
+    processor, worker, biller, clock, engine = world
+    declined = await processor.handle(payment(amount=50))  # below min_amount
+    assert declined.fields["39"] == "13"
+    await processor.handle(reversal(amount=50))
+    [rev] = table(engine, reversals)
+    assert rev.state == "NOTHING_TO_REVERSE"
+    assert table(engine, biller_outbox_table) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_doubt_payment_held_by_biller_is_reversed_not_reposted(world):
+    processor, worker, biller, clock, engine = world
+    biller.hold = defer.Deferred(lambda d: None)  # the biller records, then never answers
+    pending = processor.handle(payment())
+    clock.advance(10.5)
+    answer = await pending
+    assert answer.fields["39"] == "91"
+    assert state_of(engine) == "IN_DOUBT"
+    biller.hold = None
+    await settle_all(worker, clock, 5)
+    assert state_of(engine) == "REVERSED"
+    assert [c[0] for c in biller.calls] == ["pay", "status", "reverse"]
+    assert biller.held() == {}
+    assert sms(engine) == set()
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_doubt_payment_not_at_biller_is_cancelled_to_bar_a_late_posting(world):
+    processor, worker, biller, clock, engine = world
+    biller.hold = defer.Deferred(lambda d: None)
+    pending = processor.handle(payment())
+    [(_, pid)] = [c for c in biller.calls if c[0] == "pay"]
+    del biller.ledger[pid]  # this time the biller never recorded it
+    clock.advance(10.5)
+    await pending
+    biller.hold = None
+    await settle_all(worker, clock, 5)
+    assert state_of(engine) == "REVERSED"
+    assert pid in biller.tombstones
+
+
+@pytest_twisted.ensureDeferred
+async def test_advice_for_unknown_payment_is_stored_then_posted_once(world):
+    processor, worker, biller, clock, engine = world
+    ack = await processor.handle(advice())
+    assert (ack.mti, ack.fields["39"], ack.fields["11"]) == ("0230", "00", "000123")
+    assert biller.calls == []  # acknowledged once durable; posted in the background
+    repeat = await processor.handle(advice(mti="0221"))
+    assert repeat.fields == ack.fields
+    await settle_all(worker, clock, 3)
+    assert state_of(engine) == "CONFIRMED"
+    assert [c[0] for c in biller.calls] == ["pay"]
+    assert list(biller.held().values()) == [12500]
+    assert sms(engine) == {("receipt", "QUEUED")}
+
+
+@pytest_twisted.ensureDeferred
+async def test_advice_for_confirmed_payment_posts_nothing_again(world):
+    processor, worker, biller, clock, engine = world
+    await processor.handle(payment())
+    ack = await processor.handle(advice())
+    assert ack.fields["39"] == "00"
+    await settle_all(worker, clock, 3)
+    assert [c[0] for c in biller.calls] == ["pay"]
+    assert state_of(engine) == "CONFIRMED"
+
+
+@pytest_twisted.ensureDeferred
+async def test_advice_for_in_doubt_payment_completes_it_by_status(world):
+    processor, worker, biller, clock, engine = world
+    biller.hold = defer.Deferred(lambda d: None)
+    pending = processor.handle(payment())
+    clock.advance(10.5)
+    await pending
+    biller.hold = None
+    ack = await processor.handle(advice())
+    assert ack.fields["39"] == "00"
+    await settle_all(worker, clock, 5)
+    assert state_of(engine) == "CONFIRMED"
+    assert [c[0] for c in biller.calls] == ["pay", "status"]
+    assert len(biller.held()) == 1
+    assert sms(engine) == {("receipt", "QUEUED")}
+
+
+@pytest_twisted.ensureDeferred
+async def test_advice_with_other_content_than_the_original_is_94(world):
+    processor, worker, biller, clock, engine = world
+    await processor.handle(payment())
+    clash = await processor.handle(advice(amount=999))
+    assert clash.fields["39"] == "94"
+
+
+@pytest_twisted.ensureDeferred
+async def test_biller_refusing_reversals_makes_an_exception(world, sync_pool):
+    processor, worker, biller, clock, engine = world
+    settings = load_settings(environ={})
+    import dataclasses
+
+    never = dataclasses.replace(settings.billers["TEL"], reversal_policy="never")
+    processor._billers["TEL"] = BillerRoute(never, biller)
+    await processor.handle(payment())
+    await processor.handle(reversal())
+    assert state_of(engine) == "EXCEPTION"
+    assert table(engine, reversals)[0].state == "EXCEPTION"
+    assert len(biller.held()) == 1  # a person refunds: the gateway did not pretend
+
+
+@pytest_twisted.ensureDeferred
+async def test_abandoned_posting_is_recovered_from_the_database(world):
+    processor, worker, biller, clock, engine = world
+    biller.hold = defer.Deferred(lambda d: None)
+    processor.handle(payment())  # then "the process dies": forget the in-memory state
+    processor._in_flight.clear()
+    biller.hold = None
+    with engine.begin() as conn:  # the crash: the row stays POSTING, untouched
+        conn.execute(update(transactions).values(updated_at=utc(NOW - 100)))
+    await settle_all(worker, clock, 5)
+    assert state_of(engine) == "REVERSED"  # held by the biller, never approved to the switch
+    assert biller.held() == {}
+
+
+@pytest.mark.allow_errors
+@pytest_twisted.ensureDeferred
+async def test_biller_work_retries_with_backoff_then_expires_into_exception(world):
+    processor, worker, biller, clock, engine = world
+    biller.hold = defer.Deferred(lambda d: None)
+    pending = processor.handle(payment())
+    clock.advance(10.5)
+    await pending
+    biller.fail_status = BillerUnavailable("down")
+    await settle_all(worker, clock, 20)
+    [item] = table(engine, biller_outbox_table)
+    assert item.action == "STATUS" and item.state == "PENDING" and item.attempts >= 3
+    assert "down" in item.last_error
+    await settle_all(worker, clock, 700)
+    assert state_of(engine) == "EXCEPTION"
+    [item] = table(engine, biller_outbox_table)
+    assert item.state == "EXPIRED"
+
+
+def test_backoff_grows_and_is_capped():
+    assert biller_outbox.backoff(1, base=2, cap=30, jitter=1.0) == 2
+    assert biller_outbox.backoff(3, base=2, cap=30, jitter=1.0) == 8
+    assert biller_outbox.backoff(10, base=2, cap=30, jitter=1.0) == 30
+    assert biller_outbox.backoff(3, base=2, cap=30, jitter=0.0) == 4
