@@ -9,6 +9,7 @@ the same pipeline.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
@@ -16,37 +17,45 @@ import structlog
 from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogBeginner
 from zope.interface import provider
 
+from billgw.iso8583.dump import redact
 from billgw.iso8583.masking import mask_pan, mask_text
 
 # Keys whose values are card data: never rendered.
 _DROP_KEYS = frozenset({"track2", "track_2", "pin_block", "pinblock", "cvv", "f35", "f52"})
 _PAN_KEYS = frozenset({"pan", "card_number", "f2"})
+# In raw bytes a PAN can touch other digits (its LL prefix, F3): any long
+# digit run keeps only its first 6 and last 4 digits.
+_DIGIT_RUN = re.compile(r"(\d{6})(\d{3,})(\d{4})")
 
 
-def _mask(value: Any) -> Any:
+def _mask(value: Any, key: str | None = None) -> Any:
+    """Mask card data in any value, recursing into containers; key rules
+    (drop track/PIN, mask a PAN field) apply at every depth."""
+    lowered = key.lower() if isinstance(key, str) else None
+    if lowered in _DROP_KEYS:
+        return "[removed]"
+    if lowered in _PAN_KEYS and isinstance(value, str):
+        return mask_pan(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
     if isinstance(value, str):
         return mask_text(value)
     if isinstance(value, dict):
-        return {k: _mask(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_mask(v) for v in value)
-    if isinstance(value, bytes):
-        return mask_text(value.decode("latin-1"))
-    return value
+        return {k: _mask(v, k) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_mask(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        # A raw ISO 8583 frame: redact by its layout (F2 touches its length
+        # prefix, so a digit-run pattern alone would miss it), then by pattern.
+        text = redact(bytes(value)).decode("latin-1")
+        return _DIGIT_RUN.sub(lambda m: m.group(1) + "*" * len(m.group(2)) + m.group(3), text)
+    # Any other object would be rendered with repr() after this processor.
+    return mask_text(repr(value))
 
 
 def mask_card_data(_logger, _method, event_dict: dict) -> dict:
     """structlog processor: mask PANs everywhere, drop track data and PINs."""
-    out = {}
-    for key, value in event_dict.items():
-        lowered = key.lower()
-        if lowered in _DROP_KEYS:
-            out[key] = "[removed]"
-        elif lowered in _PAN_KEYS and isinstance(value, str):
-            out[key] = mask_pan(value)
-        else:
-            out[key] = _mask(value)
-    return out
+    return {key: _mask(value, key) for key, value in event_dict.items()}
 
 
 def processors(renderer) -> list:
