@@ -1,0 +1,446 @@
+"""The bank-switch load generator against a scripted fake gateway on loopback.
+
+The fake gateway is a real Twisted server on port 0 that records every
+message it receives (with the connection it came on) and answers as each
+test's script says, so the tests assert what the switch puts on the wire
+(MTIs, keys, F90) and what it concludes (its view of every payment and the
+sums it reports).  Timeouts are short real seconds: the whole file runs in a
+few seconds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+
+from billgw.atm_sim.switch import (
+    REASON_CUSTOMER_CANCEL,
+    REASON_LATE,
+    SwitchPlan,
+    original_data_elements,
+    plan_payments,
+    run_switch,
+)
+from billgw.iso8583.bill_data import BillResponseData
+from billgw.iso8583.framing import Framer, encode_frame
+from billgw.iso8583.messages import decode_response, encode_fields
+
+pytestmark = pytest.mark.timeout(30)
+
+BOUND = 20  # seconds: no run in this file may take longer
+
+
+class _GatewayProtocol(Protocol):
+    def __init__(self, gateway: "FakeGateway", number: int):
+        self.gateway = gateway
+        self.number = number
+        self.framer = Framer("binary2", 4096)
+
+    def dataReceived(self, data):
+        for payload in self.framer.feed(data):
+            message = decode_response(payload)  # a generic decoder: any MTI, all fields
+            self.gateway.received.append((self.number, message.mti, dict(message.fields)))
+            self.gateway.answer(self, message.mti, dict(message.fields))
+
+    def send(self, mti, fields, delay=0.0):
+        def write():
+            if self.transport.connected:
+                self.transport.write(encode_frame(encode_fields(mti, fields)))
+
+        if delay:
+            self.gateway.timers.append(reactor.callLater(delay, write))
+        else:
+            write()
+
+
+class FakeGateway(Factory):
+    """Answers like a well-behaved gateway unless ``script`` says otherwise.
+
+    ``script(gateway, protocol, mti, fields)`` returns True when it handled
+    the message itself (answered, ignored or closed the connection)."""
+
+    def __init__(self, script=None):
+        self.script = script
+        self.received: list[tuple[int, str, dict]] = []
+        self.connections = 0
+        self.timers = []
+
+    def buildProtocol(self, addr):
+        self.connections += 1
+        return _GatewayProtocol(self, self.connections)
+
+    def mtis(self, *wanted):
+        return [(n, mti, f) for n, mti, f in self.received if not wanted or mti in wanted]
+
+    def answer(self, protocol, mti, fields):
+        if self.script and self.script(self, protocol, mti, fields):
+            return
+        if mti in ANSWERS:  # requests only; the switch's own answers (0810) need none
+            protocol.send(*default_answer(mti, fields))
+
+    def stop_timers(self):
+        for timer in self.timers:
+            if timer.active():
+                timer.cancel()
+
+
+def default_answer(mti, fields, code="00"):
+    echo = {k: v for k, v in fields.items() if k in ("3", "4", "7", "11", "12", "13", "32", "37", "41", "49", "70")}
+    echo["39"] = code
+    if mti in ("0200", "0220", "0221") and code == "00":
+        echo["48"] = BillResponseData(receipt_number=f"RN{fields['11']}",
+                                      payment_reference=f"PR{fields['11']}{fields['7']}").to_tlv()
+    return ANSWERS[mti], echo
+
+
+ANSWERS = {"0800": "0810", "0200": "0210", "0220": "0230", "0221": "0230", "0420": "0430", "0421": "0430"}
+
+
+@pytest_twisted.async_yield_fixture
+async def start_gateway():
+    running = []
+
+    async def start(script=None, port=0):
+        gateway = FakeGateway(script)
+        listening = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(gateway)
+        running.append((gateway, listening))
+        gateway.port = listening.getHost().port
+        gateway.listening = listening
+        return gateway
+
+    yield start
+    for gateway, listening in running:
+        gateway.stop_timers()
+        await maybeDeferred(listening.stopListening)  # a test may have stopped it already
+
+
+def plan(**overrides) -> SwitchPlan:
+    base = dict(count=1, subscribers=("0790000000",), duplicate_rate=0.0, advice_rate=0.0, cancel_rate=0.0,
+                answer_timeout=0.4, repeat_interval=0.2, connect_wait=1.0, sign_on_timeout=1.0,
+                reconnect_max_delay=0.2, max_duration=10.0, connections=1, rate=100.0, first_stan=100)
+    base.update(overrides)
+    return SwitchPlan(**base)
+
+
+async def run(gateway, the_plan):
+    return await run_switch(reactor, "127.0.0.1", gateway.port, the_plan).addTimeout(BOUND, reactor)
+
+
+# --- the plain path and the report ----------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_approvals_are_kept_and_summed_per_subscriber(start_gateway, tmp_path):
+    gateway = await start_gateway()
+    the_plan = plan(count=12, subscribers=("0790000000", "0790000001", "0790000002"), connections=2,
+                    amount_min=100, amount_max=5000)
+    report = await run(gateway, the_plan)
+
+    expected: dict[str, int] = {}
+    for p in plan_payments(the_plan):
+        expected[p.subscriber] = expected.get(p.subscriber, 0) + p.amount
+    assert report.kept_by_subscriber == expected
+    assert report.counts["approved"] == report.counts["kept"] == 12
+    assert [p["view"] for p in report.payments] == ["kept"] * 12
+    # The reference of each approval is the one the gateway put in F48 PR.
+    for p in report.payments:
+        assert p["payment_reference"] == f"PR{p['keys']['stan']}{p['keys']['transmission_datetime']}"
+        assert p["latency"] is not None and p["latency"] < the_plan.answer_timeout
+    # Each connection signed on before carrying a payment.
+    for number in (1, 2):
+        on_it = [mti for n, mti, _ in gateway.received if n == number]
+        if "0200" in on_it:
+            assert on_it[0] == "0800"
+    sign_ons = gateway.mtis("0800")
+    assert {f["70"] for _, _, f in sign_ons} == {"001"}
+    # The 0200s carry what the plan says, with unique keys.
+    payments = gateway.mtis("0200")
+    assert len({(f["32"], f["41"], f["11"], f["7"]) for _, _, f in payments}) == 12
+    assert sorted(int(f["4"]) for _, _, f in payments) == sorted(p.amount for p in plan_payments(the_plan))
+
+    path = tmp_path / "report.json"
+    report.write(path)
+    written = json.loads(path.read_text("utf-8"))
+    assert written["kept_by_subscriber"] == expected
+    assert written["kept_total"] == sum(expected.values())
+    assert written["counts"]["payments"] == 12
+    assert "payments   12" in report.summary()
+
+
+@pytest_twisted.ensureDeferred
+async def test_declined_payment_is_not_kept(start_gateway):
+    def decline(gateway, protocol, mti, fields):
+        if mti == "0200":
+            protocol.send(*default_answer(mti, fields, code="13"))
+            return True
+        return False
+
+    gateway = await start_gateway(decline)
+    report = await run(gateway, plan(count=3))
+    assert [p["view"] for p in report.payments] == ["declined"] * 3
+    assert report.kept_by_subscriber == {}
+    assert gateway.mtis("0420", "0421") == []  # a decline is final: nothing to reverse
+
+
+# --- reversal after the switch's timeout ------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_timeout_sends_0420_then_0421_with_the_same_keys_until_0430(start_gateway):
+    def silent_then_third_reversal(gateway, protocol, mti, fields):
+        if mti == "0200":
+            return True  # never answered
+        if mti in ("0420", "0421"):
+            return len(gateway.mtis("0420", "0421")) < 3  # the third one gets its 0430
+        return False
+
+    gateway = await start_gateway(silent_then_third_reversal)
+    report = await run(gateway, plan(acquirer_id="123456"))
+
+    [(_, _, original)] = gateway.mtis("0200")
+    reversals = gateway.mtis("0420", "0421")
+    assert [mti for _, mti, _ in reversals] == ["0420", "0421", "0421"]
+    first = reversals[0][2]
+    for _, _, f in reversals:
+        assert (f["11"], f["7"]) == (first["11"], first["7"])  # a repeat keeps its keys
+    assert (first["11"], first["7"]) != (original["11"], original["7"])  # its own new keys
+    assert first["90"] == "0200" + original["11"] + original["7"] + "00000123456" + "0" * 11
+    assert {k: first[k] for k in ("3", "4", "32", "37", "41", "49")} == {
+        k: original[k] for k in ("3", "4", "32", "37", "41", "49")}
+    assert first["39"] == REASON_LATE
+
+    [payment] = report.payments
+    assert payment["view"] == "reversed" and payment["timed_out"]
+    assert payment["reversal"]["sends"] == 3 and payment["reversal"]["acknowledged"]
+    assert report.counts["repeats"] == 2
+    assert report.kept_by_subscriber == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_late_0210_after_the_reversal_started_is_not_kept(start_gateway):
+    late_sent = []
+
+    def late_approval(gateway, protocol, mti, fields):
+        if mti == "0200":
+            protocol.send(*default_answer(mti, fields), delay=0.7)  # after the 0.4 s timeout
+            gateway.timers.append(reactor.callLater(0.7, late_sent.append, True))
+            return True
+        if mti in ("0420", "0421"):
+            return not late_sent  # acknowledged only once the late 0210 is out
+        return False
+
+    gateway = await start_gateway(late_approval)
+    report = await run(gateway, plan())
+    [payment] = report.payments
+    assert payment["view"] == "reversed"
+    assert payment["late_approvals"] == 1 and payment["late_answers"] == 1
+    assert payment["response_code"] is None  # the late answer decided nothing
+    assert report.kept_by_subscriber == {}
+    assert report.counts["approved"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_reversal_is_repeated_across_a_reconnect(start_gateway):
+    def drop_first_reversal(gateway, protocol, mti, fields):
+        if mti == "0200":
+            return True
+        if mti == "0420":
+            protocol.transport.loseConnection()  # the switch must reconnect, sign on, repeat
+            return True
+        return False
+
+    gateway = await start_gateway(drop_first_reversal)
+    report = await run(gateway, plan())
+    [payment] = report.payments
+    assert payment["view"] == "reversed" and payment["reversal"]["acknowledged"]
+    on_second = [mti for n, mti, _ in gateway.received if n == 2]
+    assert on_second[0] == "0800" and "0421" in on_second
+    assert gateway.mtis("0420")[0][0] == 1
+    assert report.link["connections"] >= 2 and report.link["lost"] >= 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_unacknowledged_reversal_stops_at_its_bound(start_gateway):
+    def never_acknowledge(gateway, protocol, mti, fields):
+        return mti in ("0200", "0420", "0421")
+
+    gateway = await start_gateway(never_acknowledge)
+    report = await run(gateway, plan(max_repeats=4))
+    assert len(gateway.mtis("0420", "0421")) == 4
+    [payment] = report.payments
+    assert payment["view"] == "reversed" and not payment["reversal"]["acknowledged"]
+    assert report.counts["unacknowledged_reversals"] == 1 and not report.all_acknowledged
+
+
+# --- advices ---------------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_advice_repeats_as_0221_until_0230_and_is_kept(start_gateway):
+    def decline_and_ignore_two_advices(gateway, protocol, mti, fields):
+        if mti == "0200":
+            protocol.send(*default_answer(mti, fields, code="91"))
+            return True
+        if mti in ("0220", "0221"):
+            return len(gateway.mtis("0220", "0221")) < 3
+        return False
+
+    gateway = await start_gateway(decline_and_ignore_two_advices)
+    the_plan = plan(advice_rate=1.0, advice_without_0200_rate=0.0, amount_min=777, amount_max=777)
+    report = await run(gateway, the_plan)
+
+    [(_, _, original)] = gateway.mtis("0200")
+    advices = gateway.mtis("0220", "0221")
+    assert [mti for _, mti, _ in advices] == ["0220", "0221", "0221"]
+    for _, _, f in advices:
+        assert f == original  # the same fields, keys included
+    [payment] = report.payments
+    assert payment["view"] == "kept"  # the customer was debited: kept despite the 91
+    assert payment["advice"]["acknowledged"] and payment["advice"]["sends"] == 3
+    assert payment["payment_reference"] == f"PR{original['11']}{original['7']}"  # from the 0230
+    assert report.kept_by_subscriber == {"0790000000": 777}
+    assert report.counts["advised"] == 1 and report.counts["approved"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_stand_in_without_a_link_sends_only_the_advice(start_gateway):
+    gateway = await start_gateway()
+    report = await run(gateway, plan(advice_rate=1.0, advice_without_0200_rate=1.0, count=2))
+    assert gateway.mtis("0200") == []
+    assert [mti for _, mti, _ in gateway.mtis("0220", "0221")] == ["0220", "0220"]
+    assert [p["view"] for p in report.payments] == ["kept", "kept"]
+
+
+# --- customer cancel and duplicates ---------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_customer_cancel_reverses_an_approval(start_gateway):
+    gateway = await start_gateway()
+    report = await run(gateway, plan(cancel_rate=1.0, count=2))
+    assert [p["view"] for p in report.payments] == ["reversed", "reversed"]
+    assert {f["39"] for _, _, f in gateway.mtis("0420")} == {REASON_CUSTOMER_CANCEL}
+    assert report.counts["approved"] == 2 and report.counts["cancelled"] == 2
+    assert report.kept_by_subscriber == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_duplicates_are_the_same_bytes_and_counted_once(start_gateway):
+    def slow_answers(gateway, protocol, mti, fields):
+        if mti == "0200":  # slow enough for "outstanding" duplicates to go out first
+            protocol.send(*default_answer(mti, fields), delay=0.6)
+            return True
+        return False
+
+    gateway = await start_gateway(slow_answers)
+    the_plan = plan(duplicate_rate=1.0, count=6, amount_min=500, amount_max=500, answer_timeout=1.0)
+    assert {p.duplicate for p in plan_payments(the_plan)} == {"outstanding", "after"}
+    report = await run(gateway, the_plan)
+    payments = gateway.mtis("0200")
+    assert len(payments) == 12
+    by_keys: dict = {}
+    for _, _, f in payments:
+        by_keys.setdefault((f["32"], f["41"], f["11"], f["7"]), []).append(f)
+    assert len(by_keys) == 6 and all(len(v) == 2 and v[0] == v[1] for v in by_keys.values())
+    assert report.counts["kept"] == 6 and report.kept_by_subscriber == {"0790000000": 3000}
+    assert report.counts["duplicates_sent"] == 6
+    assert all(p["anomalies"] == [] for p in report.payments)
+    # "after" duplicates waited for their answer; "outstanding" ones got theirs too.
+    assert all(p["duplicate_answers"] == 1 for p in report.payments)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_duplicate_answered_differently_is_an_anomaly(start_gateway):
+    def approve_then_decline(gateway, protocol, mti, fields):
+        if mti == "0200":
+            code = "00" if len(gateway.mtis("0200")) == 1 else "94"
+            protocol.send(*default_answer(mti, fields, code=code))
+            return True
+        return False
+
+    gateway = await start_gateway(approve_then_decline)
+    the_plan = plan(duplicate_rate=1.0, seed=0)
+    assert plan_payments(the_plan)[0].duplicate == "after"
+    report = await run(gateway, the_plan)
+    [payment] = report.payments
+    assert payment["view"] == "kept"
+    assert payment["anomalies"] == ["duplicate answered 94, first answer 00"]
+
+
+# --- link problems and bounds -----------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_no_gateway_means_nothing_sent_and_nothing_kept(start_gateway):
+    gateway = await start_gateway()
+    await gateway.listening.stopListening()  # the port is free: connections are refused
+    report = await run(gateway, plan(count=3, connect_wait=0.3))
+    assert [p["state"] for p in report.payments] == ["not_sent"] * 3
+    assert report.kept_by_subscriber == {} and report.counts["declined"] == 3
+    assert report.link.get("connections", 0) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_switch_reconnects_when_the_gateway_comes_back(start_gateway):
+    first = await start_gateway()
+    port = first.port
+    await first.listening.stopListening()
+    d = run_switch(reactor, "127.0.0.1", port, plan(count=1, connect_wait=3.0)).addTimeout(BOUND, reactor)
+    await deferLater(reactor, 0.5, lambda: None)
+    second = await start_gateway(port=port)
+    report = await d
+    assert [p["view"] for p in report.payments] == ["kept"]
+    assert [mti for _, mti, _ in second.received][:2] == ["0800", "0200"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_gateway_echo_test_is_answered(start_gateway):
+    def echo_first(gateway, protocol, mti, fields):
+        if mti == "0800":
+            protocol.send(*default_answer(mti, fields))
+            protocol.send("0800", {"7": "0101000000", "11": "999999", "70": "301"})
+            return True
+        return False
+
+    gateway = await start_gateway(echo_first)
+    report = await run(gateway, plan())
+    echoes = [f for _, mti, f in gateway.received if mti == "0810"]
+    assert echoes and echoes[0]["11"] == "999999" and echoes[0]["39"] == "00"
+    assert report.payments[0]["view"] == "kept"
+
+
+def test_the_plan_is_drawn_from_the_seed():
+    the_plan = SwitchPlan(count=400, subscribers=("0790000000", "0790000001"), duplicate_rate=0.2,
+                          advice_rate=0.1, cancel_rate=0.1, seed=5)
+    drawn = plan_payments(the_plan)
+    assert drawn == plan_payments(the_plan)
+    assert drawn != plan_payments(dataclasses.replace(the_plan, seed=6))
+    roles = [p.role for p in drawn]
+    assert 20 <= roles.count("advice") <= 60 and 20 <= roles.count("cancel") <= 60
+    assert 50 <= sum(1 for p in drawn if p.duplicate) <= 110
+    assert all(the_plan.amount_min <= p.amount <= the_plan.amount_max for p in drawn)
+    assert {p.msisdn for p in drawn} == {"962790000000", "962790000001"}
+
+
+def test_f90_layout():
+    assert original_data_elements("0200", "000123", "0601101500", "123456", None) == (
+        "0200" "000123" "0601101500" "00000123456" "00000000000")
+    assert original_data_elements("0200", "000123", "0601101500", "123456", "9876") == (
+        "0200000123060110150000000123456" "00000009876")
+    with pytest.raises(ValueError):
+        original_data_elements("0200", "000123", "0601101500", "123456789012", None)
+
+
+@pytest.mark.parametrize("host", ["10.1.2.3", "gateway.bank.example", "0.0.0.0"])
+def test_only_loopback_targets(host):
+    with pytest.raises(ValueError, match="loopback"):
+        run_switch(reactor, host, 8583, plan())
+
+
+@pytest.mark.parametrize("kwargs", [{"count": 0}, {"advice_rate": 0.7, "cancel_rate": 0.7},
+                                    {"answer_timeout": 0}, {"duplicate_rate": 1.5}, {"subscribers": ()}])
+def test_impossible_plans_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        plan(**kwargs)
