@@ -3,6 +3,8 @@
     atm-sim inquire --biller TEL --service MOBILE --billing-number 0791234567
     atm-sim pay --biller TEL --service MOBILE --billing-number 0791234567 \\
         --amount 12.500 --currency 400 --msisdn 962791234567 --language ar
+    atm-sim load --count 200 --subscribers 0790000000-0790000049 \\
+        --duplicate-rate 0.1 --advice-rate 0.05 --cancel-rate 0.05 --report var/load.json
 
 For a person it prints the answer with the meaning of the response code; with
 ``--json`` one machine-readable object.  Exit status: 0 approved (F39 = 00),
@@ -10,6 +12,13 @@ For a person it prints the answer with the meaning of the response code; with
 refused (the request was then never sent).  Passing
 ``--stan`` and ``--transmission-datetime`` (and the same amount and bill data)
 sends an exact repeat, to watch the gateway's duplicate handling.
+
+``load`` plays a whole bank switch (:mod:`billgw.atm_sim.switch`): many
+payments over a few signed-on connections, with reversals after its own
+timeout, advices, cancels and duplicates, and a JSON report of what it
+believes happened to each payment.  Exit status: 0 when every reversal and
+advice was acknowledged, 1 when some were not (or a payment met an error),
+2 when the gateway could never be reached.
 """
 from __future__ import annotations
 
@@ -18,6 +27,8 @@ import json
 import sys
 import tomllib
 from typing import Sequence, TextIO
+
+import structlog
 
 from billgw.iso8583.bill_data import BillRequestData
 from billgw.iso8583.codes import ResponseCodes
@@ -77,7 +88,75 @@ def build_parser() -> argparse.ArgumentParser:
     pay.add_argument("--msisdn", help="subscriber mobile for the SMS receipt (F48 MS)")
     pay.add_argument("--language", choices=("en", "ar"), default="en", help="receipt language (F48 LG)")
     pay.add_argument("--inquiry-reference", help="reference from the inquiry (F48 IR)")
+    _load_arguments(commands.add_parser(
+        "load", help="play a bank switch: many payments, reversals, advices, duplicates; JSON report"))
     return parser
+
+
+def _load_arguments(load: argparse.ArgumentParser) -> None:
+    from .switch import SwitchPlan
+
+    d = SwitchPlan()
+    load.add_argument("--host", default="127.0.0.1", help="gateway address (loopback only)")
+    load.add_argument("--port", type=int, default=8583)
+    load.add_argument("--framing", choices=HEADERS, default=d.framing)
+    load.add_argument("--count", type=int, default=d.count, help="payments to make")
+    load.add_argument("--rate", type=float, default=d.rate, help="payments started per second, at most")
+    load.add_argument("--concurrency", type=int, default=d.concurrency, help="payments in flight, at most")
+    load.add_argument("--connections", type=int, default=d.connections, help="persistent connections")
+    load.add_argument("--duplicate-rate", type=float, default=d.duplicate_rate,
+                      help="share of payments whose 0200 is sent twice")
+    load.add_argument("--advice-rate", type=float, default=d.advice_rate,
+                      help="share of payments stood in for: 0220/0221 instead of waiting for the 0210")
+    load.add_argument("--cancel-rate", type=float, default=d.cancel_rate,
+                      help="share of payments reversed by the customer after approval")
+    load.add_argument("--seed", type=int, default=d.seed, help="seed of the plan (subscribers, amounts, roles)")
+    load.add_argument("--answer-timeout", type=float, default=d.answer_timeout,
+                      help="seconds the switch waits for an 0210 before reversing")
+    load.add_argument("--repeat-interval", type=float, default=d.repeat_interval,
+                      help="seconds between 0421 / 0221 repeats")
+    load.add_argument("--max-repeats", type=int, default=d.max_repeats,
+                      help="sends of one reversal or advice, at most")
+    load.add_argument("--max-duration", type=float, default=d.max_duration,
+                      help="seconds for the whole run; repeats stop after it")
+    load.add_argument("--subscribers", default="0790000000-0790000009",
+                      help="billing numbers: comma-separated numbers or FIRST-LAST ranges "
+                           "(billgw telecom-sim --extra-subscribers N seeds 0790000000...)")
+    load.add_argument("--biller", default=d.biller)
+    load.add_argument("--service", default=d.service)
+    load.add_argument("--currency", default=d.currency)
+    load.add_argument("--exponent", type=int, help="decimals of the currency (default from ISO 4217)")
+    load.add_argument("--amount-min", default="1.000", help="smallest amount, decimal")
+    load.add_argument("--amount-max", default="50.000", help="largest amount, decimal")
+    load.add_argument("--acquirer", default=d.acquirer_id, help="F32")
+    load.add_argument("--terminals", type=int, default=d.terminals, help="terminals ATM00001...")
+    load.add_argument("--report", help="write the JSON report here")
+    load.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    load.add_argument("--verbose", action="store_true", help="log the switch's info events to stderr")
+
+
+MAX_SUBSCRIBERS = 1_000_000
+
+
+def parse_subscribers(text: str) -> tuple[str, ...]:
+    """``"0790000000-0790000002,0791234567"`` -> the four numbers (ranges keep
+    the first number's width, so leading zeros survive)."""
+    numbers: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if "-" in item:
+            first, last = (x.strip() for x in item.split("-", 1))
+            if not (first.isdigit() and last.isdigit()) or int(last) < int(first):
+                raise ValueError(f"bad subscriber range {item!r}")
+            if int(last) - int(first) + 1 + len(numbers) > MAX_SUBSCRIBERS:
+                raise ValueError(f"more than {MAX_SUBSCRIBERS} subscribers")
+            numbers.extend(f"{n:0{len(first)}d}" for n in range(int(first), int(last) + 1))
+        else:
+            numbers.append(item)
+    if not numbers:
+        raise ValueError("no subscriber given")
+    return tuple(numbers)
 
 
 def load_codes(path: str | None) -> ResponseCodes:
@@ -109,6 +188,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     err = stderr or sys.stderr
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "load":
+        return _load(parser, args, out, err)
     _check_args(parser, args)
     exponent = currency_exponent(args.currency, args.exponent)
     amount_minor = 0
@@ -154,6 +235,71 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     else:
         print(render(summary), file=out)
     return EXIT_APPROVED if response.response_code == "00" else EXIT_DECLINED
+
+
+def _load(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """The composition root of ``atm-sim load``: the global reactor is used here only."""
+    from .switch import SwitchPlan, run_switch
+
+    exponent = currency_exponent(args.currency, args.exponent)
+    try:
+        plan = SwitchPlan(
+            count=args.count, subscribers=parse_subscribers(args.subscribers),
+            amount_min=to_minor_units(args.amount_min, exponent),
+            amount_max=to_minor_units(args.amount_max, exponent),
+            biller=args.biller, service=args.service, currency=args.currency, acquirer_id=args.acquirer,
+            terminals=args.terminals, concurrency=args.concurrency, rate=args.rate,
+            connections=args.connections, duplicate_rate=args.duplicate_rate, advice_rate=args.advice_rate,
+            cancel_rate=args.cancel_rate, seed=args.seed, answer_timeout=args.answer_timeout,
+            repeat_interval=args.repeat_interval, max_repeats=args.max_repeats,
+            max_duration=args.max_duration, framing=args.framing,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    log = structlog.wrap_logger(
+        structlog.PrintLogger(err),
+        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"),
+                    structlog.processors.JSONRenderer()],
+        wrapper_class=structlog.make_filtering_bound_logger(20 if args.verbose else 30),
+    )
+    from twisted.internet import reactor
+
+    outcome: list = []
+
+    def start():
+        try:
+            d = run_switch(reactor, args.host, args.port, plan, log=log)
+        except ValueError as exc:
+            outcome.append(exc)
+            reactor.stop()
+            return
+        d.addBoth(outcome.append)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(start)
+    reactor.run(installSignalHandlers=True)
+    result = outcome[0] if outcome else RuntimeError("the run did not finish")
+    if isinstance(result, ValueError):
+        print(f"atm-sim load: {result}", file=err)
+        return EXIT_NO_ANSWER
+    if not hasattr(result, "summary"):  # a Failure or an exception
+        print(f"atm-sim load failed: {getattr(result, 'getErrorMessage', lambda: result)()}", file=err)
+        return EXIT_NO_ANSWER
+    report = result
+    if args.report:
+        report.write(args.report)
+    if args.json:
+        print(json.dumps({"counts": report.counts, "latency": report.latency,
+                          "kept_by_subscriber": report.kept_by_subscriber}, indent=2), file=out)
+    else:
+        print(report.summary(), file=out)
+        if args.report:
+            print(f"report     {args.report}", file=out)
+    if not report.link.get("connections"):
+        return EXIT_NO_ANSWER
+    if not report.all_acknowledged or report.counts["errors"]:
+        return EXIT_DECLINED
+    return EXIT_APPROVED
 
 
 def summarize(response: DecodedResponse, sent: dict[str, str], codes: ResponseCodes,
