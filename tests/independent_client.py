@@ -24,7 +24,7 @@ FIELD_FORMATS = {
     12: ("fixed", 6), 13: ("fixed", 4), 15: ("fixed", 4), 18: ("fixed", 4), 32: ("LL", 11),
     33: ("LL", 11), 35: ("LL", 37), 37: ("fixed", 12), 38: ("fixed", 6), 39: ("fixed", 2),
     41: ("fixed", 8), 42: ("fixed", 15), 43: ("fixed", 40), 48: ("LLL", 999), 49: ("fixed", 3),
-    52: ("fixed", 16), 70: ("fixed", 3), 102: ("LL", 28),
+    52: ("fixed", 16), 70: ("fixed", 3), 90: ("fixed", 42), 102: ("LL", 28),
 }
 
 HEADER = struct.Struct(">H")  # binary2: 2-byte big-endian length, header not counted
