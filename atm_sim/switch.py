@@ -14,7 +14,8 @@ biller's ledger:
   ``repeat_interval`` -- across reconnects -- until an 0430 arrives; an 0210
   that turns up after the reversal started is ignored;
 - stand-in (``advice_rate``): the switch debited the customer without our
-  0210 and sends an 0220 advice (same fields and keys as the 0200), repeated
+  0210 and sends an 0220 advice (same fields and keys as the 0200, F39 = 68
+  as its reason), repeated
   as 0221 until an 0230: the payment is kept whatever the gateway said;
 - customer cancel (``cancel_rate``): an 0420 (F39 = 17) for an approved
   payment, repeated until 0430; the approval is then not kept;
@@ -780,10 +781,12 @@ class Switch:
         await self._until_acknowledged(run.reversal, "0420", "0421", "0430", fields)
 
     async def _advise(self, run: PaymentRun) -> None:
-        """0220 with the 0200's fields and keys, then 0221 until an 0230."""
-        run.advice = _Exchange(mti="0220", stan=run.stan, transmission_datetime=run.transmission_datetime)
+        """0220 with the 0200's fields and keys (plus the switch's reason in
+        F39: 68, no answer in time), then 0221 until an 0230."""
+        run.advice = _Exchange(mti="0220", stan=run.stan, transmission_datetime=run.transmission_datetime,
+                               reason=REASON_LATE)
         run.state = "advising"
-        await self._until_acknowledged(run.advice, "0220", "0221", "0230", dict(run.fields), run)
+        await self._until_acknowledged(run.advice, "0220", "0221", "0230", {**run.fields, "39": REASON_LATE}, run)
 
     async def _until_acknowledged(self, exchange: _Exchange, first_mti: str, repeat_mti: str, answer_mti: str,
                                   fields: dict[str, str], run: PaymentRun | None = None) -> None:
