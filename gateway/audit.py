@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import sys
 from collections import Counter, defaultdict
@@ -246,11 +247,24 @@ def _payment_details(row: JournalRow) -> dict[str, Any]:
             "masked_pan": mask_pan(row.masked_pan), "rrn": row.rrn, "terminal_id": row.terminal_id}
 
 
+_LONG_DIGITS = re.compile(r"\d{13,}")
+
+
+def _mask_foreign(text: object) -> str:
+    """Free text from another system (a biller's ledger or error message).
+
+    ``mask_text`` masks a PAN only when it stands apart from other digits;
+    text we did not write may run a PAN into other digits (a raw frame's
+    length prefix), so any run of 13 or more digits is also cut to its first
+    6 and last 4 -- an audit line loses nothing it needs by that.
+    """
+    return _LONG_DIGITS.sub(lambda m: m[0][:6] + "*" * (len(m[0]) - 10) + m[0][-4:], mask_text(str(text)))
+
+
 def _posting_details(biller: str, posting: Posting) -> dict[str, Any]:
-    # Ledger values come from another system: mask anything shaped like a PAN.
     return {"ledger": biller, "ledger_amount": posting.amount, "ledger_reversed": posting.reversed,
-            "receipt_number": mask_text(str(posting.receipt_number)),
-            "bill_number": mask_text(str(posting.bill_number)), "posted_at": posting.posted_at}
+            "receipt_number": _mask_foreign(posting.receipt_number),
+            "bill_number": _mask_foreign(posting.bill_number), "posted_at": posting.posted_at}
 
 
 def _finding(category: str, row: JournalRow | None, payment_id: str | None, message: str,
@@ -381,7 +395,7 @@ def _outbox_findings(journal: Mapping[str, JournalRow], outbox_rows: Iterable[Bi
         extra = {"outbox_id": item.id, "action": item.action, "outbox_state": item.state,
                  "attempts": item.attempts}
         if item.last_error:
-            extra["last_error"] = mask_text(item.last_error)
+            extra["last_error"] = _mask_foreign(item.last_error)
         if item.state == _OUTBOX_PENDING:
             findings.append(_finding(
                 UNRESOLVED, row, item.transaction_id,
@@ -658,6 +672,11 @@ def _detail_text(details: Mapping[str, Any]) -> str:
     return " ".join(f"{key}={value}" for key, value in details.items() if value not in (None, ""))
 
 
+def _finding_line(finding: Finding, width: int) -> str:
+    return (f"  {finding.category:<{width}}  {finding.payment_id or '-'}  {finding.biller_code or '-'}  "
+            f"{finding.message}  [{_detail_text(finding.details)}]")
+
+
 def render_text(report: AuditReport) -> str:
     """For a person: the verdict, a line per category, a line per finding,
     then the informational part (notes, totals, states)."""
@@ -672,13 +691,10 @@ def render_text(report: AuditReport) -> str:
     if report.findings:
         lines.append("")
         lines.append("findings:")
-        for f in report.findings:
-            lines.append(f"  {f.category:<{width}}  {f.payment_id or '-'}  {f.message}  "
-                         f"[{_detail_text(f.details)}]")
+        lines.extend(_finding_line(f, width) for f in report.findings)
     lines.append("")
     lines.append("information (not broken):")
-    for n in report.notes:
-        lines.append(f"  {n.category:<{width}}  {n.payment_id or '-'}  {n.message}  [{_detail_text(n.details)}]")
+    lines.extend(_finding_line(n, width) for n in report.notes)
     for code, totals in report.billers.items():
         journal_part = (f"journal confirmed {totals.journal_confirmed_count} payment(s), "
                         f"{totals.journal_confirmed_amount} minor units")
@@ -733,7 +749,7 @@ def parse_ledger_args(values: Sequence[str], settings) -> dict[str, tuple[str, L
 def _first_line(exc: BaseException) -> str:
     cause = getattr(exc, "orig", None) or exc
     text = str(cause).strip().splitlines()
-    return mask_text(f"{type(cause).__name__}: {text[0] if text else ''}")
+    return _mask_foreign(f"{type(cause).__name__}: {text[0] if text else ''}")
 
 
 def run_command(settings, ledger_args: Sequence[str], *, as_json: bool = False,
