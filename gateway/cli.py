@@ -8,6 +8,7 @@ Sub-commands::
     billgw [--config FILE] serve [--listen ENDPOINT]
     billgw [--config FILE] check-config
     billgw [--config FILE] db upgrade
+    billgw [--config FILE] audit --ledger CODE=PATH [--ledger CODE=PATH ...] [--json]
     billgw telecom-sim [--listen ENDPOINT] [--db PATH] [--reversal-policy allowed|never]
     billgw smsc-sim [--listen ENDPOINT] [--system-id ID] [--password PW] [--record PATH]
     billgw demo [--workdir DIR]
@@ -49,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     smsc.add_argument("--password", default=os.environ.get("BILLGW_SMPP_PASSWORD", "secret"))
     smsc.add_argument("--record", default="var/smsc-received.jsonl",
                       help="JSON lines file of every message received")
+
+    audit = sub.add_parser("audit", help="compare the journal with billers' ledgers and the SMS outbox")
+    audit.add_argument("--ledger", action="append", required=True, metavar="CODE=PATH",
+                       help="a biller's ledger to compare, e.g. TEL=var/telecom-sim.sqlite (repeatable)")
+    audit.add_argument("--json", action="store_true", help="print a machine-readable object")
 
     demo = sub.add_parser("demo", help="gateway + simulators on loopback, one inquiry and payments")
     demo.add_argument("--workdir", default="var/demo", help="wiped and recreated on each run")
@@ -165,6 +171,10 @@ def main(argv=None) -> None:
             _upgrade(settings)
             print(f"journal schema is up to date ({settings.database.url.split('@')[-1]})")
             return
+        if args.command == "audit":
+            from .audit import run_command
+
+            raise SystemExit(run_command(_settings(args), args.ledger, as_json=args.json))
         if args.command in ("serve",):
             _settings(args)  # fail on bad config before the reactor starts
     except ConfigError as exc:
