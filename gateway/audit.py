@@ -616,7 +616,10 @@ def load_journal(engine: Engine) -> JournalSnapshot:
     a payment confirmed between two SELECTs would look like a broken one).
 
     Read the journal *before* the ledgers: the gateway confirms only after
-    the biller posted, so a ledger read later can only be newer, never older.
+    the biller posted, so a payment CONFIRMED in the snapshot is already in
+    a ledger read later.  One race remains: a payment reversed between the
+    two reads looks CONFIRMED here and reversed at the biller, so a
+    ``confirmed_missing_at_biller`` on a busy system is worth a second run.
     """
     with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
