@@ -16,8 +16,6 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from billgw.sms import outbox
-
 from .schema import transaction_events, transactions
 from .states import IllegalTransition, State, check_transition, sources_of
 
@@ -91,13 +89,6 @@ class Recorded:
 
     view: TransactionView
     is_new: bool
-
-
-@dataclass(frozen=True)
-class QueuedSms:
-    msisdn: str
-    language: str
-    text: str
 
 
 def _view(row) -> TransactionView:
@@ -189,19 +180,6 @@ def transition(conn: Connection, txn_id: str, new: State, now: float, *, detail:
     return get(conn, txn_id)
 
 
-def confirm_payment(conn: Connection, txn_id: str, now: float, *, receipt: str, auth_code: str,
-                    settlement_date: str, response: tuple[str, Mapping[str, str]],
-                    sms: QueuedSms | None) -> TransactionView:
-    """CONFIRMED and the SMS receipt row, in one database transaction."""
-    view = transition(conn, txn_id, State.CONFIRMED, now, response=response,
-                      biller_receipt=receipt, auth_code=auth_code, settlement_date=settlement_date,
-                      detail="biller confirmed")
-    if sms is not None:
-        outbox.enqueue(conn, payment_id=txn_id, kind=outbox.OutboxKind.RECEIPT, msisdn=sms.msisdn,
-                       language=sms.language, text=sms.text, now=now)
-    return view
-
-
 def events(conn: Connection, txn_id: str) -> list[tuple[str | None, str, _dt.datetime, str | None]]:
     e = transaction_events
     rows = conn.execute(select(e).where(e.c.transaction_id == txn_id).order_by(e.c.id)).all()
@@ -227,9 +205,6 @@ class Journal:
 
     def transition(self, txn_id: str, new: State, now: float, **kwargs):
         return self._pool.run(transition, txn_id, new, now, **kwargs)
-
-    def confirm_payment(self, txn_id: str, now: float, **kwargs):
-        return self._pool.run(confirm_payment, txn_id, now, **kwargs)
 
     def get(self, txn_id: str):
         return self._pool.run(get, txn_id)

@@ -398,9 +398,7 @@ class TransactionProcessor:
 
     async def _advise(self, request: BillRequest, log) -> Response:
         """0220/0221: the customer was debited; see the payment completed."""
-        problem, route, service = local_check(request, self._billers)
-        if request.kind is not RequestKind.PAYMENT:
-            return request.respond_bill(self._code(Outcome.INVALID_TRANSACTION))
+        problem, route, service = local_check(request, self._billers)  # the codec refuses non-payment advices
         new = self._new_transaction(request, service)
 
         def respond(code: str):

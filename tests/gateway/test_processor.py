@@ -259,22 +259,28 @@ async def test_inquiry_unknown_subscriber(setup):
 
 def test_confirmation_and_sms_are_one_transaction(engine, setup):
     """If the SMS row cannot be written, the payment is not CONFIRMED either."""
-    from billgw.gateway.journal import NewTransaction, QueuedSms
+    from billgw.gateway import settle
+    from billgw.gateway.journal import NewTransaction
+    from billgw.gateway.machine import Event
 
     new = NewTransaction(
         id="p1", kind="payment", mti="0200", processing_code="500000", acquirer_id="1",
         forwarder_id=None, terminal_id="T1", stan="000001", transmission_dt="1122193000",
         rrn="1", fingerprint="f", masked_pan=None, amount=1, currency="400", fee=0,
         biller_code="TEL", service_code="MOBILE", billing_number="1", bill_number=None,
-        msisdn="1", language="en")
+        msisdn="962791234567", language="en")
     with engine.begin() as conn:
         journal_ops.record_received(conn, new, 1.0)
         journal_ops.transition(conn, "p1", State.POSTING, 2.0)
-    with pytest.raises(Exception):
+
+    def broken_template(view, kind):
+        raise KeyError("template")
+
+    ctx = settle.SettleContext(can_reverse=lambda code: True, sms_text=broken_template)
+    with pytest.raises(KeyError):
         with engine.begin() as conn:
-            journal_ops.confirm_payment(conn, "p1", 3.0, receipt="R", auth_code="1", settlement_date="1122",
-                                        response=("0210", {"39": "00"}),
-                                        sms=QueuedSms(msisdn=None, language="en", text="x"))
+            settle.apply_event(conn, "p1", Event.BILLER_CONFIRMED, 3.0, ctx,
+                               respond=lambda state: ("0210", {"39": "00"}))
     with engine.connect() as conn:
         assert journal_ops.get(conn, "p1").state == State.POSTING
         assert conn.execute(select(func.count()).select_from(sms_outbox)).scalar() == 0
