@@ -105,7 +105,7 @@ reversals = Table(
     Column("transmission_dt", String(10), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=True),
-    Column("state", String(16), nullable=False),
+    Column("state", String(20), nullable=False),
     Column("repeat_count", Integer, nullable=False, default=0),
     Column("response_fields", Text, nullable=True),
     Column("detail", String(400), nullable=True),

@@ -138,6 +138,17 @@ class GatewayService(MultiService):
         self.listener = ListenerService(reactor, listener.endpoint, self.factory)
         self.listener.setServiceParent(self)
 
+    def stopService(self):
+        """Stop children one at a time, last started first: the listener
+        stops taking requests before the workers drain, and the database
+        pool stops only when nothing can still be waiting on it."""
+        Service.stopService(self)
+        d = defer.succeed(None)
+        for child in reversed(list(self)):
+            d.addBoth(lambda _, c=child: defer.maybeDeferred(c.stopService))
+        d.addBoth(lambda _: None)
+        return d
+
     def start(self) -> defer.Deferred:
         """Start every child, then listen; fires with the listening port."""
         self.startService()

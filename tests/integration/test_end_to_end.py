@@ -468,17 +468,8 @@ async def test_repeat_while_the_original_is_in_flight_gets_the_same_answer(stack
 
 # -- the biller fails ---------------------------------------------------------------
 
-# gateway/settle.py writes reversals.state = "NOTHING_TO_REVERSE" (18 characters)
-# into a VARCHAR(16) column on every transition to DECLINED; SQLite ignores the
-# length, PostgreSQL refuses the UPDATE and the payment is answered 96.
-PG_DECLINE_BUG = "product bug: settle.REV_NOTHING is longer than reversals.state VARCHAR(16)"
-
-
 @pytest_twisted.ensureDeferred
 async def test_biller_down_is_91_declined_and_no_receipt(stack, reactor, request, db_url):
-    if db_url.startswith("postgresql"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=PG_DECLINE_BUG))
-        request.applymarker(pytest.mark.allow_errors)
     await stack.start()
     await stack.tel_port.stopListening()
     stack.tel_port = None

@@ -31,7 +31,7 @@ def upgrade():
         sa.Column("transmission_dt", sa.String(10), nullable=False),
         sa.Column("amount", sa.BigInteger, nullable=False),
         sa.Column("currency", sa.String(3), nullable=True),
-        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("state", sa.String(20), nullable=False),
         sa.Column("repeat_count", sa.Integer, nullable=False),
         sa.Column("response_fields", sa.Text, nullable=True),
         sa.Column("detail", sa.String(400), nullable=True),
