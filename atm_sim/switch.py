@@ -17,6 +17,8 @@ biller's ledger:
   0210 and sends an 0220 advice (same fields and keys as the 0200, F39 = 68
   as its reason), repeated
   as 0221 until an 0230: the payment is kept whatever the gateway said;
+  an 0230/0430 with a code that says the gateway could not take the message
+  in (96, 91...) is not an acknowledgement: the repeats go on;
 - customer cancel (``cancel_rate``): an 0420 (F39 = 17) for an approved
   payment, repeated until 0430; the approval is then not kept;
 - exact duplicates (``duplicate_rate``): the same 0200 bytes sent again,
@@ -72,6 +74,9 @@ VIEW_REVERSED = "reversed"
 VIEW_DECLINED = "declined"
 
 SIGN_ON = "001"
+# Answers to an advice or reversal after which repeating cannot help: taken
+# in (00), or refused for good (94 other transaction, 30 format error).
+FINAL_ACKNOWLEDGEMENT_CODES = frozenset({"00", "94", "30"})
 MAX_STAN = 999_999
 MAX_PAYMENTS = 1_000_000
 
@@ -180,7 +185,8 @@ def plan_payments(plan: SwitchPlan) -> list[PlannedPayment]:
             index=index, subscriber=subscriber, amount=amount, terminal_id=terminal_id, language=language,
             msisdn=(plan.msisdn_prefix + subscriber.lstrip("0")) if plan.msisdn_prefix else None,
             role=role, duplicate=duplicate,
-            duplicate_delay=rng.uniform(0.0, plan.answer_timeout * 0.5),
+            # Soon after the 0200, so that the duplicate often meets its original in flight.
+            duplicate_delay=rng.uniform(0.0, min(0.2, plan.answer_timeout * 0.5)),
             advice_without_0200=rng.random() < plan.advice_without_0200_rate,
             advice_delay=rng.uniform(0.0, min(1.0, plan.answer_timeout * 0.5)),
             cancel_delay=rng.uniform(0.0, 1.0),
@@ -778,7 +784,7 @@ class Switch:
         }
         if self.plan.forwarder_id:
             fields["33"] = self.plan.forwarder_id
-        await self._until_acknowledged(run.reversal, "0420", "0421", "0430", fields)
+        await self._until_acknowledged(run.reversal, "0420", "0421", "0430", fields, run)
 
     async def _advise(self, run: PaymentRun) -> None:
         """0220 with the 0200's fields and keys (plus the switch's reason in
@@ -789,34 +795,44 @@ class Switch:
         await self._until_acknowledged(run.advice, "0220", "0221", "0230", {**run.fields, "39": REASON_LATE}, run)
 
     async def _until_acknowledged(self, exchange: _Exchange, first_mti: str, repeat_mti: str, answer_mti: str,
-                                  fields: dict[str, str], run: PaymentRun | None = None) -> None:
-        acknowledgement = _Latch(self.clock)
+                                  fields: dict[str, str], run: PaymentRun) -> None:
+        """Send, then repeat every ``repeat_interval`` (bounded) until an
+        answer with a final code: 00, or 94/30 which no repeat can change.
+        Any other code (96 system malfunction, 91...) means the gateway did
+        not take the message in: noted as an anomaly and repeated."""
         key = (answer_mti, exchange.stan, exchange.transmission_datetime)
         started = self.now()
+        current = {"latch": _Latch(self.clock)}
 
-        def acknowledged(message: DecodedResponse) -> None:
-            if not acknowledgement.is_set:
+        def answered(message: DecodedResponse) -> None:
+            code = message.response_code
+            if exchange.acknowledged:
+                return  # an answer to one of the repeats sent before the final one
+            exchange.response_code = code
+            if code in FINAL_ACKNOWLEDGEMENT_CODES:
                 exchange.acknowledged = True
-                exchange.response_code = message.response_code
                 exchange.ack_latency = self.now() - started
-                if run is not None and message.bill and message.bill.payment_reference:
+                if message.bill and message.bill.payment_reference:
                     run.payment_reference = run.payment_reference or message.bill.payment_reference
-            acknowledgement.set(message)
+            else:
+                run.anomalies.append(f"{answer_mti} answered {code} to {exchange.mti} STAN {exchange.stan}; repeated")
+            current["latch"].set(message)
 
-        self._routes[key] = acknowledged
+        self._routes[key] = answered
         for attempt in range(self.plan.max_repeats):
             if attempt > 0 and self.now() >= self._deadline:
                 break
+            current["latch"] = latch = _Latch(self.clock)
             mti = first_mti if exchange.sends == 0 else repeat_mti
             if await self._send(mti, fields, self.plan.repeat_interval):
                 exchange.sends += 1
-                if await acknowledgement.wait(self.plan.repeat_interval) is not None:
+                answer = await latch.wait(self.plan.repeat_interval)
+                if exchange.acknowledged:
                     return
-            elif acknowledgement.is_set:
-                return
-        if not acknowledgement.is_set:
-            self.log.warning("switch_gave_up_unacknowledged", mti=first_mti, stan=exchange.stan,
-                             sends=exchange.sends)
+                if answer is not None:  # refused for now: pause before the repeat
+                    await self.sleep(self.plan.repeat_interval)
+        self.log.warning("switch_gave_up_unacknowledged", mti=first_mti, stan=exchange.stan,
+                         sends=exchange.sends, last_code=exchange.response_code)
 
 
 def original_data_elements(mti: str, stan: str, f7: str, acquirer_id: str, forwarder_id: str | None) -> str:

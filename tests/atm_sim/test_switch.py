@@ -219,6 +219,39 @@ async def test_advice_repeats_as_0221_until_0230_and_is_kept(start_gateway):
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_advice_answered_96_is_repeated_until_taken_in(start_gateway):
+    def malfunction_once(gateway, protocol, mti, fields):
+        if mti in ("0220", "0221"):
+            first = len(gateway.mtis("0220", "0221")) == 1
+            protocol.send(*default_answer(mti, fields, code="96" if first else "00"))
+            return True
+        return False
+
+    gateway = await start_gateway(malfunction_once)
+    report = await run(gateway, plan(advice_rate=1.0, advice_without_0200_rate=1.0))
+    assert [mti for _, mti, _ in gateway.mtis("0220", "0221")] == ["0220", "0221"]
+    [payment] = report.payments
+    assert payment["advice"]["acknowledged"] and payment["advice"]["response_code"] == "00"
+    assert payment["anomalies"] == [f"0230 answered 96 to 0220 STAN {payment['keys']['stan']}; repeated"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reversal_refused_for_good_is_not_repeated(start_gateway):
+    def format_error(gateway, protocol, mti, fields):
+        if mti == "0200":
+            return True
+        if mti == "0420":
+            protocol.send(*default_answer(mti, fields, code="30"))
+            return True
+        return False
+
+    gateway = await start_gateway(format_error)
+    report = await run(gateway, plan())
+    assert [mti for _, mti, _ in gateway.mtis("0420", "0421")] == ["0420"]
+    assert report.payments[0]["reversal"]["response_code"] == "30"
+
+
+@pytest_twisted.ensureDeferred
 async def test_stand_in_without_a_link_sends_only_the_advice(start_gateway):
     gateway = await start_gateway()
     report = await run(gateway, plan(advice_rate=1.0, advice_without_0200_rate=1.0, count=2))

@@ -1,0 +1,349 @@
+"""Helpers of the chaos test: the gateway's configuration, the processes, the
+journal and ledger reads, and the checks of the money against the switch.
+
+A module with a unique name (the tests folders have no __init__.py).  The
+checks are plain functions returning a list of problems, each a sentence
+naming the payment, so that one run reports every broken promise at once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sys
+import tomllib
+from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.task import deferLater
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+UNRESOLVED_STATES = ("RECEIVED", "POSTING", "IN_DOUBT", "REVERSING")
+SMS_PENDING_STATES = ("WAITING", "QUEUED", "SENDING", "FAILED")
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (bind to 0, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- configuration ---------------------------------------------------------------
+
+def set_toml(text: str, section: str, key: str, value, *, required: bool = True) -> str:
+    """Replace ``key = ...`` inside ``[section]`` of a commented TOML file,
+    keeping every comment (tomllib cannot write, and the packaged file is
+    the one we want to run, comments and all).  A missing optional section
+    or key leaves the text as it is."""
+    literal = json.dumps(value) if isinstance(value, str) else (
+        ("true" if value else "false") if isinstance(value, bool) else repr(value))
+    lines = text.split("\n")
+    inside = False
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            inside = stripped == f"[{section}]"
+            continue
+        if inside and re.match(rf"^{re.escape(key)}\s*=", stripped):
+            comment = ""
+            match = re.search(r"\s+#.*$", line)
+            if match and '"' not in line[match.start():]:
+                comment = match.group(0)
+            lines[i] = f"{key} = {literal}{comment}"
+            return "\n".join(lines)
+    if required:
+        raise KeyError(f"[{section}] {key} not found in the packaged configuration")
+    return text
+
+
+@dataclass(frozen=True)
+class GatewaySetup:
+    config: Path
+    port: int
+    db_url: str
+    ledger: Path
+    smsc_record: Path
+    smsc_password: str
+
+
+def write_gateway_config(path: Path, *, port: int, db_url: str, telecom_port: int, smsc_port: int,
+                         biller_timeout: float) -> dict:
+    """The packaged conf/billgw.toml with our ports, journal and fast timers.
+
+    Timers are shortened so a crashed gateway's leases expire within the
+    test's bounds; each stays consistent with the rules the configuration
+    enforces (leases longer than the biller timeout, and so on)."""
+    text = resources.files("billgw.conf").joinpath("billgw.toml").read_text("utf-8")
+    text = set_toml(text, "gateway", "listen", f"tcp:{port}:interface=127.0.0.1")
+    text = set_toml(text, "database", "url", db_url)
+    text = set_toml(text, "logging", "format", "json")
+    text = set_toml(text, "logging", "level", "info")
+    text = set_toml(text, "sms", "host", "127.0.0.1")
+    text = set_toml(text, "sms", "port", smsc_port)
+    text = set_toml(text, "sms", "poll_interval", 0.3)
+    text = set_toml(text, "sms", "submit_timeout", 3.0)
+    text = set_toml(text, "sms", "lease_seconds", 6.0)
+    text = set_toml(text, "sms", "retry_base", 0.5)
+    text = set_toml(text, "sms", "retry_cap", 3.0)
+    text = set_toml(text, "sms", "enquire_link_interval", 10.0)
+    text = set_toml(text, "billers.TEL", "timeout", biller_timeout)
+    text = set_toml(text, "billers.TEL.settings", "url", f"http://127.0.0.1:{telecom_port}/BillingService")
+    recovery = {"poll_interval": 0.3, "lease_seconds": biller_timeout + 3.0, "retry_base": 0.5,
+                "retry_cap": 3.0, "stale_after": biller_timeout + 6.0, "status_delay": 0.5}
+    for key, value in recovery.items():
+        text = set_toml(text, "recovery", key, value, required=False)
+    path.write_text(text, encoding="utf-8")
+    return tomllib.loads(text)  # proves it still parses
+
+
+# --- processes ---------------------------------------------------------------------
+
+class _Watched(protocol.ProcessProtocol):
+    def __init__(self):
+        self.ended: defer.Deferred = defer.Deferred()
+        self.exit = None
+
+    def processEnded(self, reason):
+        self.exit = reason.value
+        self.ended.callback(reason.value)
+
+
+class ChildProcess:
+    """A child with stdout/stderr going to files, stoppable by its id only."""
+
+    def __init__(self, reactor, argv: list[str], *, cwd: Path, out: Path, err: Path, env: dict):
+        self.argv = argv
+        self.out, self.err = out, err
+        self.watch = _Watched()
+        fds = {0: os.open(os.devnull, os.O_RDONLY), 1: os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND),
+               2: os.open(err, os.O_WRONLY | os.O_CREAT | os.O_APPEND)}
+        try:
+            self.transport = reactor.spawnProcess(self.watch, argv[0], argv, env=env, path=str(cwd),
+                                                  childFDs=fds)
+        finally:
+            for fd in fds.values():
+                os.close(fd)  # the child has its own copies
+        self.pid = self.transport.pid
+
+    @property
+    def running(self) -> bool:
+        return not self.watch.ended.called
+
+    async def kill(self, signal: str = "KILL", wait: float = 15.0) -> None:
+        if self.running:
+            self.transport.signalProcess(signal)
+        await within(self.watch.ended, wait)
+
+    def tail(self, lines: int = 20) -> str:
+        text = ""
+        for path in (self.out, self.err):
+            if path.exists():
+                text += f"--- {path.name}\n" + "\n".join(path.read_text("utf-8", "replace").splitlines()[-lines:])
+        return text
+
+
+def within(d: defer.Deferred, seconds: float) -> defer.Deferred:
+    from twisted.internet import reactor
+
+    return d.addTimeout(seconds, reactor)
+
+
+async def sleep(reactor, seconds: float) -> None:
+    await deferLater(reactor, seconds, lambda: None)
+
+
+async def wait_for_port(reactor, port: int, child: ChildProcess, bound: float) -> None:
+    """Until something accepts on ``port``; fails at once if ``child`` died."""
+    for _ in range(int(bound / 0.1) + 1):
+        if not child.running:
+            raise RuntimeError(f"{child.argv[0]} exited ({child.watch.exit}) before listening:\n{child.tail()}")
+        try:
+            proto = await within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=1),
+                                                 protocol.Protocol()), 2)
+            proto.transport.loseConnection()
+            return
+        except Exception:
+            await sleep(reactor, 0.1)
+    raise RuntimeError(f"nothing listens on {port} after {bound} s:\n{child.tail()}")
+
+
+async def wait_for_file(reactor, path: Path, child: ChildProcess, bound: float) -> dict:
+    for _ in range(int(bound / 0.1) + 1):
+        if path.exists():
+            return json.loads(path.read_text("utf-8"))
+        if not child.running:
+            raise RuntimeError(f"{child.argv[0]} exited before it was ready:\n{child.tail()}")
+        await sleep(reactor, 0.1)
+    raise RuntimeError(f"{path} did not appear within {bound} s:\n{child.tail()}")
+
+
+# --- reading the journal (blocking: run in a thread) -----------------------------------
+
+def journal_state(db_url: str) -> dict[str, dict[str, int]] | None:
+    """Counts per state of transactions, biller_outbox and sms_outbox, read
+    only; None while the schema does not exist yet."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if db_url.startswith("sqlite:///"):
+        path = Path(db_url[len("sqlite:///"):])
+        if not path.exists():
+            return None
+        engine = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+        options = {}
+    else:
+        engine = create_engine(db_url)
+        options = {"postgresql_readonly": True}
+    try:
+        with engine.connect().execution_options(**options) as conn:
+            out = {}
+            for table in ("transactions", "biller_outbox", "sms_outbox"):
+                rows = conn.execute(text(f"SELECT state, count(*) FROM {table} GROUP BY state")).all()
+                out[table] = {state: count for state, count in rows}
+            return out
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
+
+
+def unresolved(state: dict[str, dict[str, int]] | None) -> dict[str, int]:
+    """What the gateway still has to settle: empty when all is resolved."""
+    if state is None:
+        return {"journal": 1}
+    left = {f"transactions.{s}": n for s, n in state["transactions"].items() if s in UNRESOLVED_STATES}
+    left.update({f"biller_outbox.{s}": n for s, n in state["biller_outbox"].items() if s == "PENDING"})
+    left.update({f"sms_outbox.{s}": n for s, n in state["sms_outbox"].items() if s in SMS_PENDING_STATES})
+    return left
+
+
+# --- the checks ---------------------------------------------------------------------------
+
+RECEIPT_NUMBER = re.compile(r"\bTR\d{10}\b")
+REFERENCE = re.compile(r"\b[0-9a-f]{32}\b")
+
+
+def describe(payment: dict) -> str:
+    keys = payment["keys"]
+    return (f"payment #{payment['index']} ({keys['terminal_id']} STAN {keys['stan']} F7 "
+            f"{keys['transmission_datetime']}, {payment['subscriber']}, {payment['amount']}, role "
+            f"{payment['role']}, view {payment['view']}, F39 {payment['response_code']}, ref "
+            f"{payment['payment_reference']})")
+
+
+def check_ledger(report, postings) -> list[str]:
+    """(a) The biller holds exactly the switch's kept payments."""
+    problems = []
+    live = [p for p in postings if not p.reversed]
+    by_id = {p.payment_id: p for p in postings}
+    kept = [p for p in report.payments if p["view"] == "kept"]
+    for payment in kept:
+        ref = payment["payment_reference"]
+        if ref is None:
+            continue  # an advice that never got an 0210: only the sums can show it
+        posting = by_id.get(ref)
+        if posting is None:
+            problems.append(f"kept {describe(payment)}: the biller has no posting {ref}")
+        elif posting.reversed:
+            problems.append(f"kept {describe(payment)}: the biller reversed it")
+        elif (posting.subscriber, posting.amount) != (payment["subscriber"], payment["amount"]):
+            problems.append(f"kept {describe(payment)}: the biller posted {posting.amount} to {posting.subscriber}")
+    for payment in report.payments:
+        ref = payment["payment_reference"]
+        if payment["view"] != "kept" and ref in by_id and not by_id[ref].reversed:
+            problems.append(f"{payment['view']} {describe(payment)}: the biller still holds posting {ref}")
+    kept_refs = {p["payment_reference"] for p in kept}
+    other_refs = {p["payment_reference"] for p in report.payments if p["view"] != "kept"}
+    unknown = [p for p in live if p.payment_id not in kept_refs | other_refs]
+    anonymous_kept = [p for p in kept if p["payment_reference"] is None]
+    if len(unknown) > len(anonymous_kept):
+        problems.append(f"the biller holds {len(unknown)} postings the switch has no reference for, but only "
+                        f"{len(anonymous_kept)} kept payments lack a reference: "
+                        + ", ".join(f"{p.payment_id} {p.subscriber} {p.amount}" for p in unknown[:10]))
+    if len(live) != len(kept):
+        problems.append(f"the biller holds {len(live)} live postings, the switch kept {len(kept)} payments")
+    ledger_sums: Counter[str] = Counter()
+    for p in live:
+        ledger_sums[p.subscriber] += p.amount
+    switch_sums = report.kept_by_subscriber
+    for subscriber in sorted(set(ledger_sums) | set(switch_sums)):
+        if ledger_sums.get(subscriber, 0) != switch_sums.get(subscriber, 0):
+            problems.append(f"subscriber {subscriber}: the biller holds {ledger_sums.get(subscriber, 0)}, "
+                            f"the switch kept {switch_sums.get(subscriber, 0)}")
+    return problems
+
+
+def check_switch_settled(report) -> list[str]:
+    """The gateway acknowledged every reversal and advice the switch sent."""
+    problems = []
+    for payment in report.payments:
+        for kind in ("reversal", "advice"):
+            exchange = payment[kind]
+            if exchange and not exchange["acknowledged"]:
+                problems.append(f"{kind} of {describe(payment)} never acknowledged after {exchange['sends']} sends")
+            elif exchange and exchange["response_code"] != "00":
+                problems.append(f"{kind} of {describe(payment)} answered {exchange['response_code']}")
+    return problems
+
+
+def read_sms(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+def check_sms(messages: list[dict], postings) -> list[str]:
+    """(c) Every SMS is a receipt of a posting the biller holds, or a
+    reversal notice; one receipt per payment; a receipt of a posting later
+    reversed is followed by its reversal notice; (d) every live posting got
+    its receipt, sent to its subscriber's phone."""
+    problems = []
+    by_receipt = {p.receipt_number: p for p in postings}
+    live_ids = {p.payment_id for p in postings if not p.reversed}
+    receipts: Counter[str] = Counter()
+    notices: Counter[str] = Counter()
+    receipt_refs: dict[str, str] = {}
+    for message in messages:
+        text = message["text"]
+        number = RECEIPT_NUMBER.search(text)
+        refs = REFERENCE.findall(text)
+        if number:
+            posting = by_receipt.get(number.group(0))
+            if posting is None:
+                problems.append(f"receipt SMS to {message['destination_addr']} for {number.group(0)}, "
+                                "which the biller does not hold")
+                continue
+            receipts[posting.payment_id] += 1
+            receipt_refs[posting.payment_id] = message["destination_addr"]
+            if refs and refs[0] != posting.payment_id:
+                problems.append(f"receipt SMS {number.group(0)} quotes ref {refs[0]}, the biller's is "
+                                f"{posting.payment_id}")
+            if message["destination_addr"].lstrip("+") != "962" + posting.subscriber.lstrip("0"):
+                problems.append(f"receipt SMS {number.group(0)} went to {message['destination_addr']}, "
+                                f"not to subscriber {posting.subscriber}")
+        elif refs:
+            notices[refs[0]] += 1
+            if refs[0] in live_ids:
+                problems.append(f"reversal notice for {refs[0]}, which the biller holds (not reversed)")
+        else:
+            problems.append(f"SMS to {message['destination_addr']} is neither a receipt nor a reversal "
+                            f"notice: {text[:80]!r}")
+    for payment_id, count in receipts.items():
+        if count > 1:
+            problems.append(f"payment {payment_id} got {count} receipts")
+        if payment_id not in live_ids and notices[payment_id] == 0:
+            problems.append(f"payment {payment_id} was reversed at the biller after its receipt, "
+                            "and no reversal notice followed")
+    for ref, count in notices.items():
+        if count > 1:
+            problems.append(f"payment {ref} got {count} reversal notices")
+    for payment_id in sorted(live_ids - set(receipts)):
+        problems.append(f"posting {payment_id} is held by the biller but its subscriber got no receipt")
+    return problems

@@ -1,0 +1,219 @@
+"""Chaos: a bank switch's load while the gateway is SIGKILLed and restarted
+and the biller misbehaves; afterwards the money must add up.
+
+The pieces run as they do in production: the gateway is its own process
+(``billgw --config CFG serve``), killed with SIGKILL at seeded moments and
+started again on the same journal; the telecom biller (with seeded faults:
+slow past the gateway's biller timeout, HTTP 500, posting then dropping,
+dropping before posting) and the SMSC simulator live in another process
+(``sim_runner.py``) and never stop; the switch (:mod:`billgw.atm_sim.switch`)
+runs in the test's reactor, reversing what it got no answer for, advising
+stand-ins, cancelling and duplicating, repeating 0421/0221 across the
+restarts.  When the load is over the test waits (bounded) until the journal
+has nothing left to resolve, then checks:
+
+(a) the biller's ledger holds exactly the payments the switch kept -- by
+    payment reference where the switch has one, and per subscriber in sums,
+    no more, no fewer; and the gateway acknowledged every reversal and advice;
+(b) ``billgw --config CFG audit --ledger TEL=<ledger>`` exits 0;
+(c) every SMS is a receipt of a posting the biller holds or a reversal
+    notice, no payment got two receipts, and every live posting got one.
+
+Every problem is listed at once, with the figures of the run.  Files (config,
+journal, ledger, logs of each gateway incarnation, the switch's report) stay
+in the test's tmp_path.  It runs in ``make test``; select it alone with
+``-m slow`` or deselect it with ``-m "not slow"``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections import Counter
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
+from twisted.internet.utils import getProcessOutputAndValue
+
+from billgw.atm_sim.switch import SwitchPlan, run_switch
+from billgw.billing_adapters.telecom_sim import extra_subscriber_number, read_ledger
+
+from chaos_helpers import (
+    BIN,
+    HERE,
+    ChildProcess,
+    check_ledger,
+    check_sms,
+    check_switch_settled,
+    free_port,
+    journal_state,
+    read_sms,
+    sleep,
+    unresolved,
+    wait_for_file,
+    wait_for_port,
+    within,
+    write_gateway_config,
+)
+
+SEED = 7
+PAYMENTS = 250
+SUBSCRIBERS = 40
+RATE = 10.0  # payments started per second: the load spans ~25 s, the kills fall inside it
+KILLS = 4
+KILL_WINDOW = (2.0, 23.0)  # seconds after the load started
+BILLER_TIMEOUT = 2.5  # the gateway's, towards the telecom biller
+SLOW_SECONDS = 3.5  # a slow biller answer: past the gateway's timeout
+# The switch's own wait for an 0210: shorter than the gateway's biller
+# timeout on purpose, so that a slow biller answer makes the switch reverse
+# a payment the gateway is still posting (the reversal must win).
+ANSWER_TIMEOUT = 2.0
+LOAD_BOUND = 70.0  # the switch stops repeating after this
+SETTLE_BOUND = 45.0  # the gateway's time to resolve what is left, after the load
+FAULTS = ["--fault-slow-rate", "0.05", "--fault-slow-seconds", str(SLOW_SECONDS), "--fault-error-rate", "0.05",
+          "--fault-drop-after-post-rate", "0.05", "--fault-drop-before-rate", "0.02", "--seed", str(SEED)]
+SMSC_PASSWORD = "chaos-pw"
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def kill_times(rng: random.Random) -> list[float]:
+    """KILLS moments in KILL_WINDOW, at least 5 s apart (a restart takes ~2 s)."""
+    for _ in range(1000):  # bounded rejection sampling
+        times = sorted(rng.uniform(*KILL_WINDOW) for _ in range(KILLS))
+        if all(b - a >= 5.0 for a, b in zip(times, times[1:])):
+            return times
+    raise AssertionError("no kill schedule fits the window")
+
+
+class Gateway:
+    """The gateway process, one incarnation after another on the same journal."""
+
+    def __init__(self, tmp_path, config, port, env):
+        self.tmp_path, self.config, self.port, self.env = tmp_path, config, port, env
+        self.incarnations: list[ChildProcess] = []
+
+    @property
+    def current(self) -> ChildProcess:
+        return self.incarnations[-1]
+
+    async def start(self) -> None:
+        n = len(self.incarnations) + 1
+        child = ChildProcess(reactor, [str(BIN / "billgw"), "--config", str(self.config), "serve"],
+                             cwd=self.tmp_path, out=self.tmp_path / f"gateway.{n}.log",
+                             err=self.tmp_path / f"gateway.{n}.err", env=self.env)
+        self.incarnations.append(child)
+        await wait_for_port(reactor, self.port, child, 30.0)
+
+    async def kill(self) -> None:
+        await self.current.kill("KILL")
+
+
+async def chaos_monkey(gateway: Gateway, times: list[float], started: float, load) -> list[float]:
+    """SIGKILL the gateway at the planned moments (while the load runs) and
+    start it again after a seeded pause."""
+    rng = random.Random(SEED + 1)
+    done = []
+    for at in times:
+        wait = started + at - reactor.seconds()
+        if wait > 0:
+            await sleep(reactor, wait)
+        if load.called:
+            break
+        await gateway.kill()
+        done.append(reactor.seconds() - started)
+        await sleep(reactor, rng.uniform(0.2, 1.5))
+        await gateway.start()
+    return done
+
+
+async def settle(db_url: str) -> dict:
+    """Wait (bounded) until the journal has nothing left to resolve."""
+    left = {"journal": 1}
+    for _ in range(int(SETTLE_BOUND / 0.5)):
+        left = unresolved(await deferToThread(journal_state, db_url))
+        if not left:
+            break
+        await sleep(reactor, 0.5)
+    return left
+
+
+@pytest_twisted.ensureDeferred
+async def test_money_adds_up_after_kills_and_biller_faults(tmp_path, db_url):
+    began = time.monotonic()
+    env = {**os.environ, "BILLGW_SMPP_PASSWORD": SMSC_PASSWORD}
+    ledger, sms_record = tmp_path / "telecom-ledger.sqlite", tmp_path / "smsc-received.jsonl"
+
+    # The biller and the SMSC: their own process, from tmp_path (not the
+    # repository root, whose iso8583/ would shadow pyiso8583).
+    sims = ChildProcess(reactor, [str(BIN / "python"), str(HERE / "sim_runner.py"), "--telecom-db", str(ledger),
+                                  "--smsc-record", str(sms_record), "--ready-file", str(tmp_path / "sims.json"),
+                                  "--smsc-password", SMSC_PASSWORD, "--extra-subscribers", str(SUBSCRIBERS),
+                                  *FAULTS],
+                        cwd=tmp_path, out=tmp_path / "sims.log", err=tmp_path / "sims.err", env=env)
+    gateway = None
+    try:
+        ports = await wait_for_file(reactor, tmp_path / "sims.json", sims, 30.0)
+        port = free_port()
+        config = tmp_path / "billgw.toml"
+        write_gateway_config(config, port=port, db_url=db_url, telecom_port=ports["telecom_port"],
+                             smsc_port=ports["smsc_port"], biller_timeout=BILLER_TIMEOUT)
+        gateway = Gateway(tmp_path, config, port, env)
+        await gateway.start()
+
+        plan = SwitchPlan(
+            count=PAYMENTS, subscribers=tuple(extra_subscriber_number(i) for i in range(SUBSCRIBERS)),
+            amount_min=1_000, amount_max=250_000, concurrency=30, rate=RATE, connections=2,
+            duplicate_rate=0.1, advice_rate=0.06, cancel_rate=0.06, seed=SEED, answer_timeout=ANSWER_TIMEOUT,
+            repeat_interval=1.0, connect_wait=3.0, max_duration=LOAD_BOUND, max_repeats=200)
+        started = reactor.seconds()
+        load = run_switch(reactor, "127.0.0.1", port, plan)
+        kills = await chaos_monkey(gateway, kill_times(random.Random(SEED)), started, load)
+        report = await within(load, LOAD_BOUND + 60)
+        report.write(tmp_path / "switch-report.json")
+        if not gateway.current.running:
+            await gateway.start()
+        left = await settle(db_url)
+
+        postings = await deferToThread(read_ledger, ledger)
+        messages = read_sms(sms_record)
+        audit_out, audit_err, audit_code = await within(getProcessOutputAndValue(
+            str(BIN / "billgw"), ["--config", str(config), "audit", "--ledger", f"TEL={ledger}"],
+            env=env, path=str(tmp_path), reactor=reactor), 120)
+    finally:
+        if gateway is not None and gateway.incarnations and gateway.current.running:
+            await gateway.current.kill("TERM")
+        await sims.kill("TERM")
+
+    counts = report.counts
+    faults = Counter(json.loads(line).get("fault") for line in (tmp_path / "sims.log").read_text().splitlines()
+                     if "telecom_sim_fault_injected" in line)
+    print(f"\nchaos ({db_url.split(':')[0]}): {counts['payments']} payments in {report.duration:.1f} s, "
+          f"{len(kills)} kills at {', '.join(f'{t:.1f}' for t in kills)} s; biller faults {dict(faults)}")
+    print(report.summary())
+    gateway_errors = Counter(
+        json.loads(line).get("event") for child in gateway.incarnations if child.out.exists()
+        for line in child.out.read_text("utf-8", "replace").splitlines() if '"level": "error"' in line)
+    anomalies = [a for p in report.payments for a in p["anomalies"]]
+    print(f"gateway error events: {dict(gateway_errors) or 'none'}; switch anomalies: {len(anomalies)} "
+          + "; ".join(anomalies[:5]))
+    live = [p for p in postings if not p.reversed]
+    print(f"biller ledger: {len(live)} live postings, {len(postings) - len(live)} reversed; "
+          f"SMS received: {len(messages)}; unresolved after settling: {left or 'nothing'}; "
+          f"audit exit {audit_code}; total {time.monotonic() - began:.0f} s; files in {tmp_path}")
+
+    problems = []
+    if len(kills) < 3:
+        problems.append(f"only {len(kills)} kills happened during the load (the run proves little)")
+    if left:
+        problems.append(f"the gateway did not resolve everything within {SETTLE_BOUND} s: {left}")
+    problems += check_switch_settled(report)
+    problems += check_ledger(report, postings)
+    if audit_code != 0:
+        problems.append(f"billgw audit exited {audit_code}: "
+                        f"{(audit_out + audit_err).decode('utf-8', 'replace')[-2000:]}")
+    problems += check_sms(messages, postings)
+    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:60])
