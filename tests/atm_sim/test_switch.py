@@ -25,7 +25,7 @@ from billgw.atm_sim.switch import (
     plan_payments,
     run_switch,
 )
-from switch_fake_gateway import FakeGateway, default_answer, start_gateway  # noqa: F401 (fixture)
+from switch_fake_gateway import default_answer, start_gateway  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -108,7 +108,8 @@ def test_unresolved_journal_states():
 
 def test_set_toml_changes_one_key_in_one_section_and_keeps_comments():
     text = '[a]\nport = 1   # the port\n[b]\nport = 2\nurl = "x"  # a "quoted" comment\n'
-    assert set_toml(text, "b", "port", 9) == '[a]\nport = 1   # the port\n[b]\nport = 9\nurl = "x"  # a "quoted" comment\n'
+    assert set_toml(text, "b", "port", 9) == (
+        '[a]\nport = 1   # the port\n[b]\nport = 9\nurl = "x"  # a "quoted" comment\n')
     assert set_toml(text, "a", "port", 7).startswith("[a]\nport = 7   # the port\n")
     with pytest.raises(KeyError):
         set_toml(text, "c", "port", 1)
