@@ -58,12 +58,14 @@ EXCEPTION = "exception"
 SMS_FOR_UNCONFIRMED = "sms_for_unconfirmed"
 SMS_MISSING = "sms_missing"
 SMS_ABANDONED = "sms_abandoned"
+ADVISED_NOT_HELD = "advised_not_held"
 
 # Every category here breaks an invariant: any finding makes the exit status 1.
 # The order is the order of the summary (money first, then SMS).
 BROKEN_CATEGORIES = (
     POSTED_TWICE,
     CONFIRMED_MISSING_AT_BILLER,
+    ADVISED_NOT_HELD,
     AMOUNT_MISMATCH,
     REVERSED_STILL_POSTED,
     UNKNOWN_POSTING,
@@ -117,6 +119,8 @@ class JournalRow:
     transmission_dt: str = ""
     rrn: str = ""
     biller_receipt: str | None = None
+    advice_received: bool = False  # the switch said it debited the customer (0220)
+    reversal_requested: bool = False  # the switch reversed it (0420)
 
     @property
     def acquirer_keys(self) -> tuple[str, str, str, str]:
@@ -380,6 +384,12 @@ def _state_findings(journal: Mapping[str, JournalRow]) -> list[Finding]:
                 UNRESOLVED, row, row.id,
                 f"Payment {row.id} is still {row.state}: the gateway has not settled whether the "
                 "biller holds it."))
+        elif (row.kind == "payment" and row.advice_received and not row.reversal_requested
+              and row.state in UNDONE_STATES):
+            findings.append(_finding(
+                ADVISED_NOT_HELD, row, row.id,
+                f"Payment {row.id} is {row.state} although the switch advised (0220) that it debited "
+                "the customer and never reversed it: the customer paid and the biller holds nothing."))
         elif row.state == State.EXCEPTION.value:
             findings.append(_finding(
                 EXCEPTION, row, row.id,
@@ -630,11 +640,14 @@ def load_journal(engine: Engine) -> JournalSnapshot:
                 JournalRow(id=r.id, kind=r.kind, state=r.state, amount=r.amount, biller_code=r.biller_code,
                            currency=r.currency, masked_pan=r.masked_pan, msisdn=r.msisdn,
                            acquirer_id=r.acquirer_id, terminal_id=r.terminal_id, stan=r.stan,
-                           transmission_dt=r.transmission_dt, rrn=r.rrn, biller_receipt=r.biller_receipt)
+                           transmission_dt=r.transmission_dt, rrn=r.rrn, biller_receipt=r.biller_receipt,
+                           advice_received=bool(r.advice_received),
+                           reversal_requested=bool(r.reversal_requested))
                 for r in conn.execute(select(
                     t.c.id, t.c.kind, t.c.state, t.c.amount, t.c.biller_code, t.c.currency, t.c.masked_pan,
                     t.c.msisdn, t.c.acquirer_id, t.c.terminal_id, t.c.stan, t.c.transmission_dt, t.c.rrn,
-                    t.c.biller_receipt).order_by(t.c.created_at, t.c.id)))
+                    t.c.biller_receipt, t.c.advice_received, t.c.reversal_requested)
+                    .order_by(t.c.created_at, t.c.id)))
             s = sms_outbox
             sms = tuple(
                 SmsRow(id=r.id, payment_id=r.payment_id, kind=r.kind, state=r.state, attempts=r.attempts)

@@ -199,7 +199,7 @@ class RecoverySettings:
     retry_base: float = 2.0
     retry_cap: float = 300.0
     stale_after: float = 40.0
-    status_delay: float = 2.0
+    status_delay: float = 30.0
     expire_after: float = 86400.0
 
 

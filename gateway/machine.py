@@ -74,13 +74,21 @@ class Decision:
     note: str = ""
 
 
-def _undo(facts: Facts, note: str, *extra: Action) -> Decision:
+def _undo(facts: Facts, note: str, *extra: Action, by_switch: bool = False) -> Decision:
     """Reverse at the biller where its policy allows; otherwise a person must
-    refund (EXCEPTION)."""
+    refund (EXCEPTION).  ``by_switch``: the switch asked (0420), as opposed
+    to the gateway undoing a payment the switch was never approved for."""
+    requested = facts.reversal_requested or by_switch
     if facts.can_reverse:
-        return Decision(State.REVERSING, (*extra, Action.REVERSE), True, facts.advice_received, note)
-    return Decision(State.EXCEPTION, extra, True, facts.advice_received,
+        return Decision(State.REVERSING, (*extra, Action.REVERSE), requested, facts.advice_received, note)
+    return Decision(State.EXCEPTION, extra, requested, facts.advice_received,
                     note + "; biller does not allow reversals: refund by hand")
+
+
+def _advised_too_late(facts: Facts) -> bool:
+    """The switch says it debited the customer, but the gateway has already
+    undone the payment on its own (not on the switch's reversal)."""
+    return facts.advice_received and not facts.reversal_requested
 
 
 def _confirm(facts: Facts, note: str) -> Decision:
@@ -155,7 +163,7 @@ def decide(facts: Facts, event: Event) -> Decision:
             return Decision(State.REVERSED, (), facts.reversal_requested, facts.advice_received,
                             "biller already reversed it")
         if event is Event.REVERSAL_RECEIVED:
-            return _undo(facts, "switch reversed an in-doubt payment")
+            return _undo(facts, "switch reversed an in-doubt payment", by_switch=True)
         if event is Event.ADVICE_RECEIVED:
             return Decision(s, (Action.QUERY_STATUS,), facts.reversal_requested, True,
                             "advice for an in-doubt payment: settle by status")
@@ -166,7 +174,7 @@ def decide(facts: Facts, event: Event) -> Decision:
 
     if s is State.CONFIRMED:
         if event is Event.REVERSAL_RECEIVED:
-            return _undo(facts, "switch reversed a confirmed payment", Action.CANCEL_RECEIPT)
+            return _undo(facts, "switch reversed a confirmed payment", Action.CANCEL_RECEIPT, by_switch=True)
         if event is Event.ADVICE_RECEIVED:
             return Decision(s, (), facts.reversal_requested, True, "advice for a confirmed payment")
         return keep
@@ -181,6 +189,9 @@ def decide(facts: Facts, event: Event) -> Decision:
 
     if s is State.REVERSING:
         if event in (Event.BILLER_REVERSED, Event.STATUS_NOT_FOUND, Event.STATUS_REVERSED):
+            if _advised_too_late(facts):
+                return Decision(State.EXCEPTION, (), False, True,
+                                "undone at the biller, but the switch debited the customer: refund or re-post by hand")
             notice = (Action.QUEUE_REVERSAL_NOTICE,) if facts.receipt_left else ()
             return Decision(State.REVERSED, notice, facts.reversal_requested, facts.advice_received,
                             "biller no longer holds it")
@@ -189,7 +200,14 @@ def decide(facts: Facts, event: Event) -> Decision:
                             "biller did not reverse: refund by hand")
         if event is Event.REVERSAL_RECEIVED:
             return Decision(s, (), True, facts.advice_received, "already reversing")
+        if event is Event.ADVICE_RECEIVED:
+            return Decision(s, (), facts.reversal_requested, True, "advice while undoing the payment")
         return keep
+
+    if s is State.REVERSED and event is Event.ADVICE_RECEIVED and not facts.reversal_requested:
+        return Decision(State.EXCEPTION, (), False, True,
+                        "the switch debited the customer after the gateway undid the payment: "
+                        "refund or re-post by hand")
 
     # ANSWERED (inquiries), REVERSED and EXCEPTION are final.
     if event is Event.REVERSAL_RECEIVED:

@@ -126,7 +126,7 @@ class TransactionProcessor:
         log=None,
         new_id: Callable[[], str] = new_transaction_id,
         new_auth: Callable[[], str] = new_auth_code,
-        status_delay: float = 2.0,
+        status_delay: float = 30.0,
         expire_after: float = 86400.0,
     ):
         self._journal = journal

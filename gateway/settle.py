@@ -42,7 +42,10 @@ REV_EXCEPTION = "EXCEPTION"  # the biller would not reverse: refund by hand
 class SettleContext:
     can_reverse: Callable[[str | None], bool]
     sms_text: Callable[[TransactionView, sms_outbox.OutboxKind], str | None]
-    status_delay: float = 2.0  # first status query waits for late postings to land
+    # The first status query of an in-doubt payment waits: the switch's own
+    # advice (it debited) or reversal usually follows a timeout within seconds
+    # and decides the outcome; settling earlier would undo what it advises.
+    status_delay: float = 30.0
     expire_after: float = 86400.0
 
 
@@ -286,7 +289,10 @@ def record_advice(conn: Connection, new: NewTransaction, now: float, ctx: Settle
     to do for a confirmed one; a status query for an in-doubt one; a posting
     for one we declined).  A repeat gets the stored 0230.
     """
-    existing = find_by_keys(conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt)
+    # Journal first: of an advice and its original racing in, exactly one
+    # insert wins and the other finds it (the UNIQUE acquirer keys).
+    recorded = record_received(conn, new, now)
+    existing = None if recorded.is_new else recorded.view
     if existing is not None and existing.fingerprint != new.fingerprint:
         mti, fields = respond(mismatch_code)
         return AdviceOutcome((mti, dict(fields)), existing.id, False, False, False)
@@ -297,7 +303,6 @@ def record_advice(conn: Connection, new: NewTransaction, now: float, ctx: Settle
     stored = json.dumps({"mti": mti, "fields": dict(fields)}, sort_keys=True)
     at = utc(now)
     if existing is None:
-        record_received(conn, new, now)
         conn.execute(update(transactions).where(transactions.c.id == new.id).values(
             advice_response=stored, updated_at=at))
         if local_problem is not None or reversed_before_arrival(

@@ -34,7 +34,8 @@ ALLOWED: dict[State, frozenset[State]] = {
     State.CONFIRMED: frozenset({State.REVERSING, State.EXCEPTION}),
     State.DECLINED: frozenset({State.POSTING}),  # an advice says the customer was debited
     State.REVERSING: frozenset({State.REVERSED, State.EXCEPTION}),
-    State.REVERSED: frozenset(),
+    # An advice after the gateway undid an in-doubt payment on its own.
+    State.REVERSED: frozenset({State.EXCEPTION}),
     State.EXCEPTION: frozenset(),
     State.ANSWERED: frozenset(),
 }

@@ -482,3 +482,17 @@ def test_core_takes_plain_rows():
     assert report.exit_status == 0
     assert [n.category for n in report.notes] == ["reversal_not_found"]
     assert audit_mod.render_text(report).startswith("billgw audit: OK")
+
+
+def test_advised_payment_left_undone_is_broken():
+    """The switch debited the customer (0220) and never reversed; a payment
+    that ends REVERSED or DECLINED anyway means money nobody holds."""
+    from billgw.gateway.audit import ADVISED_NOT_HELD, JournalRow, audit
+
+    lost = JournalRow(id="p1", kind="payment", state="REVERSED", amount=500, biller_code="TEL",
+                      advice_received=True, reversal_requested=False, stan="000001")
+    fine = JournalRow(id="p2", kind="payment", state="REVERSED", amount=500, biller_code="TEL",
+                      advice_received=True, reversal_requested=True, stan="000002")
+    report = audit([lost, fine], {"TEL": []}, [], [], [])
+    assert [(f.category, f.payment_id) for f in report.findings] == [(ADVISED_NOT_HELD, "p1")]
+    assert report.exit_status == 1

@@ -52,6 +52,12 @@ S, E, A = State, Event, Action
     (Facts(S.DECLINED), E.ADVICE_RECEIVED, S.POSTING, (A.POST,)),
     (Facts(S.DECLINED), E.REVERSAL_RECEIVED, S.DECLINED, ()),
     (Facts(S.DECLINED, advice_received=True), E.ADVICE_RECEIVED, S.DECLINED, ()),
+    # An advice that comes after the gateway undid an in-doubt payment on its
+    # own: the customer was debited and the biller holds nothing -- a person.
+    (Facts(S.REVERSED), E.ADVICE_RECEIVED, S.EXCEPTION, ()),
+    (Facts(S.REVERSED, reversal_requested=True), E.ADVICE_RECEIVED, S.REVERSED, ()),
+    (Facts(S.REVERSING, advice_received=True), E.BILLER_REVERSED, S.EXCEPTION, ()),
+    (Facts(S.REVERSING, advice_received=True, reversal_requested=True), E.BILLER_REVERSED, S.REVERSED, ()),
     # Final states stay final.
     (Facts(S.REVERSED), E.REVERSAL_RECEIVED, S.REVERSED, ()),
     (Facts(S.REVERSED), E.BILLER_CONFIRMED, S.REVERSED, ()),
@@ -89,3 +95,11 @@ def test_every_decision_is_an_allowed_transition(state, event, rev, adv, can_rev
     # Posting again is only for advised payments (never blind re-posting).
     if Action.POST in decision.actions:
         assert decision.advice_received
+    # The gateway undoing a payment on its own never claims the switch asked.
+    if not rev and event is not Event.REVERSAL_RECEIVED:
+        assert not decision.reversal_requested
+    # A payment the switch says it debited never ends quietly undone.
+    undone = (State.REVERSED, State.DECLINED)
+    if decision.advice_received and not decision.reversal_requested and (
+            decision.state is not state or (event is Event.ADVICE_RECEIVED and not adv)):
+        assert decision.state not in undone

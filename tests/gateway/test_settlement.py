@@ -368,3 +368,36 @@ def test_backoff_grows_and_is_capped():
     assert biller_outbox.backoff(3, base=2, cap=30, jitter=1.0) == 8
     assert biller_outbox.backoff(10, base=2, cap=30, jitter=1.0) == 30
     assert biller_outbox.backoff(3, base=2, cap=30, jitter=0.0) == 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_advice_after_the_gateway_undid_an_in_doubt_payment_is_an_exception(world):
+    """The switch timed out and stood in (debited the customer), but its
+    advice came after the gateway had settled the in-doubt payment by
+    reversing it: nobody may quietly keep the customer's money."""
+    processor, worker, biller, clock, engine = world
+    biller.hold = defer.Deferred(lambda d: None)
+    pending = processor.handle(payment())
+    clock.advance(10.5)
+    await pending
+    biller.hold = None
+    await settle_all(worker, clock, 5)
+    assert state_of(engine) == "REVERSED"
+    ack = await processor.handle(advice())
+    assert ack.fields["39"] == "00"
+    assert state_of(engine) == "EXCEPTION"
+    [row] = table(engine, transactions)
+    assert row.advice_received and not row.reversal_requested
+
+
+@pytest_twisted.ensureDeferred
+async def test_advice_and_original_racing_never_fail(world):
+    """The advice journaled first: the original finds it and is answered
+    from it; one posting."""
+    processor, worker, biller, clock, engine = world
+    await processor.handle(advice())
+    repeat_of_original = await processor.handle(payment())
+    assert repeat_of_original.fields["39"] in ("00", "91")
+    await settle_all(worker, clock, 3)
+    assert [c[0] for c in biller.calls] == ["pay"]
+    assert state_of(engine) == "CONFIRMED"
