@@ -79,7 +79,9 @@ BROKEN_CATEGORIES = (
 # Informational: printed, never a reason for exit status 1.
 REVERSAL_NOT_FOUND = "reversal_not_found"
 NOT_AUDITED = "not_audited"
-NOTE_CATEGORIES = (REVERSAL_NOT_FOUND, NOT_AUDITED)
+# A receipt whose sender died mid-submit: maybe on the phone, never resent.
+SMS_UNCERTAIN = "sms_uncertain"
+NOTE_CATEGORIES = (REVERSAL_NOT_FOUND, NOT_AUDITED, SMS_UNCERTAIN)
 
 # Payment states in which the gateway still owes the payment an outcome.
 UNSETTLED_STATES = frozenset({State.RECEIVED.value, State.POSTING.value, State.IN_DOUBT.value,
@@ -89,9 +91,10 @@ UNDONE_STATES = frozenset({State.REVERSED.value, State.DECLINED.value})
 
 # SMS rows that have gone, are going, or will go to the subscriber's phone.
 _SMS_LIVE = frozenset({OutboxState.QUEUED.value, OutboxState.SENDING.value, OutboxState.SENT.value,
-                       OutboxState.FAILED.value})
+                       OutboxState.FAILED.value, OutboxState.UNCERTAIN.value})
 # A receipt in these states may already be on the subscriber's phone.
-_SMS_MAYBE_DELIVERED = frozenset({OutboxState.SENT.value, OutboxState.SENDING.value})
+_SMS_MAYBE_DELIVERED = frozenset({OutboxState.SENT.value, OutboxState.SENDING.value,
+                                  OutboxState.UNCERTAIN.value})
 
 _REVERSAL_NOT_FOUND = "NOT_FOUND"
 _REVERSAL_EXCEPTION = "EXCEPTION"
@@ -466,6 +469,12 @@ def _sms_findings(journal: Mapping[str, JournalRow], sms_rows: Iterable[SmsRow])
                 continue
             extra = {"sms_id": sms.id, "sms_kind": sms.kind, "sms_state": sms.state,
                      "sms_attempts": sms.attempts}
+            if sms.state == OutboxState.UNCERTAIN.value:
+                findings.append(_finding(
+                    SMS_UNCERTAIN, row, payment_id,
+                    f"The {sms.kind.replace('_', ' ')} SMS for {payment_id} was being sent when its "
+                    "sender stopped; the SMSC may or may not have it, and it is not sent again.",
+                    **extra))
             if sms.state == OutboxState.ABANDONED.value:
                 findings.append(_finding(
                     SMS_ABANDONED, row, payment_id,
@@ -578,7 +587,9 @@ def audit(journal_rows: Sequence[JournalRow], ledgers: Mapping[str, Sequence[Pos
     findings += _outbox_findings(journal, outbox_rows)
     reversal_findings, notes = _reversal_findings(journal, reversal_rows)
     findings += reversal_findings
-    findings += _sms_findings(journal, sms_rows)
+    sms_findings = _sms_findings(journal, sms_rows)
+    findings += [f for f in sms_findings if f.category not in NOTE_CATEGORIES]
+    notes += [f for f in sms_findings if f.category in NOTE_CATEGORIES]
     totals, unaudited_notes = _totals_and_unaudited(journal_rows, ledgers)
     order = {category: i for i, category in enumerate(BROKEN_CATEGORIES + NOTE_CATEGORIES)}
     key = lambda f: (order[f.category], f.payment_id or "", f.biller_code or "")  # noqa: E731

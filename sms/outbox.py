@@ -4,9 +4,11 @@ The gateway writes a row here in the *same* database transaction that marks a
 payment CONFIRMED, so a receipt exists exactly when the confirmation does.  The
 sender (``billgw.sms.sender``) claims due rows with a lease, submits them over
 SMPP and records the SMSC's message ids.  A claim is a lease, not a lock held
-across the network: a process that dies while sending leaves a row whose lease
-expires and which is then claimed again (at-least-once towards the SMSC; the
-window is the time between submit_sm_resp and the commit of SENT).
+across the network.  A process that dies while sending leaves a row whose
+lease expires; whether the SMSC took that message is unknown (SMPP 3.4 has no
+idempotent submit), and the subscriber must never get a receipt twice, so the
+row becomes UNCERTAIN -- not sent again -- and ``billgw audit`` lists it for a
+person.  Delivery is at most once across a crash, exactly once otherwise.
 
 The functions take an open SQLAlchemy ``Connection`` inside the caller's
 transaction and return plain dataclasses; they never start threads.  Who runs
@@ -28,7 +30,6 @@ from sqlalchemy import (
     UnicodeText,
     UniqueConstraint,
     and_,
-    or_,
     select,
     update,
 )
@@ -45,6 +46,7 @@ class OutboxState(enum.Enum):
     FAILED = "FAILED"  # last attempt failed; retried at next_attempt_at
     ABANDONED = "ABANDONED"  # gave up; a person looks at it
     CANCELLED = "CANCELLED"  # the payment was reversed before its SMS left
+    UNCERTAIN = "UNCERTAIN"  # its sender died mid-submit: maybe sent; never resent
 
 
 class OutboxKind(enum.Enum):
@@ -159,17 +161,21 @@ def claim_due(
 ) -> list[OutboxItem]:
     """Lease up to ``limit`` due messages to ``owner``.
 
-    Due means QUEUED or FAILED with ``next_attempt_at`` reached, or SENDING
-    with an expired lease (its sender died).  On PostgreSQL the rows are
-    selected ``FOR UPDATE SKIP LOCKED`` so that several gateway processes
-    sharing one database never claim the same row.
+    Due means QUEUED or FAILED with ``next_attempt_at`` reached.  A SENDING
+    row whose lease expired (its sender died mid-submit) becomes UNCERTAIN
+    instead of being sent again.  On PostgreSQL the rows are selected
+    ``FOR UPDATE SKIP LOCKED`` so that several gateway processes sharing one
+    database never claim the same row.
     """
     at = utc(now)
     t = sms_outbox
-    due = or_(
-        and_(t.c.state.in_(_CLAIMABLE), t.c.next_attempt_at <= at),
-        and_(t.c.state == OutboxState.SENDING.value, t.c.lease_until < at),
+    conn.execute(
+        update(t)
+        .where(t.c.state == OutboxState.SENDING.value, t.c.lease_until < at)
+        .values(state=OutboxState.UNCERTAIN.value, lease_until=None, updated_at=at,
+                last_error="sender died mid-submit: not resent, the SMSC may have it")
     )
+    due = and_(t.c.state.in_(_CLAIMABLE), t.c.next_attempt_at <= at)
     query = select(t).where(due).order_by(t.c.id).limit(limit)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
