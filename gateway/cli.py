@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     tel.add_argument("--listen", default="tcp:8081:interface=127.0.0.1")
     tel.add_argument("--db", default="var/telecom-sim.sqlite", help="the simulator's ledger (SQLite)")
     tel.add_argument("--reversal-policy", choices=("allowed", "never"), default="allowed")
+    from billgw.billing_adapters.telecom_sim import add_fault_arguments
+
+    add_fault_arguments(tel)  # --fault-*-rate, --seed, --extra-subscribers
 
     smsc = sub.add_parser("smsc-sim", help="run the SMSC simulator (SMPP 3.4 server)")
     smsc.add_argument("--listen", default="tcp:2775:interface=127.0.0.1")
@@ -111,10 +114,11 @@ def _serve(reactor, settings):
 
 
 def _telecom_sim(reactor, args):
-    from billgw.billing_adapters.telecom_sim import listen_telecom_sim
+    from billgw.billing_adapters.telecom_sim import fault_options_from_args, listen_telecom_sim
 
     _ensure_parent(args.db)
-    d = listen_telecom_sim(reactor, args.listen, db_path=args.db, reversal_policy=args.reversal_policy)
+    d = listen_telecom_sim(reactor, args.listen, db_path=args.db, reversal_policy=args.reversal_policy,
+                           faults=fault_options_from_args(args), extra_subscribers=args.extra_subscribers)
 
     def started(result):
         port, _sim = result
@@ -160,7 +164,15 @@ def _run(reactor, args):
 
 
 def main(argv=None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "telecom-sim":
+        from billgw.billing_adapters.telecom_sim import fault_options_from_args
+
+        try:
+            fault_options_from_args(args)
+        except ValueError as exc:
+            parser.error(str(exc))
     try:
         if args.command == "check-config":
             settings = _settings(args)
