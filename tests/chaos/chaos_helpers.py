@@ -96,7 +96,9 @@ def write_gateway_config(path: Path, *, port: int, db_url: str, telecom_port: in
     text = set_toml(text, "billers.TEL", "timeout", biller_timeout)
     text = set_toml(text, "billers.TEL.settings", "url", f"http://127.0.0.1:{telecom_port}/BillingService")
     recovery = {"poll_interval": 0.3, "lease_seconds": biller_timeout + 3.0, "retry_base": 0.5,
-                "retry_cap": 3.0, "stale_after": biller_timeout + 6.0, "status_delay": 0.5}
+                "retry_cap": 3.0, "stale_after": biller_timeout + 6.0,
+                # the switch advises or reverses within ~3 s of a timeout: let it decide first
+                "status_delay": 5.0}
     for key, value in recovery.items():
         text = set_toml(text, "recovery", key, value, required=False)
     path.write_text(text, encoding="utf-8")
