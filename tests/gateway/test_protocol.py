@@ -159,3 +159,35 @@ def test_answer_after_disconnect_is_dropped_not_crashing(wire):
     proto.connected = 0
     d.callback(request.respond_bill("00"))
     assert transport.value() == b""
+
+
+def reversal_frame(**over):
+    fields = {"3": "500000", "4": "000000012500", "7": "1122193100", "11": "000500", "12": "193100",
+              "13": "1122", "32": "123456", "37": "632619000123", "41": "ATM00001", "49": "400",
+              "90": "0200000123112219300000000123456" + "0" * 11}
+    fields.update(over)
+    return encode_fields("0420", {k: v for k, v in fields.items() if v is not None})
+
+
+def test_reversal_and_advice_are_taken_before_sign_on(wire):
+    """Money already moved: a switch's 0420/0220 is never refused for lack of
+    a sign-on (only new 0200 work is)."""
+    proto, transport, _, processor = wire
+    proto.dataReceived(encode_frame(reversal_frame()))
+    proto.dataReceived(encode_frame(payment().replace(b"0200", b"0220", 1)))
+    [(rev, d1), (adv, d2)] = processor.pending
+    assert (rev.mti, rev.original_keys.stan, rev.original_keys.acquirer_id) == ("0420", "000123", "123456")
+    assert adv.mti == "0220" and adv.is_advice
+    d1.callback(rev.respond("00"))
+    d2.callback(adv.respond_bill("00"))
+    [a1, a2] = answers(transport)
+    assert (a1.mti, a1.fields["39"], a1.fields["90"]) == ("0430", "00", rev.fields["90"])
+    assert (a2.mti, a2.fields["39"], a2.fields["11"]) == ("0230", "00", "000123")
+
+
+def test_unreadable_reversal_gets_0430_format_error(wire):
+    proto, transport, _, processor = wire
+    proto.dataReceived(encode_frame(reversal_frame(**{"90": "X" * 42})))
+    [answer] = answers(transport)
+    assert (answer.mti, answer.fields["39"], answer.fields["11"]) == ("0430", "30", "000500")
+    assert processor.requests == []
