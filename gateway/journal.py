@@ -17,11 +17,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from .schema import transaction_events, transactions
+from billgw.sms.outbox import utc  # one clock-to-column conversion for every table
+
 from .states import IllegalTransition, State, check_transition, sources_of
-
-
-def utc(seconds: float) -> _dt.datetime:
-    return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)

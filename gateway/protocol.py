@@ -21,7 +21,6 @@ from billgw.iso8583.codes import Outcome, ResponseCodes
 from billgw.iso8583.dump import annotate
 from billgw.iso8583.framing import Framer, FramingError, encode_frame
 from billgw.iso8583.messages import (
-    BillRequest,
     MessageFormatError,
     NetworkRequest,
     Response,

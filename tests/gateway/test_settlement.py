@@ -1,6 +1,5 @@
 """Reversals, advices, in-doubt settlement and recovery: the processor and the
 biller worker against a real journal and an in-memory biller, on a Clock."""
-import json
 
 import pytest
 import pytest_twisted

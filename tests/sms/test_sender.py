@@ -1,6 +1,5 @@
 """OutboxSender with a Clock, in-memory SQLite, a synchronous run_in_db and a
 fake link: the row states, attempts, retry times and message ids."""
-import datetime as dt
 
 import pytest
 from sqlalchemy import create_engine, select
