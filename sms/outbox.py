@@ -30,6 +30,7 @@ from sqlalchemy import (
     UnicodeText,
     UniqueConstraint,
     and_,
+    or_,
     select,
     update,
 )
@@ -161,11 +162,15 @@ def claim_due(
 ) -> list[OutboxItem]:
     """Lease up to ``limit`` due messages to ``owner``.
 
-    Due means QUEUED or FAILED with ``next_attempt_at`` reached.  A SENDING
-    row whose lease expired (its sender died mid-submit) becomes UNCERTAIN
-    instead of being sent again.  On PostgreSQL the rows are selected
-    ``FOR UPDATE SKIP LOCKED`` so that several gateway processes sharing one
-    database never claim the same row.
+    Due means QUEUED or FAILED, ``next_attempt_at`` reached, and not leased
+    to a live sender.  A claim is only a reservation: the row becomes
+    SENDING in :func:`begin_submit`, right before its own submit_sm, so a
+    sender that dies with a claimed batch leaves the untouched rows to be
+    claimed again once the lease expires.  A SENDING row whose lease expired
+    (its sender died mid-submit) becomes UNCERTAIN instead of being sent
+    again.  On PostgreSQL the rows are selected ``FOR UPDATE SKIP LOCKED``
+    so that several gateway processes sharing one database never claim the
+    same row.  The items carry the attempt number they would be.
     """
     at = utc(now)
     t = sms_outbox
@@ -175,29 +180,36 @@ def claim_due(
         .values(state=OutboxState.UNCERTAIN.value, lease_until=None, updated_at=at,
                 last_error="sender died mid-submit: not resent, the SMSC may have it")
     )
-    due = and_(t.c.state.in_(_CLAIMABLE), t.c.next_attempt_at <= at)
+    due = and_(t.c.state.in_(_CLAIMABLE), t.c.next_attempt_at <= at,
+               or_(t.c.lease_until.is_(None), t.c.lease_until < at))
     query = select(t).where(due).order_by(t.c.id).limit(limit)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     rows = conn.execute(query).all()
     if not rows:
         return []
-    ids = [r.id for r in rows]
     conn.execute(
         update(t)
-        .where(t.c.id.in_(ids))
-        .values(
-            state=OutboxState.SENDING.value,
-            lease_until=utc(now + lease_seconds),
-            lease_owner=owner,
-            attempts=t.c.attempts + 1,
-            updated_at=at,
-        )
+        .where(t.c.id.in_([r.id for r in rows]))
+        .values(lease_until=utc(now + lease_seconds), lease_owner=owner, updated_at=at)
     )
-    return [
-        replace(_item(r), state=OutboxState.SENDING.value, attempts=r.attempts + 1)
-        for r in rows
-    ]
+    return [replace(_item(r), attempts=r.attempts + 1) for r in rows]
+
+
+def begin_submit(conn: Connection, item_id: int, *, owner: str, now: float) -> bool:
+    """Mark a claimed row SENDING just before its submit_sm.
+
+    False when the row is no longer ours to send: cancelled meanwhile (its
+    payment was reversed) or the lease expired and another sender took it.
+    """
+    t = sms_outbox
+    result = conn.execute(
+        update(t)
+        .where(t.c.id == item_id, t.c.lease_owner == owner, t.c.state.in_(_CLAIMABLE),
+               t.c.lease_until >= utc(now))
+        .values(state=OutboxState.SENDING.value, attempts=t.c.attempts + 1, updated_at=utc(now))
+    )
+    return result.rowcount == 1
 
 
 def mark_sent(

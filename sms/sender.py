@@ -154,6 +154,15 @@ class OutboxSender(Service):
     def _send(self, item):
         log = self._log.bind(payment_id=item.payment_id, outbox_id=item.id, attempt=item.attempts)
         try:
+            ours = yield self._run_in_db(self._begin_submit, item.id, self._clock.seconds())
+        except Exception:
+            log.exception("sms.begin_submit_failed")
+            return
+        if not ours:
+            # Cancelled since the claim (payment reversed), or lease lost.
+            log.info("sms.not_sent_no_longer_ours")
+            return
+        try:
             d = self._link.submit(item.msisdn, item.text)
             d.addTimeout(self.submit_timeout, self._clock)
             result = yield d
@@ -189,6 +198,9 @@ class OutboxSender(Service):
             log.error("sms.abandoned", error=error)
         else:
             log.warning("sms.send_failed", error=error, retry_in=retry_at - now)
+
+    def _begin_submit(self, conn, item_id, now):
+        return outbox.begin_submit(conn, item_id, owner=self.owner, now=now)
 
     def _mark_sent(self, conn, item_id, message_ids, data_coding, parts, now):
         return outbox.mark_sent(

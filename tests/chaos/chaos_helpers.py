@@ -216,6 +216,20 @@ def journal_state(db_url: str) -> dict[str, dict[str, int]] | None:
         engine.dispose()
 
 
+def uncertain_receipts(db_url: str) -> frozenset[str]:
+    """Payment ids whose receipt row is UNCERTAIN (sender died mid-submit)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT payment_id FROM sms_outbox WHERE kind = 'receipt' "
+                                     "AND state = 'UNCERTAIN'")).all()
+        return frozenset(r.payment_id for r in rows)
+    finally:
+        engine.dispose()
+
+
 def unresolved(state: dict[str, dict[str, int]] | None) -> dict[str, int]:
     """What the gateway still has to settle: empty when all is resolved."""
     if state is None:
@@ -301,11 +315,14 @@ def read_sms(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
 
 
-def check_sms(messages: list[dict], postings) -> list[str]:
+def check_sms(messages: list[dict], postings, uncertain: frozenset[str] = frozenset()) -> list[str]:
     """(c) Every SMS is a receipt of a posting the biller holds, or a
     reversal notice; one receipt per payment; a receipt of a posting later
     reversed is followed by its reversal notice; (d) every live posting got
-    its receipt, sent to its subscriber's phone."""
+    its receipt, sent to its subscriber's phone -- except a receipt the
+    gateway marked UNCERTAIN (``uncertain``: its sender was killed in the
+    middle of that very submit, so the SMSC may or may not have it, and it
+    is never sent twice)."""
     problems = []
     by_receipt = {p.receipt_number: p for p in postings}
     live_ids = {p.payment_id for p in postings if not p.reversed}
@@ -346,6 +363,6 @@ def check_sms(messages: list[dict], postings) -> list[str]:
     for ref, count in notices.items():
         if count > 1:
             problems.append(f"payment {ref} got {count} reversal notices")
-    for payment_id in sorted(live_ids - set(receipts)):
+    for payment_id in sorted(live_ids - set(receipts) - set(uncertain)):
         problems.append(f"posting {payment_id} is held by the biller but its subscriber got no receipt")
     return problems

@@ -47,6 +47,7 @@ from chaos_helpers import (
     ChildProcess,
     check_ledger,
     check_sms,
+    uncertain_receipts,
     check_switch_settled,
     free_port,
     journal_state,
@@ -215,5 +216,8 @@ async def test_money_adds_up_after_kills_and_biller_faults(tmp_path, db_url):
     if audit_code != 0:
         problems.append(f"billgw audit exited {audit_code}: "
                         f"{(audit_out + audit_err).decode('utf-8', 'replace')[-2000:]}")
-    problems += check_sms(messages, postings)
+    uncertain = await deferToThread(uncertain_receipts, db_url)
+    if len(uncertain) > len(kills):  # a kill interrupts at most the one submit in progress
+        problems.append(f"{len(uncertain)} receipts UNCERTAIN after {len(kills)} kills")
+    problems += check_sms(messages, postings, uncertain)
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:60])

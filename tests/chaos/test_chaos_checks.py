@@ -126,3 +126,10 @@ def test_written_configuration_is_accepted_by_the_gateway(tmp_path):
     assert settings.sms.port == 12775 and settings.sms.poll_interval == 0.3
     tel = settings.billers["TEL"]
     assert tel.timeout == 2.5 and tel.adapter_settings["url"] == "http://127.0.0.1:18081/BillingService"
+
+
+def test_an_uncertain_receipt_excuses_only_its_own_payment():
+    ledger = [Posting("p1", "0790000001", "B1", 100, "TR0000000001", False, "t"),
+              Posting("p2", "0790000002", "B2", 100, "TR0000000002", False, "t")]
+    problems = check_sms([], ledger, frozenset({"p1"}))
+    assert problems == ["posting p2 is held by the biller but its subscriber got no receipt"]

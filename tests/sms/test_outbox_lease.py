@@ -1,27 +1,47 @@
-"""A receipt whose sender died mid-submit is never sent twice."""
+"""A receipt whose sender died mid-submit is never sent twice; one whose
+sender died before submitting it is sent by the next."""
 from sqlalchemy import create_engine, select
 
 from billgw.sms import outbox
 from billgw.sms.outbox import OutboxKind, OutboxState, sms_outbox
 
 
-def test_expired_sending_lease_becomes_uncertain_not_resent():
+def states(engine):
+    with engine.connect() as conn:
+        return dict(conn.execute(select(sms_outbox.c.payment_id, sms_outbox.c.state)).all())
+
+
+def test_dead_sender_rows_uncertain_if_submitting_else_claimed_again():
+    engine = create_engine("sqlite://")
+    outbox.metadata.create_all(engine)
+    with engine.begin() as conn:
+        for pid in ("p1", "p2"):
+            outbox.enqueue(conn, payment_id=pid, kind=OutboxKind.RECEIPT, msisdn="962791234567",
+                           language="en", text="Paid", now=100.0)
+        first, second = outbox.claim_due(conn, now=100.0, owner="dead", lease_seconds=60, limit=10)
+        assert (first.attempts, second.attempts) == (1, 1)
+        assert outbox.begin_submit(conn, first.id, owner="dead", now=100.0)  # p1 went to the SMSC
+    assert states(engine) == {"p1": "SENDING", "p2": "QUEUED"}  # p2 only reserved
+    with engine.begin() as conn:  # leases still live: nobody else takes either
+        assert outbox.claim_due(conn, now=150.0, owner="alive", lease_seconds=60, limit=10) == []
+    with engine.begin() as conn:  # the dead sender's lease expired
+        [again] = outbox.claim_due(conn, now=161.0, owner="alive", lease_seconds=60, limit=10)
+        assert again.payment_id == "p2"
+    assert states(engine)["p1"] == OutboxState.UNCERTAIN.value
+    with engine.begin() as conn:  # the late sender can neither finish p1 nor send p2
+        assert not outbox.mark_sent(conn, first.id, owner="dead", message_ids=["m1"], data_coding=0,
+                                    parts=1, now=170.0)
+        assert not outbox.begin_submit(conn, second.id, owner="dead", now=170.0)
+        assert outbox.begin_submit(conn, again.id, owner="alive", now=170.0)
+
+
+def test_receipt_cancelled_after_its_claim_is_not_submitted():
     engine = create_engine("sqlite://")
     outbox.metadata.create_all(engine)
     with engine.begin() as conn:
         outbox.enqueue(conn, payment_id="p1", kind=OutboxKind.RECEIPT, msisdn="962791234567",
                        language="en", text="Paid", now=100.0)
-        outbox.enqueue(conn, payment_id="p2", kind=OutboxKind.RECEIPT, msisdn="962791234567",
-                       language="en", text="Paid", now=100.0)
-        [first] = outbox.claim_due(conn, now=100.0, owner="dead", lease_seconds=60, limit=1)
-        assert first.payment_id == "p1"
-    with engine.begin() as conn:  # the dead sender's lease has not expired yet
-        [second] = outbox.claim_due(conn, now=150.0, owner="alive", lease_seconds=60, limit=10)
-        assert second.payment_id == "p2"
-    with engine.begin() as conn:  # now it has: p1 is uncertain, and nobody claims it
-        assert outbox.claim_due(conn, now=161.0, owner="alive", lease_seconds=60, limit=10) == []
-        states = dict(conn.execute(select(sms_outbox.c.payment_id, sms_outbox.c.state)).all())
-    assert states == {"p1": OutboxState.UNCERTAIN.value, "p2": OutboxState.SENDING.value}
-    with engine.begin() as conn:  # the late sender cannot mark it sent any more
-        assert not outbox.mark_sent(conn, first.id, owner="dead", message_ids=["m1"], data_coding=0,
-                                    parts=1, now=170.0)
+        [item] = outbox.claim_due(conn, now=100.0, owner="me", lease_seconds=60, limit=10)
+        assert outbox.cancel_unsent(conn, "p1", now=101.0) == 1  # the payment was reversed
+        assert not outbox.begin_submit(conn, item.id, owner="me", now=102.0)
+    assert states(engine) == {"p1": OutboxState.CANCELLED.value}

@@ -167,13 +167,13 @@ def test_wake_during_a_drain_coalesces_into_one_more_pass(engine, clock, db, mak
     link = FakeLink()
     sender = make_sender(link, poll_interval=3600.0)
     sender.startService()
-    assert db.calls == ["_claim"]
+    assert db.calls == ["_claim", "_begin_submit"]
     second = enqueue(engine, clock, "PAY-2")
     done = [sender.wake(), sender.wake(), sender.wake()]
-    assert db.calls == ["_claim"]  # no second drain while one is running
+    assert db.calls == ["_claim", "_begin_submit"]  # no second drain while one is running
     link.submits[0][2].callback(SubmitResult(["a"], 1, 0))
     # The same drain makes one more pass and picks up the new receipt at once.
-    assert db.calls == ["_claim", "_mark_sent", "_claim"]
+    assert db.calls == ["_claim", "_begin_submit", "_mark_sent", "_claim", "_begin_submit"]
     assert [s[1] for s in link.submits] == [TEXT, TEXT] and len(link.submits) == 2
     assert not any(d.called for d in done)
     link.submits[1][2].callback(SubmitResult(["b"], 1, 0))
