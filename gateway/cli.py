@@ -105,10 +105,12 @@ def _serve(reactor, settings):
     except ConfigError as exc:
         print(f"billgw: configuration error: {exc}", file=sys.stderr)
         return defer.fail(SystemExit(2))
-    if settings.database.auto_upgrade:
-        _upgrade(settings)  # before anything listens
+    from twisted.internet.threads import deferToThread
+
     reactor.addSystemEventTrigger("before", "shutdown", gateway.stop)
-    d = gateway.start()
+    # Migrations block: they run in a thread, and before anything listens.
+    d = deferToThread(_upgrade, settings) if settings.database.auto_upgrade else defer.succeed(None)
+    d.addCallback(lambda _: gateway.start())
     d.addCallback(lambda _: defer.Deferred())  # serve until shutdown
     return d
 

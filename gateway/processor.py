@@ -14,6 +14,12 @@ It owns the money rules of a request's life:
 
 Known failures become response codes; anything unexpected is logged with its
 traceback and answered 96 ("system malfunction").
+
+The biller call is bounded by the biller's timeout.  Journal writes are not
+cut short on purpose: an answer given before the journal holds the outcome
+could contradict it (a 96 for a payment then recorded CONFIRMED); a late
+answer is safe, since the switch then reverses or advises and both are
+settled from the journal.
 """
 from __future__ import annotations
 
