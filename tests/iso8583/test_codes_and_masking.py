@@ -51,6 +51,8 @@ def test_mask_pan_keeps_first_six_and_last_four():
 
 
 def test_mask_text_masks_every_pan_and_drops_track2():
+    # Public test cards only (Visa 4761739001010010, Mastercard 5555555555554444);
+    # the "track" is made up around the test PAN.
     text = "card 4761739001010010 and 5555555555554444; track ;4761739001010010=49121200000000000?"
     masked = mask_text(text)
     assert masked == "card 476173******0010 and 555555******4444; track [TRACK2 REMOVED]"  # end sentinel too
