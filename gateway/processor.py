@@ -190,9 +190,9 @@ class TransactionProcessor:
         d.addErrback(self._unexpected, request, log)
         return d
 
-    def _unexpected(self, failure, request: BillRequest, log) -> Response:
+    def _unexpected(self, failure, request, log) -> Response:
         log.error("request failed unexpectedly", exc_info=(failure.type, failure.value, failure.tb))
-        return request.respond_bill(self._codes.code(Outcome.SYSTEM_MALFUNCTION))
+        return request.respond(self._codes.code(Outcome.SYSTEM_MALFUNCTION))
 
     def _code(self, outcome: Outcome) -> str:
         return self._codes.code(outcome)

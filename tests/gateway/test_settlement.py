@@ -400,3 +400,18 @@ async def test_advice_and_original_racing_never_fail(world):
     await settle_all(worker, clock, 3)
     assert [c[0] for c in biller.calls] == ["pay"]
     assert state_of(engine) == "CONFIRMED"
+
+
+@pytest.mark.allow_errors
+@pytest_twisted.ensureDeferred
+async def test_a_reversal_the_journal_cannot_take_is_answered_96_not_dropped(world):
+    """Nothing crashes the listener: a 0420 whose recording fails gets a 0430
+    with 96 (the switch repeats it), and the error is logged."""
+    processor, worker, biller, clock, engine = world
+
+    def broken(*args, **kwargs):
+        return defer.fail(RuntimeError("database is gone"))
+
+    processor._journal.run = broken
+    answer = await processor.handle(reversal())
+    assert (answer.mti, answer.fields["39"], answer.fields["11"]) == ("0430", "96", "000500")
