@@ -44,7 +44,7 @@ from billgw.iso8583.masking import mask_pan, mask_text
 from billgw.sms.outbox import OutboxKind, OutboxState, sms_outbox
 
 from .schema import biller_outbox, reversals, transactions
-from .states import State
+from .states import UNSETTLED, State
 
 # --- categories ---------------------------------------------------------------
 
@@ -84,8 +84,7 @@ SMS_UNCERTAIN = "sms_uncertain"
 NOTE_CATEGORIES = (REVERSAL_NOT_FOUND, NOT_AUDITED, SMS_UNCERTAIN)
 
 # Payment states in which the gateway still owes the payment an outcome.
-UNSETTLED_STATES = frozenset({State.RECEIVED.value, State.POSTING.value, State.IN_DOUBT.value,
-                              State.REVERSING.value})
+UNSETTLED_STATES = frozenset(state.value for state in UNSETTLED)
 # Payment states after which the biller must hold no live posting.
 UNDONE_STATES = frozenset({State.REVERSED.value, State.DECLINED.value})
 

@@ -78,12 +78,6 @@ def reschedule(conn: Connection, item_id: int, *, owner: str, now: float, retry_
     return result.rowcount == 1
 
 
-def pending_for(conn: Connection, transaction_id: str) -> list[str]:
-    t = biller_outbox
-    return [r.action for r in conn.execute(select(t.c.action).where(
-        t.c.transaction_id == transaction_id, t.c.state == PENDING)).all()]
-
-
 def backoff(attempts: int, *, base: float, cap: float, jitter: float) -> float:
     """Delay before attempt ``attempts + 1``: base * 2^(attempts-1), capped,
     spread by ``jitter`` (a number in [0, 1) from the caller's RNG) so that

@@ -198,9 +198,6 @@ class Journal:
     def run(self, fn, *args, **kwargs):
         return self._pool.run(fn, *args, **kwargs)
 
-    def record_received(self, new: NewTransaction, now: float):
-        return self._pool.run(record_received, new, now)
-
     def transition(self, txn_id: str, new: State, now: float, **kwargs):
         return self._pool.run(transition, txn_id, new, now, **kwargs)
 

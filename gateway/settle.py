@@ -338,13 +338,3 @@ def stale_transactions(conn: Connection, *, now: float, older_than: float, limit
         t.c.state.in_([State.RECEIVED.value, State.POSTING.value]),
         t.c.updated_at < utc(now - older_than)).order_by(t.c.updated_at).limit(limit)).all()
     return [r.id for r in rows]
-
-
-def unsettled_counts(conn: Connection) -> dict[str, int]:
-    from sqlalchemy import func
-
-    t = transactions
-    rows = conn.execute(select(t.c.state, func.count()).where(
-        t.c.state.in_([s.value for s in (State.RECEIVED, State.POSTING, State.IN_DOUBT, State.REVERSING)]))
-        .group_by(t.c.state)).all()
-    return {state: count for state, count in rows}
