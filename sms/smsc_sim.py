@@ -10,6 +10,10 @@ Misbehaviours follow Jasmin's simulator family: one subclass per
 misbehaviour, each overriding only :meth:`SmscFactory.respond_to_submit`.
 Unlike Jasmin, nothing here touches the global reactor or a fixed port: the
 caller passes the reactor and an endpoint string (``tcp:0:interface=...``).
+
+The record file is appended to off the reactor thread: by default on a
+one-thread pool of the factory's own (one thread keeps the lines in order),
+started and stopped with the listening port; tests inject ``run_blocking``.
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ import structlog
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 
 from billgw.sms import smpp_pdu as p
 from billgw.sms.encoding import DATA_CODING_GSM7, DATA_CODING_UCS2, ESM_CLASS_UDHI, decode_gsm7
@@ -132,7 +138,11 @@ class SmscFactory(Factory):
         record_path: str | None = None,
         message_id_prefix: str = "smsc-",
         logger=None,
+        run_blocking=None,
     ):
+        """``run_blocking(fn, *args)`` runs a record append off the reactor
+        thread and returns a Deferred.  Without it, a record file needs the
+        factory started (``startFactory``) with ``clock`` a real reactor."""
         self.clock = clock
         self.system_id = system_id
         self.password = password
@@ -148,6 +158,25 @@ class SmscFactory(Factory):
         self.connections: list[SmscProtocol] = []  # open ESME connections
         self.pdus_received: list[p.Pdu] = []  # every PDU, requests and responses
         self._pdu_waiters: list[tuple[int, int, defer.Deferred]] = []
+        self._run_blocking = run_blocking
+        self._record_pool: ThreadPool | None = None
+        self._pending_records = 0
+        self._record_waiters: list[defer.Deferred] = []
+
+    def startFactory(self):
+        if self.record_path and self._run_blocking is None:
+            self._record_pool = ThreadPool(minthreads=1, maxthreads=1, name="smsc-sim-record")
+            self._record_pool.start()
+            pool = self._record_pool
+            self._run_blocking = lambda fn, *args: deferToThreadPool(self.clock, pool, fn, *args)
+
+    def stopFactory(self):
+        if self._record_pool is not None:
+            # Joins the writer thread after the appends already queued (one
+            # short line each): a blocking call, but at stop only.
+            self._record_pool.stop()
+            self._record_pool = None
+            self._run_blocking = None
 
     def pdu_seen(self, pdu: p.Pdu) -> None:
         self.pdus_received.append(pdu)
@@ -233,11 +262,33 @@ class SmscFactory(Factory):
         self.messages_received.append(message)
         self.log.info("smsc.message", destination=sm.destination_addr, parts=parts, message_ids=ids)
         if self.record_path:
-            # A small append on the reactor thread: acceptable in a simulator
-            # whose purpose is to be read by a person.
-            with open(self.record_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(dataclasses.asdict(message), ensure_ascii=False) + "\n")
+            self._write_record(json.dumps(dataclasses.asdict(message), ensure_ascii=False) + "\n")
         self._fire_waiters()
+
+    def _write_record(self, line: str) -> None:
+        if self._run_blocking is None:
+            self.log.error("smsc.record_not_started", record_path=self.record_path)
+            return
+        self._pending_records += 1
+        d = self._run_blocking(_append_line, self.record_path, line)
+        d.addErrback(lambda f: self.log.error("smsc.record_failed", exc_info=(f.type, f.value, f.tb)))
+        d.addBoth(self._record_written)
+
+    def _record_written(self, _) -> None:
+        self._pending_records -= 1
+        if self._pending_records == 0:
+            waiters, self._record_waiters = self._record_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def wait_for_records(self) -> defer.Deferred:
+        """Fires once every message accepted so far is in the record file.
+        The caller applies a timeout."""
+        if self._pending_records == 0:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._record_waiters.append(d)
+        return d
 
     # -- waiting ----------------------------------------------------------
     def wait_for_messages(self, count: int) -> defer.Deferred:
@@ -254,6 +305,12 @@ class SmscFactory(Factory):
             self._waiters.remove((n, d))
             if not d.called:
                 d.callback(list(self.messages_received[:n]))
+
+
+def _append_line(path: str, line: str) -> None:
+    """Runs off the reactor thread."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
 
 
 HappySMSC = SmscFactory
@@ -310,6 +367,7 @@ def listen_smsc(
     and read the port from ``listening_port.getHost().port``.
     """
     if record_path:
+        # One mkdir before listening: blocking, but tiny and at start only.
         os.makedirs(os.path.dirname(os.path.abspath(record_path)), exist_ok=True)
     factory = factory_class(
         reactor, system_id=system_id, password=password, record_path=record_path, **factory_kwargs

@@ -88,7 +88,8 @@ def test_queued_arabic_receipt_becomes_sent_with_the_smsc_message_ids(
     assert (m.text, m.data_coding, m.destination_addr) == (text, 8, MSISDN)
     assert (r.state, r.attempts, r.parts, r.data_coding) == ("SENT", 1, m.parts, 8)
     assert r.smsc_message_ids.split(",") == m.message_ids and m.parts >= 2
-    # And what a person reads in the simulator's record:
+    # And what a person reads in the simulator's record (written off the reactor thread):
+    yield smsc.wait_for_records().addTimeout(TIMEOUT, reactor)
     record = (tmp_path / "smsc-received.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(record) == 1 and text in record[0]
 

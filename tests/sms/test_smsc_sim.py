@@ -4,6 +4,7 @@ import json
 
 import pytest
 from smpplib import smpp
+from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from billgw.sms import smpp_pdu as p
@@ -80,7 +81,8 @@ def test_receiver_bind_cannot_submit():
 
 def test_submit_is_answered_with_a_message_id_and_recorded_in_gsm7(tmp_path):
     record = tmp_path / "smsc-received.jsonl"
-    factory, proto, t = connect(record_path=str(record))
+    # Synchronous in place of the factory's writer thread.
+    factory, proto, t = connect(record_path=str(record), run_blocking=defer.maybeDeferred)
     proto.dataReceived(bind_pdu())
     responses(t)
     # Two PDUs in one segment, the second split across two reads: framing.
