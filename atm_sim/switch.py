@@ -61,7 +61,13 @@ from twisted.internet.protocol import Factory, Protocol
 from billgw.iso8583.bill_data import BillRequestData
 from billgw.iso8583.examples import TEST_PAN
 from billgw.iso8583.framing import Framer, FramingError, encode_frame
-from billgw.iso8583.messages import DecodedResponse, MessageFormatError, decode_response, encode_fields
+from billgw.iso8583.messages import (
+    DecodedResponse,
+    MessageFormatError,
+    OriginalData,
+    decode_response,
+    encode_fields,
+)
 
 from .client import PAYMENT_PROCESSING_CODE, Terminal, bill_fields, network_fields, transmission_datetime
 
@@ -779,8 +785,8 @@ class Switch:
             "39": reason,
             "41": run.planned.terminal_id,
             "49": run.fields["49"],
-            "90": original_data_elements("0200", run.stan, run.transmission_datetime, self.plan.acquirer_id,
-                                         self.plan.forwarder_id),
+            "90": OriginalData("0200", run.stan, run.transmission_datetime, self.plan.acquirer_id,
+                               self.plan.forwarder_id).format(),
         }
         if self.plan.forwarder_id:
             fields["33"] = self.plan.forwarder_id
@@ -833,15 +839,6 @@ class Switch:
                     await self.sleep(self.plan.repeat_interval)
         self.log.warning("switch_gave_up_unacknowledged", mti=first_mti, stan=exchange.stan,
                          sends=exchange.sends, last_code=exchange.response_code)
-
-
-def original_data_elements(mti: str, stan: str, f7: str, acquirer_id: str, forwarder_id: str | None) -> str:
-    """F90 (n 42): original MTI (4) + STAN (6) + F7 (10) + acquirer id (11)
-    + forwarder id (11), ids right-justified and zero-filled."""
-    value = f"{mti}{stan}{f7}{acquirer_id:0>11}{(forwarder_id or ''):0>11}"
-    if len(value) != 42 or not value.isdigit():
-        raise ValueError(f"F90 must be 42 digits, got {value!r}")
-    return value
 
 
 def run_switch(reactor, host: str, port: int, plan: SwitchPlan, *, clock=None, log=None) -> Deferred:

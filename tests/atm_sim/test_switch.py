@@ -21,7 +21,6 @@ from billgw.atm_sim.switch import (
     REASON_CUSTOMER_CANCEL,
     REASON_LATE,
     SwitchPlan,
-    original_data_elements,
     plan_payments,
     run_switch,
 )
@@ -367,15 +366,6 @@ def test_the_plan_is_drawn_from_the_seed():
     assert 50 <= sum(1 for p in drawn if p.duplicate) <= 110
     assert all(the_plan.amount_min <= p.amount <= the_plan.amount_max for p in drawn)
     assert {p.msisdn for p in drawn} == {"962790000000", "962790000001"}
-
-
-def test_f90_layout():
-    assert original_data_elements("0200", "000123", "0601101500", "123456", None) == (
-        "0200" "000123" "0601101500" "00000123456" "00000000000")
-    assert original_data_elements("0200", "000123", "0601101500", "123456", "9876") == (
-        "0200000123060110150000000123456" "00000009876")
-    with pytest.raises(ValueError):
-        original_data_elements("0200", "000123", "0601101500", "123456789012", None)
 
 
 @pytest.mark.parametrize("host", ["10.1.2.3", "gateway.bank.example", "0.0.0.0"])
