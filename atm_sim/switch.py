@@ -54,7 +54,7 @@ from typing import Any, Callable
 
 import structlog
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults, succeed
+from twisted.internet.defer import Deferred, DeferredSemaphore, TimeoutError, gatherResults, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
@@ -85,6 +85,9 @@ SIGN_ON = "001"
 FINAL_ACKNOWLEDGEMENT_CODES = frozenset({"00", "94", "30"})
 MAX_STAN = 999_999
 MAX_PAYMENTS = 1_000_000
+# How long the end of a run waits for its connections to close (a gateway
+# that stopped reading would otherwise hold loseConnection for ever).
+STOP_TIMEOUT = 5.0
 
 
 def _is_loopback(host: str) -> bool:
@@ -623,7 +626,14 @@ class Switch:
             for timer in self._timers:
                 if timer.active():
                     timer.cancel()
-            await gatherResults([service.stopService() for service in self._services])
+            # A plain Deferred in front: a timeout cancels it, not the
+            # services' own stop (which may still finish later).
+            stopped: Deferred = Deferred()
+            gatherResults([service.stopService() for service in self._services]).chainDeferred(stopped)
+            try:
+                await stopped.addTimeout(STOP_TIMEOUT, self.clock)
+            except TimeoutError:
+                self.log.warning("switch_stop_timeout", timeout=STOP_TIMEOUT)
         return SwitchReport(
             plan=self.plan,
             payments=[r.as_dict(self.plan.acquirer_id) for r in runs],

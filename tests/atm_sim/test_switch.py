@@ -379,3 +379,24 @@ def test_only_loopback_targets(host):
 def test_impossible_plans_are_refused(kwargs):
     with pytest.raises(ValueError):
         plan(**kwargs)
+
+
+def test_the_end_of_a_run_does_not_wait_for_ever_for_a_connection_to_close():
+    """A gateway that stops reading can hold loseConnection open for ever:
+    the run still ends, STOP_TIMEOUT after its last payment."""
+    from twisted.internet.defer import Deferred
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+    from billgw.atm_sim.switch import STOP_TIMEOUT, Switch
+
+    clock = MemoryReactorClock()
+    switch = Switch(clock, "127.0.0.1", 8583, plan(connect_wait=1.0, sign_on_timeout=30.0), clock=clock)
+    done = Deferred.fromCoroutine(switch.run())
+    [(_, _, factory, _, _)] = clock.tcpClients
+    transport = StringTransport()  # its loseConnection never reports the connection lost
+    factory.buildProtocol(None).makeConnection(transport)
+    assert transport.value()[2:6] == b"0800"  # connected: the sign-on went out, never answered
+    clock.advance(1.0)  # the payment found no signed-on link: the run is stopping
+    assert not done.called and transport.disconnecting
+    clock.advance(STOP_TIMEOUT)
+    assert [p["state"] for p in done.result.payments] == ["not_sent"]
