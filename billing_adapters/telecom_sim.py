@@ -647,12 +647,16 @@ class SlowTelecomResource(TelecomResource):
         )
 
 
+# What a crashed front end answers: not SOAP, so the adapter cannot read a fault.
+HTML_500 = b"<html><body><h1>500 Internal Server Error</h1></body></html>"
+
+
 class FailingTelecomResource(TelecomResource):
     """A biller whose front end crashes: HTTP 500 with an HTML page, no
     SOAP fault, nothing recorded."""
 
     def answer(self, action: str, body: bytes) -> Deferred[tuple[int, bytes]]:
-        return succeed((500, b"<html><body><h1>500 Internal Server Error</h1></body></html>"))
+        return succeed((500, HTML_500))
 
 
 class GarbageTelecomResource(TelecomResource):
@@ -686,7 +690,6 @@ FAULTABLE_OPERATIONS = ("PostPayment", "GetBills")
 
 # (code, body) sentinel: drop the connection instead of answering.
 _DROP = -1
-_HTML_500 = b"<html><body><h1>500 Internal Server Error</h1></body></html>"
 
 
 @dataclass(frozen=True)
@@ -761,8 +764,9 @@ class FaultOptions:
 class FaultyTelecomResource(TelecomResource):
     """A biller that misbehaves now and then, as :class:`FaultOptions` says.
 
-    Each misbehaviour is one of the single-fault resources above, picked per
-    request by a seeded RNG so a chaos run is repeatable; ``fault_counts``
+    Each misbehaviour does what the matching single-fault resource above
+    does (``drop_before`` aside, which has none), picked per request by a
+    seeded RNG so a chaos run is repeatable; ``fault_counts``
     says how many of each were injected.  The operation is read from the
     SOAPAction header (cheap, before any parsing); a request whose header
     lies about its body gets no fault and is refused by the normal path.
@@ -785,7 +789,7 @@ class FaultyTelecomResource(TelecomResource):
         if kind == FAULT_DROP_BEFORE:
             return succeed((_DROP, b""))
         if kind == FAULT_ERROR:
-            return succeed((500, _HTML_500))
+            return succeed((500, HTML_500))
         if kind == FAULT_SLOW:
             return deferLater(self._clock, self.faults.slow_seconds, lambda: None).addCallback(
                 lambda _: super(FaultyTelecomResource, self).answer(action, body))
@@ -839,7 +843,7 @@ def fault_options_from_args(args: argparse.Namespace) -> FaultOptions | None:
     return options if options.active else None
 
 
-def build_site(reactor, simulator: TelecomSimulator, service: resource.Resource) -> server.Site:
+def build_site(reactor, service: resource.Resource) -> server.Site:
     """A Site with the service at the spec's path; anything else is 404."""
     root = resource.Resource()
     root.putChild(SERVICE_PATH.strip("/").encode("ascii"), service)
@@ -857,7 +861,7 @@ async def _listen(reactor, endpoint_description, db_path, reversal_policy, resou
         service = resource_class(simulator)
         simulator.resource = service
         endpoint = serverFromString(reactor, endpoint_description)
-        port = await endpoint.listen(build_site(reactor, simulator, service))
+        port = await endpoint.listen(build_site(reactor, service))
     except BaseException:
         simulator.close()
         raise
