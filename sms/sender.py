@@ -6,8 +6,9 @@ Why it is shaped like this:
   which runs ``fn(conn, *args)`` in one transaction on the gateway's bounded
   DB pool; so this package never imports the gateway, and tests pass a
   synchronous one.
-* Rows are *claimed* with a lease (``claim_due``) in one short transaction and
-  marked SENT/FAILED in another; no transaction stays open across the network.
+* Rows are *claimed* with a lease (``claim_due``) in one short transaction,
+  marked SENDING right before their submit (``begin_submit``) in another and
+  SENT/FAILED after it in a third; no transaction stays open across the network.
   The submit timeout must be shorter than the lease, otherwise a slow submit
   could be claimed again by another sender while still in flight.
 * A poll (``LoopingCall`` on the injected clock) catches retries and rows
@@ -15,7 +16,9 @@ Why it is shaped like this:
   a fresh receipt at once.  At most one drain runs at a time; a wake during a
   drain makes it do one more pass instead of starting a second drain.
 * The drain never fails: a database or link error on one row is logged and
-  the row's lease simply expires, so the LoopingCall keeps running.
+  the row is left to its lease, so the LoopingCall keeps running.  A row not
+  yet submitted is claimed again once the lease expires; a SENDING row (the
+  SMSC may have it) becomes UNCERTAIN instead and is never sent twice.
 * While the link reports it is not bound, nothing is claimed: claiming counts
   an attempt, and an SMSC outage must not use up a receipt's attempts.
 
@@ -174,7 +177,8 @@ class OutboxSender(Service):
                 self._mark_sent, item.id, result.message_ids, result.data_coding, result.parts, self._clock.seconds()
             )
         except Exception:
-            # The SMSC has it; if the lease expires it will be sent again.
+            # The SMSC has it: the row stays SENDING and becomes UNCERTAIN when
+            # its lease expires (never resent; billgw audit lists it).
             log.exception("sms.mark_sent_failed", message_ids=result.message_ids)
             return
         if recorded:
