@@ -259,7 +259,7 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO
     log = structlog.wrap_logger(
         structlog.PrintLogger(err),
         processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"),
-                    structlog.processors.JSONRenderer()],
+                    structlog.processors.format_exc_info, structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(20 if args.verbose else 30),
     )
     from twisted.internet import reactor
