@@ -389,7 +389,8 @@ class TelecomSimulator:
         self.reversal_policy = reversal_policy
         self.db_path = str(db_path)
         if self.db_path != ":memory:":
-            # The CLI's default ledger lives under var/, which a fresh checkout lacks.
+            # The CLI's default ledger lives under var/, which a fresh checkout
+            # lacks.  Blocking, but one mkdir at construction (start-up) only.
             Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock if clock is not None else reactor
         self.log = (log if log is not None else structlog.get_logger()).bind(component="telecom_sim")
