@@ -180,7 +180,6 @@ async def test_money_adds_up_after_kills_and_biller_faults(tmp_path, db_url):
         left = await settle(db_url)
 
         postings = await deferToThread(read_ledger, ledger)
-        messages = read_sms(sms_record)
         audit_out, audit_err, audit_code = await within(getProcessOutputAndValue(
             str(BIN / "billgw"), ["--config", str(config), "audit", "--ledger", f"TEL={ledger}"],
             env=env, path=str(tmp_path), reactor=reactor), 120)
@@ -188,6 +187,9 @@ async def test_money_adds_up_after_kills_and_biller_faults(tmp_path, db_url):
         if gateway is not None and gateway.incarnations and gateway.current.running:
             await gateway.current.kill("TERM")
         await sims.kill("TERM")
+    # Read only once the SMSC simulator has stopped: it writes its record on
+    # its own thread, and stopping flushes every line.
+    messages = read_sms(sms_record)
 
     counts = report.counts
     faults = Counter(json.loads(line).get("fault") for line in (tmp_path / "sims.log").read_text().splitlines()
