@@ -245,7 +245,31 @@ class NetworkRequest(_Request):
 
 
 @dataclass(frozen=True)
-class BillRequest(_Request):
+class _MoneyRequest(_Request):
+    """What payments, advices and reversals share: the money fields."""
+
+    @property
+    def amount(self) -> int:
+        """F4 in minor units (for a reversal: the original's full amount)."""
+        return int(self.fields["4"])
+
+    @property
+    def currency(self) -> str | None:
+        """F49 (mandatory on 0200/0220, optional on a reversal)."""
+        return self.fields.get("49")
+
+    @property
+    def processing_code(self) -> str:
+        return self.fields["3"]
+
+    @property
+    def rrn(self) -> str:
+        """F37 (for a reversal: the original's retrieval reference number)."""
+        return self.fields["37"]
+
+
+@dataclass(frozen=True)
+class BillRequest(_MoneyRequest):
     """0200 bill inquiry (F3 37xx00) or bill payment (F3 50xx00), or a
     0220/0221 payment advice (always F3 50xx00).
 
@@ -270,22 +294,6 @@ class BillRequest(_Request):
                             self.fields["11"], self.fields["7"])
 
     @property
-    def amount(self) -> int:
-        return int(self.fields["4"])
-
-    @property
-    def currency(self) -> str:
-        return self.fields["49"]
-
-    @property
-    def processing_code(self) -> str:
-        return self.fields["3"]
-
-    @property
-    def rrn(self) -> str:
-        return self.fields["37"]
-
-    @property
     def account(self) -> str | None:
         return self.fields.get("102")
 
@@ -304,7 +312,7 @@ class BillRequest(_Request):
 
 
 @dataclass(frozen=True)
-class ReversalRequest(_Request):
+class ReversalRequest(_MoneyRequest):
     """0420 reversal or its 0421 repeat: undo the transaction named in F90.
 
     Its own F11 and F7 identify the reversal message (a new STAN, its own
@@ -327,23 +335,6 @@ class ReversalRequest(_Request):
         return AcquirerKeys(original.acquirer_id, self.fields["41"], original.stan,
                             original.transmission_datetime)
 
-    @property
-    def amount(self) -> int:
-        """Amount to reverse in minor units: the original's full amount."""
-        return int(self.fields["4"])
-
-    @property
-    def currency(self) -> str | None:
-        return self.fields.get("49")
-
-    @property
-    def processing_code(self) -> str:
-        return self.fields["3"]
-
-    @property
-    def rrn(self) -> str:
-        """F37: the original's retrieval reference number."""
-        return self.fields["37"]
 
 
 def _decode(payload: bytes) -> tuple[str | None, dict]:
