@@ -184,8 +184,12 @@ class BillerWorker(Service):
                 confirmation = await d
             except BillerDeclined as exc:
                 return Event.BILLER_DECLINED, None, str(exc)
-            return (Event.BILLER_CONFIRMED, {"biller_receipt": confirmation.receipt_number},
-                    f"receipt {confirmation.receipt_number}")
+            values = {"biller_receipt": confirmation.receipt_number}
+            if confirmation.bill_number and not view.bill_number:
+                # The biller chose the bill: keep it, as the in-line path
+                # does, for the receipt SMS and the ledger comparison.
+                values["bill_number"] = confirmation.bill_number[:30]
+            return Event.BILLER_CONFIRMED, values, f"receipt {confirmation.receipt_number}"
         raise ValueError(f"unknown biller action {item.action!r}")
 
     async def _retry(self, item: BillerWork, error: str, log) -> None:

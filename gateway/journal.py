@@ -8,11 +8,12 @@ reactor-side face: the same operations as Deferreds.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Mapping
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -47,6 +48,9 @@ class NewTransaction:
     bill_number: str | None
     msisdn: str | None
     language: str | None
+    # The local rule the request breaks (an Outcome name), decided when it
+    # was journaled: an advice for it must never be posted (see machine.py).
+    local_problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class TransactionView:
     reversal_requested: bool = False
     advice_received: bool = False
     advice_response: str | None = None
+    local_problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,13 +109,38 @@ def _view(row) -> TransactionView:
         auth_code=row.auth_code, biller_receipt=row.biller_receipt,
         settlement_date=row.settlement_date, created_at=row.created_at, detail=row.detail,
         reversal_requested=bool(row.reversal_requested), advice_received=bool(row.advice_received),
-        advice_response=row.advice_response,
+        advice_response=row.advice_response, local_problem=row.local_problem,
     )
 
 
 def get(conn: Connection, txn_id: str) -> TransactionView | None:
     row = conn.execute(select(transactions).where(transactions.c.id == txn_id)).first()
     return _view(row) if row else None
+
+
+def lock_acquirer_keys(conn: Connection, acquirer_id: str, terminal_id: str, stan: str,
+                       transmission_dt: str) -> None:
+    """Serialise, until this transaction ends, every writer that looks up or
+    journals anything under these acquirer keys (F32 + F41 + F11 + F7).
+
+    A 0200, its 0220 advice and its 0420 reversal live in two tables
+    (``transactions`` and ``reversals``) that no single UNIQUE key spans, so
+    under READ COMMITTED two of them in flight at once would each miss the
+    other: the reversal recorded NOT_FOUND and acknowledged while the
+    original goes on to be posted.  Every path that journals under a set of
+    keys takes this lock first; whichever comes second then sees the first.
+
+    PostgreSQL: a transaction-level advisory lock on a 64-bit hash of the
+    keys, which holds across every gateway process sharing the database (a
+    hash collision only serialises two unrelated requests a little).
+    SQLite: nothing to do -- its transactions begin ``IMMEDIATE`` and hold
+    the one database write lock until they end.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    basis = "\x1f".join((acquirer_id, terminal_id, stan, transmission_dt)).encode("utf-8")
+    key = int.from_bytes(hashlib.blake2b(basis, digest_size=8).digest(), "big", signed=True)
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def find_by_keys(conn: Connection, acquirer_id: str, terminal_id: str, stan: str,
@@ -122,7 +152,8 @@ def find_by_keys(conn: Connection, acquirer_id: str, terminal_id: str, stan: str
     return _view(row) if row else None
 
 
-def record_received(conn: Connection, new: NewTransaction, now: float) -> Recorded:
+def record_received(conn: Connection, new: NewTransaction, now: float, *, reversal_requested: bool = False,
+                    advice_received: bool = False) -> Recorded:
     """Journal a request, or return the one already journaled under its keys.
 
     The UNIQUE constraint on the acquirer keys decides: of two racing
@@ -135,7 +166,8 @@ def record_received(conn: Connection, new: NewTransaction, now: float) -> Record
     try:
         with conn.begin_nested():
             conn.execute(insert(transactions).values(
-                **new.__dict__, state=State.RECEIVED.value, created_at=at, updated_at=at))
+                **new.__dict__, state=State.RECEIVED.value, reversal_requested=reversal_requested,
+                advice_received=advice_received, created_at=at, updated_at=at))
             conn.execute(insert(transaction_events).values(
                 transaction_id=new.id, from_state=None, to_state=State.RECEIVED.value, at=at))
     except IntegrityError:

@@ -18,7 +18,11 @@ What the switch was told decides what must happen at the biller:
   settled by a status query and, if the biller holds it, a reversal -- never
   by posting it again;
 - a reversal that races an in-flight posting wins: when the posting comes
-  back confirmed, it is reversed at the biller.
+  back confirmed, it is reversed at the biller;
+- an advice obeys the same local rules as a payment: one for a payment that
+  breaks them (``breaks_local_rules``, decided when it was journaled) is
+  never posted -- the customer was debited for something the gateway will
+  not post, so it becomes an EXCEPTION for a person, never silently dropped.
 """
 from __future__ import annotations
 
@@ -42,6 +46,10 @@ class Event(enum.Enum):
     REVERSAL_REFUSED = "reversal_refused"  # the biller will not reverse
     OUTBOX_EXPIRED = "outbox_expired"  # biller work gave up: a person decides
     STALE = "stale"  # found unfinished with nobody working on it (crash)
+    # The gateway will not send it to the biller: a local rule is broken, or
+    # the switch reversed it before it arrived.
+    NOT_POSTED = "not_posted"
+    ADVICE_ONLY = "advice_only"  # journaled from its 0220: the 0200 never came
 
 
 class Action(enum.Enum):
@@ -63,6 +71,9 @@ class Facts:
     advice_received: bool = False
     can_reverse: bool = True  # the biller's policy allows reversals
     receipt_left: bool = False  # the SMS receipt was sent (or is being sent)
+    # The request broke a local rule (amount bounds, billing number, ...)
+    # when it was journaled: the gateway told the switch so and never posts it.
+    breaks_local_rules: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,21 @@ def _confirm(facts: Facts, note: str) -> Decision:
     return Decision(State.CONFIRMED, (Action.QUEUE_RECEIPT,), False, facts.advice_received, note)
 
 
+def _refuse_advised(facts: Facts, why: str) -> Decision:
+    """The switch debited the customer for a payment the gateway will not
+    post: acknowledged, never posted, a person refunds (EXCEPTION)."""
+    return Decision(State.EXCEPTION, (), facts.reversal_requested, True,
+                    f"the switch debited the customer for a payment that {why}: refund by hand")
+
+
+def _post_advised(facts: Facts, note: str) -> Decision:
+    """(Re)post a payment the switch advised -- the one way a posting is
+    decided after the in-line call -- unless it breaks the local rules."""
+    if facts.breaks_local_rules:
+        return _refuse_advised(facts, "breaks the service's rules")
+    return Decision(State.POSTING, (Action.POST,), False, True, note)
+
+
 def decide(facts: Facts, event: Event) -> Decision:
     """The next state, flags and actions; the same state and no actions when
     the event changes nothing (repeats, late answers)."""
@@ -110,10 +136,19 @@ def decide(facts: Facts, event: Event) -> Decision:
             return flags_rev
         if event is Event.ADVICE_RECEIVED:
             return flags_adv
+        if event is Event.NOT_POSTED:
+            if facts.advice_received and not facts.reversal_requested:
+                return _refuse_advised(facts, "the gateway declined")
+            return Decision(State.DECLINED, (), facts.reversal_requested, facts.advice_received,
+                            "declined, nothing posted")
+        if event is Event.ADVICE_ONLY:
+            if facts.reversal_requested:
+                return _refuse_advised(facts, "the switch had already reversed")
+            return _post_advised(facts, "complete advised payment")
         if event is Event.STALE:
             # RECEIVED is committed before anything is sent to the biller.
             if facts.advice_received and not facts.reversal_requested:
-                return Decision(State.POSTING, (Action.POST,), False, True, "complete advised payment")
+                return _post_advised(facts, "complete advised payment")
             return Decision(State.DECLINED, (), facts.reversal_requested, facts.advice_received,
                             "never sent to the biller")
         return keep
@@ -128,7 +163,7 @@ def decide(facts: Facts, event: Event) -> Decision:
             return Decision(State.DECLINED, (), facts.reversal_requested, facts.advice_received, "biller declined")
         if event is Event.BILLER_UNAVAILABLE:
             if facts.advice_received and not facts.reversal_requested:
-                return Decision(State.POSTING, (Action.POST,), False, True, "advised: post when the biller is back")
+                return _post_advised(facts, "advised: post when the biller is back")
             return Decision(State.DECLINED, (), facts.reversal_requested, facts.advice_received, "biller unavailable")
         if event in (Event.BILLER_NO_ANSWER, Event.STALE):
             return Decision(State.IN_DOUBT, (Action.QUERY_STATUS,), facts.reversal_requested,
@@ -150,7 +185,7 @@ def decide(facts: Facts, event: Event) -> Decision:
             return _undo(facts, "biller holds a payment the switch was not approved for")
         if event is Event.STATUS_NOT_FOUND:
             if facts.advice_received and not facts.reversal_requested:
-                return Decision(State.POSTING, (Action.POST,), False, True, "advised: post it")
+                return _post_advised(facts, "advised: post it")
             if facts.can_reverse:
                 # A reversal of an unknown payment also bars its late arrival.
                 return Decision(State.REVERSING, (Action.REVERSE,), facts.reversal_requested,
@@ -181,8 +216,7 @@ def decide(facts: Facts, event: Event) -> Decision:
 
     if s is State.DECLINED:
         if event is Event.ADVICE_RECEIVED and not facts.reversal_requested and not facts.advice_received:
-            return Decision(State.POSTING, (Action.POST,), False, True,
-                            "switch debited the customer for a declined payment: post it")
+            return _post_advised(facts, "switch debited the customer for a declined payment: post it")
         if event is Event.REVERSAL_RECEIVED:
             return Decision(s, (), True, facts.advice_received, "nothing to reverse")
         return keep

@@ -48,7 +48,7 @@ from billgw.iso8583.messages import BillRequest, RequestKind, Response, Reversal
 from billgw.sms.outbox import OutboxKind
 
 from . import journal as journal_ops
-from . import settle
+from . import rules, settle
 from .config import BillerSettings, ServiceSettings
 from .journal import NewTransaction, TransactionView
 from .machine import Event
@@ -96,22 +96,14 @@ def fingerprint(request: BillRequest) -> str:
 
 def local_check(request: BillRequest, billers: Mapping[str, BillerRoute]) -> tuple[
         Outcome | None, BillerRoute | None, ServiceSettings | None]:
-    """Rules checked before any biller is contacted (pure)."""
+    """The gateway's own rules (:mod:`.rules`) for a decoded request (pure)."""
     bill = request.bill
     route = billers.get(bill.biller_code)
-    if route is None or not route.settings.active:
-        return Outcome.INVALID_TRANSACTION, route, None
-    service = route.settings.services.get(bill.service_code)
-    if service is None:
-        return Outcome.INVALID_TRANSACTION, route, None
-    if request.currency != service.currency:
-        return Outcome.INVALID_TRANSACTION, route, service
-    if not service.billing_number_ok(bill.billing_number):
-        return Outcome.INVALID_BILLING_NUMBER, route, service
-    if request.kind is RequestKind.PAYMENT:
-        if not service.min_amount <= request.amount <= service.max_amount:
-            return Outcome.INVALID_AMOUNT, route, service
-    return None, route, service
+    problem, service = rules.check_request(
+        {code: r.settings for code, r in billers.items()}, kind=request.kind.value,
+        biller_code=bill.biller_code, service_code=bill.service_code, currency=request.currency,
+        billing_number=bill.billing_number, amount=request.amount)
+    return problem, route, service
 
 
 def business_date(now: float) -> str:
@@ -200,10 +192,10 @@ class TransactionProcessor:
     async def _handle(self, request: BillRequest, log) -> Response:
         now = self._clock.seconds()
         problem, route, service = local_check(request, self._billers)
-        new = self._new_transaction(request, service)
-        reversed_first = request.respond_bill(self._code(Outcome.INVALID_TRANSACTION))
+        new = self._new_transaction(request, service, problem)
+        reversed_first = request.respond_bill(self._code(Outcome.TRANSACTION_REVERSED))
         recorded, was_reversed = await self._journal.run(
-            settle.record_request, new, now, (reversed_first.mti, reversed_first.fields))
+            settle.record_request, new, now, self.context, (reversed_first.mti, reversed_first.fields))
         if not recorded.is_new:
             return await self._answer_repeat(request, recorded.view, route, log)
         log = log.bind(payment_id=new.id)
@@ -215,10 +207,7 @@ class TransactionProcessor:
         try:
             if problem is not None:
                 log.info("declined locally", outcome=problem.value)
-                response = request.respond_bill(self._code(problem))
-                await self._journal.transition(new.id, State.DECLINED, self._clock.seconds(),
-                                               response=(response.mti, response.fields),
-                                               detail=f"local check: {problem.value}")
+                response = await self._decline_here(request, new, problem, f"local check: {problem.value}", log)
             elif request.kind is RequestKind.INQUIRY:
                 response = await self._inquire(request, new, route, service, log)
             else:
@@ -228,7 +217,22 @@ class TransactionProcessor:
             for waiter in self._in_flight.pop(new.id, []):
                 waiter.callback(response)
 
-    def _new_transaction(self, request: BillRequest, service: ServiceSettings | None) -> NewTransaction:
+    async def _decline_here(self, request: BillRequest, new: NewTransaction, outcome: Outcome, detail: str,
+                            log) -> Response:
+        """Decline without the biller, through the state machine: an advice
+        that came meanwhile makes the payment an EXCEPTION, never lost."""
+        response = request.respond_bill(self._code(outcome))
+        applied = await self._journal.run(
+            settle.apply_event, new.id, Event.NOT_POSTED, self._clock.seconds(), self.context,
+            respond=lambda _state: (response.mti, response.fields), detail=detail)
+        if applied.view.state is not State.DECLINED:
+            log.warning("the switch advised a payment the gateway declined: a person must refund it",
+                      state=applied.view.state.value, outcome=outcome.value)
+        self._after(applied)
+        return response
+
+    def _new_transaction(self, request: BillRequest, service: ServiceSettings | None,
+                         problem: Outcome | None) -> NewTransaction:
         f = request.fields
         bill = request.bill
         keys = request.keys  # acquirer id normalised as reversals' F90 is
@@ -244,6 +248,7 @@ class TransactionProcessor:
             billing_number=bill.billing_number[:30],
             bill_number=bill.bill_number[:30] if bill.bill_number else None,
             msisdn=bill.msisdn, language=bill.language[:5],
+            local_problem=problem.value if problem is not None else None,
         )
 
     async def _answer_repeat(self, request: BillRequest, view: TransactionView,
@@ -252,6 +257,12 @@ class TransactionProcessor:
         if view.fingerprint != fingerprint(request):
             log.warning("same acquirer keys, different content: not a repeat")
             return request.respond_bill(self._code(Outcome.DUPLICATE_TRANSMISSION))
+        if view.reversal_requested:
+            # Never replay an approval the switch has since reversed: a
+            # switch that books the replayed 00 would charge the customer
+            # for a refunded payment.  Nothing of the original is echoed.
+            log.info("repeat of a reversed request", state=view.state.value)
+            return request.respond_bill(self._code(Outcome.TRANSACTION_REVERSED))
         if view.response is not None:
             log.info("repeat answered with the original response", response_code=view.response_code)
             return Response(*view.response)
@@ -288,10 +299,7 @@ class TransactionProcessor:
             outcome, detail = Outcome.BILLER_UNAVAILABLE, f"{type(exc).__name__}: {exc}"
         if outcome is not None:
             log.info("inquiry declined", outcome=outcome.value, detail=detail)
-            response = request.respond_bill(self._code(outcome))
-            await self._journal.transition(new.id, State.DECLINED, self._clock.seconds(),
-                                           response=(response.mti, response.fields), detail=detail)
-            return response
+            return await self._decline_here(request, new, outcome, detail, log)
         bills = sorted(result.bills, key=lambda b: b.due_date)
         data = BillResponseData(
             customer_name=result.customer_name,
@@ -405,7 +413,7 @@ class TransactionProcessor:
     async def _advise(self, request: BillRequest, log) -> Response:
         """0220/0221: the customer was debited; see the payment completed."""
         problem, route, service = local_check(request, self._billers)  # the codec refuses non-payment advices
-        new = self._new_transaction(request, service)
+        new = self._new_transaction(request, service, problem)
 
         def respond(code: str):
             response = request.respond_bill(code)
@@ -413,8 +421,7 @@ class TransactionProcessor:
 
         outcome = await self._journal.run(
             settle.record_advice, new, self._clock.seconds(), self.context, respond=respond,
-            ok_code=self._code(Outcome.APPROVED), mismatch_code=self._code(Outcome.DUPLICATE_TRANSMISSION),
-            local_problem=problem.value if problem else None)
+            ok_code=self._code(Outcome.APPROVED), mismatch_code=self._code(Outcome.DUPLICATE_TRANSMISSION))
         log.info("advice recorded", payment_id=outcome.transaction_id, repeat=outcome.repeat,
                  biller_work=outcome.biller_work)
         if outcome.biller_work:

@@ -69,6 +69,10 @@ transactions = Table(
     # An advice (0220) said the customer was debited: the payment must end posted.
     Column("advice_received", Boolean, nullable=False, default=False),
     Column("advice_response", Text, nullable=True),  # JSON of the 0230 replayed to 0221s
+    # The local rule the request broke when it was journaled (an Outcome
+    # name, e.g. invalid_amount), NULL when it passed: an advice for such a
+    # payment is acknowledged but never posted (an EXCEPTION for a person).
+    Column("local_problem", String(40), nullable=True),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     UniqueConstraint("acquirer_id", "terminal_id", "stan", "transmission_dt", name="uq_transactions_acquirer_keys"),

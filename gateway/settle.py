@@ -14,7 +14,6 @@ timing) and returns dataclasses.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -25,7 +24,16 @@ from sqlalchemy.engine import Connection
 from billgw.sms import outbox as sms_outbox
 
 from . import biller_outbox
-from .journal import NewTransaction, TransactionView, _view, find_by_keys, record_received, utc
+from .journal import (
+    NewTransaction,
+    Recorded,
+    TransactionView,
+    _view,
+    find_by_keys,
+    lock_acquirer_keys,
+    record_received,
+    utc,
+)
 from .machine import BILLER_ACTIONS, Action, Decision, Event, Facts, decide
 from .schema import reversals, transaction_events, transactions
 from .states import State, check_transition
@@ -79,6 +87,7 @@ def facts_of(conn: Connection, view: TransactionView, ctx: SettleContext) -> Fac
         advice_received=view.advice_received,
         can_reverse=ctx.can_reverse(view.biller_code),
         receipt_left=_receipt_left(conn, view.id),
+        breaks_local_rules=view.local_problem is not None,
     )
 
 
@@ -193,8 +202,12 @@ def record_reversal(conn: Connection, rev: ReversalInput, now: float, ctx: Settl
     A repeat (0421, or a 0420 sent again) finds the row by the original's
     keys and gets the identical answer.  A reversal for an original we never
     saw is recorded NOT_FOUND; the original, should it arrive later, is
-    declined (see :func:`reversed_before_arrival`).
+    declined (see :func:`record_request`).  The original's keys are locked
+    first, so an original being journaled at this moment -- by this process
+    or another -- is either seen here or sees this reversal.
     """
+    lock_acquirer_keys(conn, rev.orig_acquirer_id, rev.orig_terminal_id, rev.orig_stan,
+                       rev.orig_transmission_dt)
     r = reversals
     existing = conn.execute(select(r).where(
         r.c.orig_acquirer_id == rev.orig_acquirer_id, r.c.orig_terminal_id == rev.orig_terminal_id,
@@ -236,36 +249,51 @@ def reversed_before_arrival(conn: Connection, acquirer_id: str, terminal_id: str
         r.c.orig_stan == stan, r.c.orig_transmission_dt == transmission_dt)).first() is not None
 
 
-def record_request(conn: Connection, new: NewTransaction, now: float,
-                   reversed_response: tuple[str, Mapping[str, str]]):
-    """Journal a 0200 -- declined at once if its reversal came first.
+def _journal_under_lock(conn: Connection, new: NewTransaction, now: float, **flags: bool):
+    """Lock the request's keys, then journal it (or find it journaled).
 
-    Returns ``(Recorded, reversed_first)``."""
-    if reversed_before_arrival(conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt):
-        existing = find_by_keys(conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt)
-        if existing is None:
-            return link_late_original(conn, new, now, reversed_response), True
-    return record_received(conn, new, now), False
-
-
-def link_late_original(conn: Connection, new: NewTransaction, now: float, response: tuple[str, Mapping[str, str]]):
-    """Journal an original whose reversal came first: DECLINED, never posted."""
-    recorded = record_received(conn, new, now)
-    if recorded.is_new:
-        at = utc(now)
-        mti, fields = response
-        conn.execute(update(transactions).where(transactions.c.id == new.id).values(
-            state=State.DECLINED.value, reversal_requested=True, updated_at=at,
-            response_fields=json.dumps({"mti": mti, "fields": dict(fields)}, sort_keys=True),
-            response_code=fields.get("39"), detail="reversed before it arrived"))
-        conn.execute(insert(transaction_events).values(
-            transaction_id=new.id, from_state=State.RECEIVED.value, to_state=State.DECLINED.value, at=at,
-            detail="reversed before it arrived"))
+    Returns ``(Recorded, reversed_first)``: whether a reversal of these keys
+    was on record before the request, in which case the new row carries
+    ``reversal_requested`` from its first moment."""
+    lock_acquirer_keys(conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt)
+    existing = find_by_keys(conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt)
+    if existing is not None:
+        return Recorded(existing, False), False
+    reversed_first = reversed_before_arrival(conn, new.acquirer_id, new.terminal_id, new.stan,
+                                             new.transmission_dt)
+    if reversed_first:
+        flags["reversal_requested"] = True
+    recorded = record_received(conn, new, now, **flags)
+    if recorded.is_new and reversed_first:
         conn.execute(update(reversals).where(
             reversals.c.orig_acquirer_id == new.acquirer_id, reversals.c.orig_terminal_id == new.terminal_id,
-            reversals.c.orig_stan == new.stan, reversals.c.orig_transmission_dt == new.transmission_dt).values(
-            transaction_id=new.id, state=REV_NOTHING, updated_at=at))
-    return recorded
+            reversals.c.orig_stan == new.stan, reversals.c.orig_transmission_dt == new.transmission_dt,
+            reversals.c.transaction_id.is_(None)).values(transaction_id=new.id, updated_at=utc(now)))
+    return recorded, reversed_first and recorded.is_new
+
+
+def record_request(conn: Connection, new: NewTransaction, now: float, ctx: SettleContext,
+                   reversed_response: tuple[str, Mapping[str, str]]):
+    """Journal a 0200 -- declined at once, never posted, if its reversal came first.
+
+    Returns ``(Recorded, reversed_first)``."""
+    recorded, reversed_first = _journal_under_lock(conn, new, now)
+    if not reversed_first:
+        return recorded, False
+    mti, fields = reversed_response
+    applied = apply_event(conn, new.id, Event.NOT_POSTED, now, ctx, respond=lambda _state: (mti, fields),
+                          detail="reversed before it arrived")
+    _settle_reversal_row(conn, new.id, applied.view.state, now)
+    return Recorded(applied.view, True), True
+
+
+def _settle_reversal_row(conn: Connection, txn_id: str, state: State, now: float) -> None:
+    """A reversal that waited NOT_FOUND for its original: the original is
+    here now, and was never posted."""
+    rev_state = REV_NOTHING if state is State.DECLINED else _rev_state_for(state) or REV_ACKED
+    conn.execute(update(reversals).where(
+        reversals.c.transaction_id == txn_id, reversals.c.state == REV_NOT_FOUND).values(
+        state=rev_state, updated_at=utc(now)))
 
 
 # --- advices (0220 / 0221) ---------------------------------------------------
@@ -281,17 +309,20 @@ class AdviceOutcome:
 
 def record_advice(conn: Connection, new: NewTransaction, now: float, ctx: SettleContext, *,
                   respond: Callable[[str], tuple[str, Mapping[str, str]]], ok_code: str,
-                  mismatch_code: str, local_problem: str | None) -> AdviceOutcome:
+                  mismatch_code: str) -> AdviceOutcome:
     """Make an advice durable and see the payment completed, atomically.
 
     Unknown payment: journaled from the advice and queued for posting (store
-    and forward).  Known payment: the ADVICE_RECEIVED event decides (nothing
-    to do for a confirmed one; a status query for an in-doubt one; a posting
-    for one we declined).  A repeat gets the stored 0230.
+    and forward) -- unless it breaks the local rules (``new.local_problem``)
+    or the switch reversed it first, which makes it an EXCEPTION.  Known
+    payment: the ADVICE_RECEIVED event decides (nothing to do for a
+    confirmed one; a status query for an in-doubt one; a posting for one the
+    biller declined; an EXCEPTION for one declined on the local rules).  A
+    repeat gets the stored 0230.
     """
-    # Journal first: of an advice and its original racing in, exactly one
-    # insert wins and the other finds it (the UNIQUE acquirer keys).
-    recorded = record_received(conn, new, now)
+    # The keys are locked first: of an advice, its original and its
+    # reversal racing in, each sees what the others wrote before it.
+    recorded, _ = _journal_under_lock(conn, new, now, advice_received=True)
     existing = None if recorded.is_new else recorded.view
     if existing is not None and existing.fingerprint != new.fingerprint:
         mti, fields = respond(mismatch_code)
@@ -301,30 +332,16 @@ def record_advice(conn: Connection, new: NewTransaction, now: float, ctx: Settle
         return AdviceOutcome((stored["mti"], stored["fields"]), existing.id, True, False, False)
     mti, fields = respond(ok_code)
     stored = json.dumps({"mti": mti, "fields": dict(fields)}, sort_keys=True)
-    at = utc(now)
-    if existing is None:
-        conn.execute(update(transactions).where(transactions.c.id == new.id).values(
-            advice_response=stored, updated_at=at))
-        if local_problem is not None or reversed_before_arrival(
-                conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt):
-            reason = local_problem or "advice for a payment the switch reversed"
-            _force(conn, new.id, State.RECEIVED, State.EXCEPTION, at, f"advice cannot be completed: {reason}")
-            return AdviceOutcome((mti, dict(fields)), new.id, False, False, False)
-        conn.execute(update(transactions).where(transactions.c.id == new.id).values(advice_received=True))
-        applied = apply_event(conn, new.id, Event.STALE, now, ctx, detail="payment known only from its advice")
-        return AdviceOutcome((mti, dict(fields)), new.id, False, applied.biller_work, applied.sms_queued)
-    conn.execute(update(transactions).where(transactions.c.id == existing.id).values(
-        advice_response=stored, updated_at=at))
-    applied = apply_event(conn, existing.id, Event.ADVICE_RECEIVED, now, ctx)
-    return AdviceOutcome((mti, dict(fields)), existing.id, False, applied.biller_work, applied.sms_queued)
-
-
-def _force(conn, txn_id: str, old: State, new: State, at: _dt.datetime, note: str) -> None:
-    check_transition(old, new)
+    txn_id = new.id if existing is None else existing.id
     conn.execute(update(transactions).where(transactions.c.id == txn_id).values(
-        state=new.value, detail=note[:400], updated_at=at))
-    conn.execute(insert(transaction_events).values(
-        transaction_id=txn_id, from_state=old.value, to_state=new.value, at=at, detail=note[:400]))
+        advice_response=stored, updated_at=utc(now)))
+    if existing is None:
+        applied = apply_event(conn, txn_id, Event.ADVICE_ONLY, now, ctx,
+                              detail=new.local_problem or "payment known only from its advice")
+        _settle_reversal_row(conn, txn_id, applied.view.state, now)
+    else:
+        applied = apply_event(conn, txn_id, Event.ADVICE_RECEIVED, now, ctx)
+    return AdviceOutcome((mti, dict(fields)), txn_id, False, applied.biller_work, applied.sms_queued)
 
 
 # --- recovery ----------------------------------------------------------------

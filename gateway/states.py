@@ -32,7 +32,9 @@ ALLOWED: dict[State, frozenset[State]] = {
     State.IN_DOUBT: frozenset({State.CONFIRMED, State.DECLINED, State.POSTING, State.REVERSING,
                                State.REVERSED, State.EXCEPTION}),
     State.CONFIRMED: frozenset({State.REVERSING, State.EXCEPTION}),
-    State.DECLINED: frozenset({State.POSTING}),  # an advice says the customer was debited
+    # An advice says the customer was debited: post it, or (when it breaks
+    # the local rules) a person refunds.
+    State.DECLINED: frozenset({State.POSTING, State.EXCEPTION}),
     State.REVERSING: frozenset({State.REVERSED, State.EXCEPTION}),
     # An advice after the gateway undid an in-doubt payment on its own.
     State.REVERSED: frozenset({State.EXCEPTION}),

@@ -17,6 +17,9 @@ class Outcome(enum.Enum):
     APPROVED = "approved"
     NOT_SIGNED_ON = "not_signed_on"
     INVALID_TRANSACTION = "invalid_transaction"
+    # A 0200 whose keys the switch has reversed: the original arriving after
+    # its reversal, or a repeat of a reversed payment (never its old 00).
+    TRANSACTION_REVERSED = "transaction_reversed"
     INVALID_AMOUNT = "invalid_amount"
     INVALID_BILLING_NUMBER = "invalid_billing_number"
     RECORD_NOT_FOUND = "record_not_found"
@@ -40,6 +43,7 @@ DEFAULT_CODES: Mapping[Outcome, CodeEntry] = {
     Outcome.APPROVED: CodeEntry("00", "Approved"),
     Outcome.NOT_SIGNED_ON: CodeEntry("05", "Do not honour: peer not signed on"),
     Outcome.INVALID_TRANSACTION: CodeEntry("12", "Invalid transaction"),
+    Outcome.TRANSACTION_REVERSED: CodeEntry("12", "Invalid transaction: reversed by the acquirer"),
     Outcome.INVALID_AMOUNT: CodeEntry("13", "Invalid amount"),
     Outcome.INVALID_BILLING_NUMBER: CodeEntry("14", "Invalid billing number"),
     Outcome.RECORD_NOT_FOUND: CodeEntry("25", "Record not found"),

@@ -58,6 +58,16 @@ S, E, A = State, Event, Action
     (Facts(S.REVERSED, reversal_requested=True), E.ADVICE_RECEIVED, S.REVERSED, ()),
     (Facts(S.REVERSING, advice_received=True), E.BILLER_REVERSED, S.EXCEPTION, ()),
     (Facts(S.REVERSING, advice_received=True, reversal_requested=True), E.BILLER_REVERSED, S.REVERSED, ()),
+    # Local rules bind advices too: acknowledged, never posted, a person refunds.
+    (Facts(S.RECEIVED), E.NOT_POSTED, S.DECLINED, ()),
+    (Facts(S.RECEIVED, advice_received=True), E.NOT_POSTED, S.EXCEPTION, ()),
+    (Facts(S.RECEIVED, advice_received=True, reversal_requested=True), E.NOT_POSTED, S.DECLINED, ()),
+    (Facts(S.RECEIVED, advice_received=True), E.ADVICE_ONLY, S.POSTING, (A.POST,)),
+    (Facts(S.RECEIVED, advice_received=True, breaks_local_rules=True), E.ADVICE_ONLY, S.EXCEPTION, ()),
+    (Facts(S.RECEIVED, advice_received=True, reversal_requested=True), E.ADVICE_ONLY, S.EXCEPTION, ()),
+    (Facts(S.RECEIVED, advice_received=True, breaks_local_rules=True), E.STALE, S.EXCEPTION, ()),
+    (Facts(S.RECEIVED, breaks_local_rules=True), E.STALE, S.DECLINED, ()),
+    (Facts(S.DECLINED, breaks_local_rules=True), E.ADVICE_RECEIVED, S.EXCEPTION, ()),
     # Final states stay final.
     (Facts(S.REVERSED), E.REVERSAL_RECEIVED, S.REVERSED, ()),
     (Facts(S.REVERSED), E.BILLER_CONFIRMED, S.REVERSED, ()),
@@ -82,8 +92,10 @@ def test_flags_are_noted_while_in_flight_without_state_change():
 @pytest.mark.parametrize("rev", [False, True])
 @pytest.mark.parametrize("adv", [False, True])
 @pytest.mark.parametrize("can_reverse", [False, True])
-def test_every_decision_is_an_allowed_transition(state, event, rev, adv, can_reverse):
-    facts = Facts(state, reversal_requested=rev, advice_received=adv, can_reverse=can_reverse)
+@pytest.mark.parametrize("breaks_rules", [False, True])
+def test_every_decision_is_an_allowed_transition(state, event, rev, adv, can_reverse, breaks_rules):
+    facts = Facts(state, reversal_requested=rev, advice_received=adv, can_reverse=can_reverse,
+                  breaks_local_rules=breaks_rules)
     decision = decide(facts, event)
     assert decision.state is state or decision.state in ALLOWED[state]
     # Money rule: a receipt is only ever queued together with CONFIRMED.
@@ -95,6 +107,8 @@ def test_every_decision_is_an_allowed_transition(state, event, rev, adv, can_rev
     # Posting again is only for advised payments (never blind re-posting).
     if Action.POST in decision.actions:
         assert decision.advice_received
+        # ... and never for a payment that breaks the service's own rules.
+        assert not breaks_rules
     # The gateway undoing a payment on its own never claims the switch asked.
     if not rev and event is not Event.REVERSAL_RECEIVED:
         assert not decision.reversal_requested
