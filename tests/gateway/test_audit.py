@@ -84,16 +84,17 @@ class World:
         self.reversed: dict[str, list[str]] = {}
 
     def txn(self, txn_id, state, *, kind="payment", amount=1000, biller="TEL", msisdn="962791234567",
-            masked_pan=MASKED_PAN, stan=None):
+            masked_pan=MASKED_PAN, stan=None, local_problem=None, currency="400", **flags):
         stan = stan or f"{next(self._stan):06d}"
+        service = "HOME" if biller == "WAT" else "MOBILE"  # each biller's service in CONFIG
         self.conn.execute(insert(transactions).values(
             id=txn_id, kind=kind, mti="0200", processing_code="500000" if kind == "payment" else "370000",
             acquirer_id="12345", forwarder_id=None, terminal_id="ATM00001", stan=stan,
             transmission_dt="1122103000", rrn=f"63270000{stan[-4:]}", fingerprint="f" * 64,
-            masked_pan=masked_pan, amount=amount if kind == "payment" else 0, currency="400", fee=0,
-            biller_code=biller, service_code="MOBILE", billing_number=SUBSCRIBER, bill_number=BILL,
+            masked_pan=masked_pan, amount=amount if kind == "payment" else 0, currency=currency, fee=0,
+            biller_code=biller, service_code=service, billing_number=SUBSCRIBER, bill_number=BILL,
             msisdn=msisdn if kind == "payment" else None, language="en", state=state,
-            created_at=NOW, updated_at=NOW))
+            local_problem=local_problem, created_at=NOW, updated_at=NOW, **flags))
         return txn_id
 
     def sms(self, payment_id, state, *, kind="receipt", attempts=1):
@@ -262,7 +263,50 @@ def sms_abandoned(w):
     w.post("p1")
 
 
+def reversal_missed_original(w):
+    """Recorded NOT_FOUND although the original was journaled: the race of
+    a 0420 with its 0200 that the key lock prevents."""
+    w.txn("p1", "CONFIRMED", msisdn=None, stan="000001")
+    w.post("p1")
+    w.reversal(None, "NOT_FOUND", orig_stan="000001")
+    w.txn("p2", "DECLINED", msisdn=None, stan="000002")
+    w.reversal(None, "NOT_FOUND", orig_stan="000002")
+
+
+def confirmed_after_reversal(w):
+    w.txn("p1", "CONFIRMED", msisdn=None, reversal_requested=True)
+    w.post("p1")
+    w.txn("p2", "CONFIRMED", msisdn=None, stan="000042")
+    w.post("p2")
+    w.reversal("p2", "ACKED", orig_stan="000042")
+
+
+def advised_declined(w):
+    """The switch debited the customer; the gateway declined on its own
+    rules and nobody was told: it must be an EXCEPTION, not DECLINED."""
+    w.txn("p1", "DECLINED", msisdn=None, advice_received=True, local_problem="invalid_amount")
+    w.txn("p2", "EXCEPTION", msisdn=None, advice_received=True, local_problem="invalid_amount")
+
+
+def posted_outside_rules(w):
+    w.txn("p1", "CONFIRMED", msisdn=None, local_problem="invalid_amount", amount=50)  # as journaled
+    w.post("p1", 50)
+    w.txn("p2", "CONFIRMED", msisdn=None, currency="978")  # the rules as configured: not the currency
+    w.post("p2")
+    w.txn("p3", "EXCEPTION", msisdn=None, local_problem="invalid_amount")  # refused, but the biller has it
+    w.post("p3")
+    w.txn("p4", "DECLINED", msisdn=None, local_problem="invalid_amount")  # declined, not held: fine
+
+
 @pytest.mark.parametrize("build, billers, expected", [
+    (reversal_missed_original, ("TEL",), {("reversal_missed_original", "p1"): 1,
+                                          ("reversal_missed_original", "p2"): 1,
+                                          ("confirmed_after_reversal", "p1"): 1}),
+    (confirmed_after_reversal, ("TEL",), {("confirmed_after_reversal", "p1"): 1,
+                                          ("confirmed_after_reversal", "p2"): 1}),
+    (advised_declined, ("TEL",), {("advised_not_held", "p1"): 1, ("exception", "p2"): 1}),
+    (posted_outside_rules, ("TEL",), {("posted_outside_rules", p): 1 for p in ("p1", "p2", "p3")}
+     | {("exception", "p3"): 1}),
     (posted_twice, ("TEL", "TEL2"), {("posted_twice", "p1"): 1}),
     (confirmed_missing, ("TEL",), {("confirmed_missing_at_biller", "p1"): 1,
                                    ("confirmed_missing_at_biller", "p2"): 1}),
@@ -476,7 +520,7 @@ def test_core_takes_plain_rows():
         [JournalRow("a", "payment", "CONFIRMED", 1000, "TEL", msisdn="9627")],
         {"TEL": [Posting("a", SUBSCRIBER, BILL, 1000, "TR1", False, "t")]},
         [SmsRow(1, "a", "receipt", "SENT")],
-        [ReversalRow(1, None, "NOT_FOUND", 500)],
+        [ReversalRow(1, None, "NOT_FOUND", 500, orig_terminal_id="ATM00009", orig_stan="000009")],
         [BillerOutboxRow(1, "a", "STATUS", "DONE", 1)],
     )
     assert report.exit_status == 0

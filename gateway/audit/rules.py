@@ -1,87 +1,52 @@
-"""``billgw audit``: the journal against the billers' ledgers and the SMS outbox.
+"""The audit's invariants, as pure functions: rows in, findings out.
 
-The gateway promises never to lose a payment, post it twice, or tell a
-customer "paid" when the biller has no record of it.  Each promise spans
-stores written at different moments by different parties -- our journal,
-each biller's own ledger, the SMS outbox -- so a crash, a timeout or a bug
-can break one without any single component noticing.  Only comparing the
-stores after the fact shows it; this module does that comparison and names
-every payment that breaks an invariant, so a person can act on it.
-
-Layers, so that the rules can be tested without databases or files:
-
-- plain dataclasses of what was read (:class:`JournalRow`, :class:`SmsRow`,
-  :class:`ReversalRow`, :class:`BillerOutboxRow`; ledgers are lists of the
-  simulator's :class:`Posting`, the auditor's view of a biller's ledger);
-- :func:`audit`, pure: rows in, :class:`AuditReport` out;
-- :func:`load_journal`, a thin blocking loader reading the journal's tables
-  in one read transaction (one consistent snapshot);
-- :data:`LEDGER_READERS`, one ledger reader per biller adapter kind;
-- :func:`render_text` / :func:`render_json` and :func:`run_command`, the CLI.
-
-The audit is an offline tool: it blocks, and needs no reactor.  Card data:
-the journal holds only the masked PAN, and every value shown is passed
-through the project's masking again, because output of an audit ends up in
-tickets and e-mails where a leaked card number would stay.
+Each ``_..._findings`` function checks one family of promises across the
+journal, the billers' ledgers and the SMS outbox; :func:`audit` runs them
+all.  No I/O here, so every rule is tested on rows built by hand.
 """
 from __future__ import annotations
 
-import json
-import os
 import re
-import sqlite3
-import sys
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence, TextIO
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from sqlalchemy import create_engine, event, select
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
-
-from billgw.billing_adapters.telecom_sim import Posting, read_ledger
+from billgw.billing_adapters.telecom_sim import Posting
 from billgw.iso8583.masking import mask_pan, mask_text
-from billgw.sms.outbox import OutboxKind, OutboxState, sms_outbox
+from billgw.sms.outbox import OutboxKind, OutboxState
 
-from .schema import biller_outbox, reversals, transactions
-from .states import UNSETTLED, State
-
-# --- categories ---------------------------------------------------------------
-
-POSTED_TWICE = "posted_twice"
-CONFIRMED_MISSING_AT_BILLER = "confirmed_missing_at_biller"
-AMOUNT_MISMATCH = "amount_mismatch"
-REVERSED_STILL_POSTED = "reversed_still_posted"
-UNKNOWN_POSTING = "unknown_posting"
-UNRESOLVED = "unresolved"
-EXCEPTION = "exception"
-SMS_FOR_UNCONFIRMED = "sms_for_unconfirmed"
-SMS_MISSING = "sms_missing"
-SMS_ABANDONED = "sms_abandoned"
-ADVISED_NOT_HELD = "advised_not_held"
-
-# Every category here breaks an invariant: any finding makes the exit status 1.
-# The order is the order of the summary (money first, then SMS).
-BROKEN_CATEGORIES = (
-    POSTED_TWICE,
-    CONFIRMED_MISSING_AT_BILLER,
+from ..states import UNSETTLED, State
+from .rows import (
     ADVISED_NOT_HELD,
     AMOUNT_MISMATCH,
-    REVERSED_STILL_POSTED,
-    UNKNOWN_POSTING,
-    UNRESOLVED,
+    BROKEN_CATEGORIES,
+    CONFIRMED_AFTER_REVERSAL,
+    CONFIRMED_MISSING_AT_BILLER,
     EXCEPTION,
+    NOT_AUDITED,
+    NOTE_CATEGORIES,
+    POSTED_OUTSIDE_RULES,
+    POSTED_TWICE,
+    REVERSAL_MISSED_ORIGINAL,
+    REVERSAL_NOT_FOUND,
+    REVERSED_STILL_POSTED,
+    SMS_ABANDONED,
     SMS_FOR_UNCONFIRMED,
     SMS_MISSING,
-    SMS_ABANDONED,
+    SMS_UNCERTAIN,
+    UNKNOWN_POSTING,
+    UNRESOLVED,
+    AuditReport,
+    BillerOutboxRow,
+    BillerTotals,
+    Finding,
+    JournalRow,
+    ReversalRow,
+    SmsRow,
 )
 
-# Informational: printed, never a reason for exit status 1.
-REVERSAL_NOT_FOUND = "reversal_not_found"
-NOT_AUDITED = "not_audited"
-# A receipt whose sender died mid-submit: maybe on the phone, never resent.
-SMS_UNCERTAIN = "sms_uncertain"
-NOTE_CATEGORIES = (REVERSAL_NOT_FOUND, NOT_AUDITED, SMS_UNCERTAIN)
+# A payment's rules as the configuration states them now: the broken rule's
+# name, or None (see :func:`billgw.gateway.rules.check_request`).
+RuleCheck = Callable[[JournalRow], "str | None"]
 
 # Payment states in which the gateway still owes the payment an outcome.
 UNSETTLED_STATES = frozenset(state.value for state in UNSETTLED)
@@ -99,154 +64,9 @@ _REVERSAL_NOT_FOUND = "NOT_FOUND"
 _REVERSAL_EXCEPTION = "EXCEPTION"
 _OUTBOX_PENDING = "PENDING"
 _OUTBOX_EXPIRED = "EXPIRED"
+# Payment states in which the biller holds, or is being asked to hold, it.
+_POSTED_OR_POSTING = frozenset({State.POSTING.value, State.IN_DOUBT.value, State.CONFIRMED.value})
 
-
-# --- what was read ------------------------------------------------------------
-
-@dataclass(frozen=True)
-class JournalRow:
-    """One ``transactions`` row, reduced to what the audit compares or shows."""
-
-    id: str
-    kind: str  # payment | inquiry
-    state: str
-    amount: int
-    biller_code: str | None
-    currency: str = ""
-    masked_pan: str | None = None
-    msisdn: str | None = None
-    acquirer_id: str = ""
-    terminal_id: str = ""
-    stan: str = ""
-    transmission_dt: str = ""
-    rrn: str = ""
-    biller_receipt: str | None = None
-    advice_received: bool = False  # the switch said it debited the customer (0220)
-    reversal_requested: bool = False  # the switch reversed it (0420)
-
-    @property
-    def acquirer_keys(self) -> tuple[str, str, str, str]:
-        return (self.acquirer_id, self.terminal_id, self.stan, self.transmission_dt)
-
-
-@dataclass(frozen=True)
-class SmsRow:
-    """One ``sms_outbox`` row (no text, no MSISDN: the audit needs neither)."""
-
-    id: int
-    payment_id: str
-    kind: str  # receipt | reversal_notice
-    state: str
-    attempts: int = 0
-
-
-@dataclass(frozen=True)
-class ReversalRow:
-    """One ``reversals`` row; ``transaction_id`` is None when the original was never seen."""
-
-    id: int
-    transaction_id: str | None
-    state: str
-    amount: int
-    orig_acquirer_id: str = ""
-    orig_terminal_id: str = ""
-    orig_stan: str = ""
-    orig_transmission_dt: str = ""
-    currency: str | None = None
-
-
-@dataclass(frozen=True)
-class BillerOutboxRow:
-    """One ``biller_outbox`` row: work the gateway still owes (or gave up on) a biller."""
-
-    id: int
-    transaction_id: str
-    action: str  # POST | STATUS | REVERSE
-    state: str  # PENDING | DONE | EXPIRED
-    attempts: int = 0
-    last_error: str | None = None
-
-
-@dataclass(frozen=True)
-class JournalSnapshot:
-    """The journal's tables as read in one transaction."""
-
-    transactions: tuple[JournalRow, ...]
-    sms: tuple[SmsRow, ...]
-    reversals: tuple[ReversalRow, ...]
-    biller_outbox: tuple[BillerOutboxRow, ...]
-
-
-# --- what was found -----------------------------------------------------------
-
-@dataclass(frozen=True)
-class Finding:
-    """One broken invariant (or one note), for a person and for a machine.
-
-    ``details`` hold masked values only; ``message`` is a whole sentence.
-    """
-
-    category: str
-    payment_id: str | None
-    message: str
-    biller_code: str | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"category": self.category, "payment_id": self.payment_id,
-                "biller_code": self.biller_code, "message": self.message, "details": dict(self.details)}
-
-
-@dataclass(frozen=True)
-class BillerTotals:
-    """Confirmed money per biller as the journal and (when audited) the ledger see it."""
-
-    biller_code: str
-    audited: bool
-    journal_confirmed_count: int = 0
-    journal_confirmed_amount: int = 0
-    ledger_posted_count: int | None = None
-    ledger_posted_amount: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"audited": self.audited,
-                "journal_confirmed_count": self.journal_confirmed_count,
-                "journal_confirmed_amount": self.journal_confirmed_amount,
-                "ledger_posted_count": self.ledger_posted_count,
-                "ledger_posted_amount": self.ledger_posted_amount}
-
-
-@dataclass(frozen=True)
-class AuditReport:
-    findings: tuple[Finding, ...]
-    notes: tuple[Finding, ...]
-    counts: Mapping[str, Mapping[str, int]]  # "payment", "reversal", "sms_receipt"... -> state -> n
-    billers: Mapping[str, BillerTotals]
-
-    @property
-    def broken(self) -> bool:
-        return bool(self.findings)
-
-    @property
-    def exit_status(self) -> int:
-        return 1 if self.broken else 0
-
-    def category_counts(self) -> dict[str, int]:
-        counts = Counter(f.category for f in self.findings)
-        return {category: counts.get(category, 0) for category in BROKEN_CATEGORIES}
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": not self.broken,
-            "categories": self.category_counts(),
-            "findings": [f.as_dict() for f in self.findings],
-            "notes": [n.as_dict() for n in self.notes],
-            "counts": {name: dict(states) for name, states in self.counts.items()},
-            "billers": {code: totals.as_dict() for code, totals in self.billers.items()},
-        }
-
-
-# --- the rules (pure) ---------------------------------------------------------
 
 def _payment_details(row: JournalRow) -> dict[str, Any]:
     return {"kind": row.kind, "state": row.state, "amount": row.amount, "currency": row.currency,
@@ -424,14 +244,32 @@ def _outbox_findings(journal: Mapping[str, JournalRow], outbox_rows: Iterable[Bi
 def _reversal_findings(journal: Mapping[str, JournalRow],
                        reversal_rows: Iterable[ReversalRow]) -> tuple[list[Finding], list[Finding]]:
     """(findings, notes): a reversal in EXCEPTION needs a person; one whose
-    original never reached us (NOT_FOUND) is expected and only noted."""
+    original never reached us (NOT_FOUND) is expected and only noted -- but
+    a NOT_FOUND whose original IS in the journal means the two were
+    journaled blind to each other; and a payment the switch reversed must
+    never stay CONFIRMED."""
     findings, notes = [], []
+    by_keys = {row.acquirer_keys: row for row in journal.values()}
+    reversed_ids = set()
     for rev in reversal_rows:
         extra = {"reversal_id": rev.id, "reversal_state": rev.state, "reversal_amount": rev.amount,
                  "orig_acquirer_id": rev.orig_acquirer_id, "orig_terminal_id": rev.orig_terminal_id,
                  "orig_stan": rev.orig_stan, "orig_transmission_dt": rev.orig_transmission_dt}
         row = journal.get(rev.transaction_id) if rev.transaction_id else None
+        if row is not None:
+            reversed_ids.add(row.id)
         if rev.state == _REVERSAL_NOT_FOUND:
+            original = by_keys.get((rev.orig_acquirer_id, rev.orig_terminal_id, rev.orig_stan,
+                                    rev.orig_transmission_dt))
+            if original is not None:
+                reversed_ids.add(original.id)
+                findings.append(_finding(
+                    REVERSAL_MISSED_ORIGINAL, original, original.id,
+                    f"Reversal {rev.id} of {rev.amount} was recorded NOT_FOUND and acknowledged, but "
+                    f"its original {original.id} (terminal {rev.orig_terminal_id}, STAN "
+                    f"{rev.orig_stan}) is in the journal as {original.state}: the switch refunded the "
+                    "customer for a payment the gateway may have posted.", **extra))
+                continue
             notes.append(_finding(
                 REVERSAL_NOT_FOUND, row, rev.transaction_id,
                 f"Reversal {rev.id} of {rev.amount} names an original (terminal "
@@ -443,7 +281,39 @@ def _reversal_findings(journal: Mapping[str, JournalRow],
                 EXCEPTION, row, rev.transaction_id,
                 f"Reversal {rev.id} of {rev.amount} is in EXCEPTION (the biller could not undo "
                 "the payment): the customer may be owed a manual refund.", **extra))
+    for row in journal.values():
+        if row.state == State.CONFIRMED.value and (row.reversal_requested or row.id in reversed_ids):
+            findings.append(_finding(
+                CONFIRMED_AFTER_REVERSAL, row, row.id,
+                f"Payment {row.id} is CONFIRMED although the switch's reversal of it was "
+                "acknowledged: the customer was refunded and the biller keeps the money."))
     return findings, notes
+
+
+def _rules_findings(journal: Mapping[str, JournalRow], ledgers: Mapping[str, Sequence[Posting]],
+                    check: RuleCheck | None) -> list[Finding]:
+    """A payment that breaks its service's local rules must never be posted:
+    not by the in-line path, not by an advice.  The rule the gateway found
+    broken when it journaled the payment is trusted first; ``check`` also
+    applies the rules as configured now, which catches what let it by."""
+    held_at_biller = {p.payment_id for postings in ledgers.values() for p in postings if not p.reversed}
+    findings = []
+    for row in journal.values():
+        if row.kind != "payment":
+            continue
+        held = row.state in _POSTED_OR_POSTING or row.id in held_at_biller
+        if not held:
+            continue
+        problem = row.local_problem or (check(row) if check is not None else None)
+        if problem is None:
+            continue
+        findings.append(_finding(
+            POSTED_OUTSIDE_RULES, row, row.id,
+            f"Payment {row.id} breaks the rules of service {row.biller_code}/{row.service_code} "
+            f"({problem}), yet it is {row.state}"
+            + (" and held by the biller" if row.id in held_at_biller else "")
+            + ": the gateway declines such a payment and never posts it.", rule=problem))
+    return findings
 
 
 def _sms_findings(journal: Mapping[str, JournalRow], sms_rows: Iterable[SmsRow]) -> list[Finding]:
@@ -569,10 +439,11 @@ def _totals_and_unaudited(journal_rows: Sequence[JournalRow], ledgers: Mapping[s
 
 def audit(journal_rows: Sequence[JournalRow], ledgers: Mapping[str, Sequence[Posting]],
           sms_rows: Sequence[SmsRow], reversal_rows: Sequence[ReversalRow],
-          outbox_rows: Sequence[BillerOutboxRow]) -> AuditReport:
+          outbox_rows: Sequence[BillerOutboxRow], *, rules: RuleCheck | None = None) -> AuditReport:
     """Every broken invariant across the journal, the ledgers given and the
     SMS outbox.  ``ledgers`` maps a biller code to that biller's postings;
     billers without an entry are only checked on the gateway's side.
+    ``rules`` re-checks a payment against its service's configured rules.
 
     Pure: no I/O, so the rules are tested on plain rows.  Findings come out
     grouped by category (in :data:`BROKEN_CATEGORIES` order), then by payment.
@@ -583,6 +454,7 @@ def audit(journal_rows: Sequence[JournalRow], ledgers: Mapping[str, Sequence[Pos
     findings = _duplicate_keys(journal_rows)
     findings += _ledger_findings(journal, ledgers)
     findings += _state_findings(journal)
+    findings += _rules_findings(journal, ledgers, rules)
     findings += _outbox_findings(journal, outbox_rows)
     reversal_findings, notes = _reversal_findings(journal, reversal_rows)
     findings += reversal_findings
@@ -598,228 +470,3 @@ def audit(journal_rows: Sequence[JournalRow], ledgers: Mapping[str, Sequence[Pos
         counts=_counts(journal_rows, sms_rows, reversal_rows, outbox_rows),
         billers=totals,
     )
-
-
-# --- reading the stores (blocking) --------------------------------------------
-
-def make_audit_engine(url: str) -> Engine:
-    """An engine for reading the journal while the gateway runs.
-
-    SQLite: a plain deferred ``BEGIN`` is a consistent read snapshot under
-    WAL without taking the write lock (the gateway's own engine begins with
-    ``BEGIN IMMEDIATE``, which would stall its writers for the whole read),
-    and ``query_only`` guarantees the audit never writes.  PostgreSQL gets
-    its snapshot from :func:`load_journal`'s REPEATABLE READ transaction.
-    """
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn, _record):
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA query_only = ON")
-            cursor.execute("PRAGMA busy_timeout = 30000")
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn):
-            conn.exec_driver_sql("BEGIN")
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
-def load_journal(engine: Engine) -> JournalSnapshot:
-    """Read the four tables in one read transaction, so that a payment, its
-    SMS rows and its outbox items are seen as of the same moment (otherwise
-    a payment confirmed between two SELECTs would look like a broken one).
-
-    Read the journal *before* the ledgers: the gateway confirms only after
-    the biller posted, so a payment CONFIRMED in the snapshot is already in
-    a ledger read later.  One race remains: a payment reversed between the
-    two reads looks CONFIRMED here and reversed at the biller, so a
-    ``confirmed_missing_at_biller`` on a busy system is worth a second run.
-    """
-    with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-        with conn.begin():
-            t = transactions
-            txns = tuple(
-                JournalRow(id=r.id, kind=r.kind, state=r.state, amount=r.amount, biller_code=r.biller_code,
-                           currency=r.currency, masked_pan=r.masked_pan, msisdn=r.msisdn,
-                           acquirer_id=r.acquirer_id, terminal_id=r.terminal_id, stan=r.stan,
-                           transmission_dt=r.transmission_dt, rrn=r.rrn, biller_receipt=r.biller_receipt,
-                           advice_received=bool(r.advice_received),
-                           reversal_requested=bool(r.reversal_requested))
-                for r in conn.execute(select(
-                    t.c.id, t.c.kind, t.c.state, t.c.amount, t.c.biller_code, t.c.currency, t.c.masked_pan,
-                    t.c.msisdn, t.c.acquirer_id, t.c.terminal_id, t.c.stan, t.c.transmission_dt, t.c.rrn,
-                    t.c.biller_receipt, t.c.advice_received, t.c.reversal_requested)
-                    .order_by(t.c.created_at, t.c.id)))
-            s = sms_outbox
-            sms = tuple(
-                SmsRow(id=r.id, payment_id=r.payment_id, kind=r.kind, state=r.state, attempts=r.attempts)
-                for r in conn.execute(select(s.c.id, s.c.payment_id, s.c.kind, s.c.state, s.c.attempts)
-                                      .order_by(s.c.id)))
-            rv = reversals
-            revs = tuple(
-                ReversalRow(id=r.id, transaction_id=r.transaction_id, state=r.state, amount=r.amount,
-                            orig_acquirer_id=r.orig_acquirer_id, orig_terminal_id=r.orig_terminal_id,
-                            orig_stan=r.orig_stan, orig_transmission_dt=r.orig_transmission_dt,
-                            currency=r.currency)
-                for r in conn.execute(select(
-                    rv.c.id, rv.c.transaction_id, rv.c.state, rv.c.amount, rv.c.orig_acquirer_id,
-                    rv.c.orig_terminal_id, rv.c.orig_stan, rv.c.orig_transmission_dt, rv.c.currency)
-                    .order_by(rv.c.id)))
-            b = biller_outbox
-            items = tuple(
-                BillerOutboxRow(id=r.id, transaction_id=r.transaction_id, action=r.action, state=r.state,
-                                attempts=r.attempts, last_error=r.last_error)
-                for r in conn.execute(select(b.c.id, b.c.transaction_id, b.c.action, b.c.state,
-                                             b.c.attempts, b.c.last_error).order_by(b.c.id)))
-    return JournalSnapshot(txns, sms, revs, items)
-
-
-LedgerReader = Callable[[str], list[Posting]]
-
-# Keyed by the biller's adapter kind (``billers.<CODE>.adapter`` in the
-# configuration).  A new biller kind adds its reader here, returning the
-# same Posting records, and ``billgw audit`` compares it with no other change.
-LEDGER_READERS: dict[str, LedgerReader] = {
-    "telecom_soap": read_ledger,
-}
-
-
-# --- output -------------------------------------------------------------------
-
-def _detail_text(details: Mapping[str, Any]) -> str:
-    return " ".join(f"{key}={value}" for key, value in details.items() if value not in (None, ""))
-
-
-def _finding_line(finding: Finding, width: int) -> str:
-    return (f"  {finding.category:<{width}}  {finding.payment_id or '-'}  {finding.biller_code or '-'}  "
-            f"{finding.message}  [{_detail_text(finding.details)}]")
-
-
-def render_text(report: AuditReport) -> str:
-    """For a person: the verdict, a line per category, a line per finding,
-    then the informational part (notes, totals, states)."""
-    lines = []
-    if report.broken:
-        lines.append(f"billgw audit: BROKEN -- {len(report.findings)} finding(s)")
-    else:
-        lines.append("billgw audit: OK -- no invariant broken")
-    width = max(len(c) for c in BROKEN_CATEGORIES + NOTE_CATEGORIES)
-    for category, count in report.category_counts().items():
-        lines.append(f"  {category:<{width}}  {count}")
-    if report.findings:
-        lines.append("")
-        lines.append("findings:")
-        lines.extend(_finding_line(f, width) for f in report.findings)
-    lines.append("")
-    lines.append("information (not broken):")
-    lines.extend(_finding_line(n, width) for n in report.notes)
-    for code, totals in report.billers.items():
-        journal_part = (f"journal confirmed {totals.journal_confirmed_count} payment(s), "
-                        f"{totals.journal_confirmed_amount} minor units")
-        if totals.audited:
-            ledger_part = (f"ledger posted {totals.ledger_posted_count} payment(s), "
-                           f"{totals.ledger_posted_amount} minor units")
-        else:
-            ledger_part = "ledger not audited"
-        lines.append(f"  totals {code}: {journal_part}; {ledger_part}")
-    for name, states in report.counts.items():
-        lines.append(f"  states {name}: " + ", ".join(f"{state} {n}" for state, n in states.items()))
-    return "\n".join(lines) + "\n"
-
-
-def render_json(report: AuditReport) -> str:
-    return json.dumps(report.as_dict(), indent=2, ensure_ascii=False) + "\n"
-
-
-# --- the command --------------------------------------------------------------
-
-class AuditUsageError(ValueError):
-    """The command line or the files it names cannot be used (exit status 2)."""
-
-
-def parse_ledger_args(values: Sequence[str], settings) -> dict[str, tuple[str, LedgerReader]]:
-    """``CODE=PATH`` arguments -> {biller code: (path, reader)}, checked
-    against the configuration before anything is read."""
-    chosen: dict[str, tuple[str, LedgerReader]] = {}
-    for value in values:
-        code, sep, path = value.partition("=")
-        code, path = code.strip(), path.strip()
-        if not sep or not code or not path:
-            raise AuditUsageError(f"--ledger {value!r}: expected CODE=PATH, e.g. TEL=var/telecom-sim.sqlite")
-        if code not in settings.billers:
-            known = ", ".join(sorted(settings.billers)) or "none"
-            raise AuditUsageError(f"--ledger {code}: no biller {code} in {settings.source} (billers: {known})")
-        if code in chosen:
-            raise AuditUsageError(f"--ledger {code}: given twice")
-        kind = settings.billers[code].adapter
-        reader = LEDGER_READERS.get(kind)
-        if reader is None:
-            raise AuditUsageError(f"--ledger {code}: no ledger reader for adapter kind {kind!r} "
-                                  f"(readers: {', '.join(sorted(LEDGER_READERS))})")
-        if not os.path.isfile(path):
-            raise AuditUsageError(f"--ledger {code}: no ledger file at {path}")
-        chosen[code] = (path, reader)
-    if not chosen:
-        raise AuditUsageError("give at least one --ledger CODE=PATH")
-    return chosen
-
-
-def _first_line(exc: BaseException) -> str:
-    cause = getattr(exc, "orig", None) or exc
-    text = str(cause).strip().splitlines()
-    return _mask_foreign(f"{type(cause).__name__}: {text[0] if text else ''}")
-
-
-def run_command(settings, ledger_args: Sequence[str], *, as_json: bool = False,
-                out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """``billgw audit``: returns the exit status (0 clean, 1 broken, 2 usage).
-
-    The journal is read before the ledgers (see :func:`load_journal`).
-    """
-    out = out or sys.stdout
-    err = err or sys.stderr
-    try:
-        chosen = parse_ledger_args(ledger_args, settings)
-        engine = make_audit_engine(settings.database.url)
-        shown_url = engine.url.render_as_string(hide_password=True)
-        try:
-            database = engine.url.database
-            if engine.url.get_backend_name() == "sqlite" and database not in (None, "", ":memory:") \
-                    and not os.path.isfile(database):
-                raise AuditUsageError(f"journal database {database} does not exist (database.url in "
-                                      f"{settings.source})")
-            try:
-                snapshot = load_journal(engine)
-            except SQLAlchemyError as exc:
-                raise AuditUsageError(f"cannot read the journal at {shown_url} ({_first_line(exc)}); "
-                                      "is its schema up to date (billgw db upgrade)?") from None
-        finally:
-            engine.dispose()
-        ledgers = {}
-        for code, (path, reader) in chosen.items():
-            try:
-                ledgers[code] = reader(path)
-            except (sqlite3.Error, OSError) as exc:
-                raise AuditUsageError(f"--ledger {code}: cannot read ledger {path} ({_first_line(exc)})") from None
-    except AuditUsageError as exc:
-        print(f"billgw audit: {exc}", file=err)
-        return 2
-    report = audit(snapshot.transactions, ledgers, snapshot.sms, snapshot.reversals, snapshot.biller_outbox)
-    out.write(render_json(report) if as_json else render_text(report))
-    out.flush()
-    return report.exit_status
-
-
-__all__ = [
-    "AuditReport", "AuditUsageError", "BROKEN_CATEGORIES", "BillerOutboxRow", "BillerTotals", "Finding",
-    "JournalRow", "JournalSnapshot", "LEDGER_READERS", "NOTE_CATEGORIES", "ReversalRow", "SmsRow", "audit",
-    "load_journal", "make_audit_engine", "parse_ledger_args", "render_json", "render_text", "run_command",
-]
