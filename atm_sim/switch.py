@@ -21,6 +21,15 @@ biller's ledger:
   in (96, 91...) is not an acknowledgement: the repeats go on;
 - customer cancel (``cancel_rate``): an 0420 (F39 = 17) for an approved
   payment, repeated until 0430; the approval is then not kept;
+- pipelined reversal (``pipelined_reversal_rate``): the 0420 (F39 = 17) is
+  written on the same link right behind its 0200, before any answer -- the
+  two are in flight together at the gateway; the payment is not kept;
+- advice outside the rules (``rule_breaking_advice_rate``): a stand-in
+  advice for an amount the gateway's service rules refuse
+  (``rule_breaking_amount``, below the minimum): the switch debited the
+  customer, and the gateway must acknowledge it and hand it to a person,
+  never post it.  The report marks these by their role, so a checker knows
+  the biller must NOT hold them;
 - exact duplicates (``duplicate_rate``): the same 0200 bytes sent again,
   while the first is outstanding or after its answer; an answer to a
   duplicate is the same payment, counted once by its keys.
@@ -122,6 +131,9 @@ class SwitchPlan:
     advice_rate: float = 0.05
     cancel_rate: float = 0.05
     advice_without_0200_rate: float = 0.3  # of the advices: stand-in without any 0200 reaching the gateway
+    pipelined_reversal_rate: float = 0.0
+    rule_breaking_advice_rate: float = 0.0
+    rule_breaking_amount: int = 50  # minor units: below the packaged services' 0.100 JOD minimum
     seed: int = 0
     answer_timeout: float = 8.0  # the switch's own wait for an 0210
     repeat_interval: float = 3.0  # between 0421s / 0221s
@@ -141,11 +153,15 @@ class SwitchPlan:
             raise ValueError("at least one subscriber is needed")
         if not 0 < self.amount_min <= self.amount_max:
             raise ValueError("amounts must satisfy 0 < amount_min <= amount_max")
-        for name in ("duplicate_rate", "advice_rate", "cancel_rate", "arabic_rate", "advice_without_0200_rate"):
+        for name in ("duplicate_rate", "advice_rate", "cancel_rate", "arabic_rate", "advice_without_0200_rate",
+                     "pipelined_reversal_rate", "rule_breaking_advice_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
-        if self.advice_rate + self.cancel_rate > 1.0:
-            raise ValueError("advice_rate + cancel_rate must not exceed 1 (a payment is one or the other)")
+        if sum(rate for _, rate in self.role_rates()) > 1.0:
+            raise ValueError("advice_rate + cancel_rate + pipelined_reversal_rate + rule_breaking_advice_rate "
+                             "must not exceed 1 (a payment has one role)")
+        if self.rule_breaking_amount < 1:
+            raise ValueError("rule_breaking_amount must be positive")
         for name in ("answer_timeout", "repeat_interval", "connect_wait", "sign_on_timeout",
                      "reconnect_max_delay", "max_duration", "rate"):
             if not getattr(self, name) > 0:
@@ -154,6 +170,23 @@ class SwitchPlan:
             raise ValueError("concurrency must be 1..10000 and connections 1..64")
         if not 1 <= self.terminals <= 99_999 or not 1 <= self.max_repeats <= 10_000:
             raise ValueError("terminals must be 1..99999 and max_repeats 1..10000")
+
+
+    def role_rates(self) -> tuple[tuple[str, float], ...]:
+        """Each special role and its share; the rest are plain payments.
+        The order is fixed: a plan that leaves the newer roles at 0 draws
+        exactly the payments it drew before they existed."""
+        return ((ROLE_ADVICE, self.advice_rate), (ROLE_CANCEL, self.cancel_rate),
+                (ROLE_PIPELINED_REVERSAL, self.pipelined_reversal_rate),
+                (ROLE_RULE_BREAKING_ADVICE, self.rule_breaking_advice_rate))
+
+
+ROLE_PLAIN = "plain"
+ROLE_ADVICE = "advice"
+ROLE_CANCEL = "cancel"
+ROLE_PIPELINED_REVERSAL = "pipelined_reversal"
+ROLE_RULE_BREAKING_ADVICE = "advice_outside_rules"
+ADVICE_ROLES = frozenset({ROLE_ADVICE, ROLE_RULE_BREAKING_ADVICE})
 
 
 @dataclass(frozen=True)
@@ -166,7 +199,7 @@ class PlannedPayment:
     terminal_id: str
     language: str
     msisdn: str | None
-    role: str  # "plain" | "advice" | "cancel"
+    role: str  # one of the ROLE_* names
     duplicate: str | None  # None | "outstanding" | "after"
     duplicate_delay: float  # seconds after the 0200, when "outstanding"
     advice_without_0200: bool  # stand-in while the link was down: only the 0220 goes out
@@ -185,8 +218,14 @@ def plan_payments(plan: SwitchPlan) -> list[PlannedPayment]:
         terminal_id = f"ATM{rng.randrange(plan.terminals) + 1:05d}"
         language = "ar" if rng.random() < plan.arabic_rate else "en"
         draw = rng.random()
-        role = "advice" if draw < plan.advice_rate else (
-            "cancel" if draw < plan.advice_rate + plan.cancel_rate else "plain")
+        role, threshold = ROLE_PLAIN, 0.0
+        for name, rate in plan.role_rates():
+            threshold += rate
+            if draw < threshold:
+                role = name
+                break
+        if role == ROLE_RULE_BREAKING_ADVICE:
+            amount = plan.rule_breaking_amount
         duplicate = None
         if rng.random() < plan.duplicate_rate:
             duplicate = rng.choice(("outstanding", "after"))
@@ -492,12 +531,17 @@ class _SwitchFactory(Factory):
 class Switch:
     """The run: connections, routing of answers, and one task per payment."""
 
-    def __init__(self, reactor, host: str, port: int, plan: SwitchPlan, *, clock=None, log=None):
+    def __init__(self, reactor, host: str, port: int, plan: SwitchPlan, *, clock=None, log=None,
+                 on_payment_started: Callable[[int], None] | None = None):
         if not _is_loopback(host):
             raise ValueError(f"the load generator only talks to loopback addresses, not {host!r}")
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.plan = plan
+        # Told the index of each payment as it starts: lets a test act at a
+        # point of the load (kill the gateway after the 30th payment...)
+        # instead of at a wall-clock moment the load may already have passed.
+        self._on_payment_started = on_payment_started or (lambda index: None)
         self.log = (log if log is not None else structlog.get_logger()).bind(component="switch")
         self.terminal = Terminal(acquirer_id=plan.acquirer_id)
         self.sent: Counter[str] = Counter()
@@ -662,6 +706,7 @@ class Switch:
             task = Deferred.fromCoroutine(self._payment(run))
             task.addBoth(lambda result: semaphore.release())
             tasks.append(task)
+            self._on_payment_started(run.planned.index)
         await gatherResults(tasks)
 
     async def _payment(self, run: PaymentRun) -> None:
@@ -686,21 +731,26 @@ class Switch:
         self._routes[("0210", run.stan, run.transmission_datetime)] = (
             lambda message: self._on_0210(run, answer, message))
 
-        if p.role == "advice" and p.advice_without_0200:
+        if p.role in ADVICE_ROLES and p.advice_without_0200:
             await self._advise(run)
             return
-        if not await self._send("0200", run.fields, self.plan.connect_wait):
-            if p.role == "advice":  # stand-in precisely because the link is down
+        link = await self.connection(self.plan.connect_wait)
+        if link is None:
+            if p.role in ADVICE_ROLES:  # stand-in precisely because the link is down
                 await self._advise(run)
             else:
                 run.state = "not_sent"
             return
+        link.send("0200", run.fields)
         run.sends_0200 += 1
         run.sent_at = self.now()
         run.state = "waiting"
+        if p.role == ROLE_PIPELINED_REVERSAL:
+            await self._reverse(run, REASON_CUSTOMER_CANCEL, link=link)
+            return
         if p.duplicate == "outstanding":
             self._duplicate_later(run, p.duplicate_delay)
-        if p.role == "advice":
+        if p.role in ADVICE_ROLES:
             await self.sleep(p.advice_delay)
             await self._advise(run)
             return
@@ -716,7 +766,7 @@ class Switch:
         # whether the gateway answered them as it answered the original.
         for latch in list(run.duplicate_latches):
             await latch.wait(self.plan.answer_timeout)
-        if run.state == "approved" and p.role == "cancel":
+        if run.state == "approved" and p.role == ROLE_CANCEL:
             await self.sleep(p.cancel_delay)
             await self._reverse(run, REASON_CUSTOMER_CANCEL)
 
@@ -737,7 +787,9 @@ class Switch:
                 run.state = "declined"
             answer.set(message)
             return
-        if run.reversal is not None and run.reversal.reason == REASON_LATE:
+        if run.reversal is not None and (run.reversal.reason == REASON_LATE or run.response_code is None):
+            # The 0210 came after the switch had reversed (timed out, or
+            # reversed before any answer): it decides nothing.
             run.late_answers += 1
             if code == "00":
                 run.late_approvals += 1
@@ -778,8 +830,10 @@ class Switch:
         else:
             run.duplicate_latches.remove(latch)
 
-    async def _reverse(self, run: PaymentRun, reason: str) -> None:
-        """0420, then 0421 with the same F11/F7 until an 0430 (bounded)."""
+    async def _reverse(self, run: PaymentRun, reason: str, *, link: SwitchProtocol | None = None) -> None:
+        """0420, then 0421 with the same F11/F7 until an 0430 (bounded);
+        ``link``: write the 0420 on that connection (pipelined behind its
+        0200), the repeats on any."""
         stan, f7 = self.next_stan(), self.f7()
         run.reversal = _Exchange(mti="0420", stan=stan, transmission_datetime=f7, reason=reason)
         run.state = "reversing"
@@ -800,7 +854,7 @@ class Switch:
         }
         if self.plan.forwarder_id:
             fields["33"] = self.plan.forwarder_id
-        await self._until_acknowledged(run.reversal, "0420", "0421", "0430", fields, run)
+        await self._until_acknowledged(run.reversal, "0420", "0421", "0430", fields, run, first_link=link)
 
     async def _advise(self, run: PaymentRun) -> None:
         """0220 with the 0200's fields and keys (plus the switch's reason in
@@ -811,7 +865,8 @@ class Switch:
         await self._until_acknowledged(run.advice, "0220", "0221", "0230", {**run.fields, "39": REASON_LATE}, run)
 
     async def _until_acknowledged(self, exchange: _Exchange, first_mti: str, repeat_mti: str, answer_mti: str,
-                                  fields: dict[str, str], run: PaymentRun) -> None:
+                                  fields: dict[str, str], run: PaymentRun,
+                                  first_link: SwitchProtocol | None = None) -> None:
         """Send, then repeat every ``repeat_interval`` (bounded) until an
         answer with a final code: 00, or 94/30 which no repeat can change.
         Any other code (96 system malfunction, 91...) means the gateway did
@@ -840,7 +895,12 @@ class Switch:
                 break
             current["latch"] = latch = _Latch(self.clock)
             mti = first_mti if exchange.sends == 0 else repeat_mti
-            if await self._send(mti, fields, self.plan.repeat_interval):
+            if exchange.sends == 0 and first_link is not None and first_link.ready:
+                first_link.send(mti, fields)
+                sent = True
+            else:
+                sent = await self._send(mti, fields, self.plan.repeat_interval)
+            if sent:
                 exchange.sends += 1
                 answer = await latch.wait(self.plan.repeat_interval)
                 if exchange.acknowledged:
@@ -851,9 +911,11 @@ class Switch:
                          sends=exchange.sends, last_code=exchange.response_code)
 
 
-def run_switch(reactor, host: str, port: int, plan: SwitchPlan, *, clock=None, log=None) -> Deferred:
+def run_switch(reactor, host: str, port: int, plan: SwitchPlan, *, clock=None, log=None,
+               on_payment_started: Callable[[int], None] | None = None) -> Deferred:
     """Play the bank switch against the gateway at ``host:port`` (loopback
     only); fires with the :class:`SwitchReport` once every payment is
-    settled from the switch's side or the plan's bounds have run out."""
-    switch = Switch(reactor, host, port, plan, clock=clock, log=log)
+    settled from the switch's side or the plan's bounds have run out.
+    ``on_payment_started`` is called with each payment's index as it starts."""
+    switch = Switch(reactor, host, port, plan, clock=clock, log=log, on_payment_started=on_payment_started)
     return Deferred.fromCoroutine(switch.run())

@@ -22,6 +22,8 @@ from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 
+from billgw.atm_sim.switch import ROLE_RULE_BREAKING_ADVICE
+
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 UNRESOLVED_STATES = ("RECEIVED", "POSTING", "IN_DOUBT", "REVERSING")
@@ -254,12 +256,19 @@ def describe(payment: dict) -> str:
             f"{payment['payment_reference']})")
 
 
+def owed_to_biller(payment: dict) -> bool:
+    """The switch kept the customer's money for the biller -- unless it was
+    an advice outside the service's rules, which the gateway must refuse
+    (an EXCEPTION for a person to refund), never post."""
+    return payment["view"] == "kept" and payment["role"] != ROLE_RULE_BREAKING_ADVICE
+
+
 def check_ledger(report, postings) -> list[str]:
     """(a) The biller holds exactly the switch's kept payments."""
     problems = []
     live = [p for p in postings if not p.reversed]
     by_id = {p.payment_id: p for p in postings}
-    kept = [p for p in report.payments if p["view"] == "kept"]
+    kept = [p for p in report.payments if owed_to_biller(p)]
     for payment in kept:
         ref = payment["payment_reference"]
         if ref is None:
@@ -273,10 +282,10 @@ def check_ledger(report, postings) -> list[str]:
             problems.append(f"kept {describe(payment)}: the biller posted {posting.amount} to {posting.subscriber}")
     for payment in report.payments:
         ref = payment["payment_reference"]
-        if payment["view"] != "kept" and ref in by_id and not by_id[ref].reversed:
+        if not owed_to_biller(payment) and ref in by_id and not by_id[ref].reversed:
             problems.append(f"{payment['view']} {describe(payment)}: the biller still holds posting {ref}")
     kept_refs = {p["payment_reference"] for p in kept}
-    other_refs = {p["payment_reference"] for p in report.payments if p["view"] != "kept"}
+    other_refs = {p["payment_reference"] for p in report.payments if not owed_to_biller(p)}
     unknown = [p for p in live if p.payment_id not in kept_refs | other_refs]
     anonymous_kept = [p for p in kept if p["payment_reference"] is None]
     if len(unknown) > len(anonymous_kept):
@@ -288,12 +297,53 @@ def check_ledger(report, postings) -> list[str]:
     ledger_sums: Counter[str] = Counter()
     for p in live:
         ledger_sums[p.subscriber] += p.amount
-    switch_sums = report.kept_by_subscriber
+    switch_sums: Counter[str] = Counter()
+    for payment in kept:
+        switch_sums[payment["subscriber"]] += payment["amount"]
     for subscriber in sorted(set(ledger_sums) | set(switch_sums)):
         if ledger_sums.get(subscriber, 0) != switch_sums.get(subscriber, 0):
             problems.append(f"subscriber {subscriber}: the biller holds {ledger_sums.get(subscriber, 0)}, "
                             f"the switch kept {switch_sums.get(subscriber, 0)}")
     return problems
+
+
+def switch_keys(payment: dict) -> tuple[str, str, str]:
+    keys = payment["keys"]
+    return (keys["terminal_id"], keys["stan"], keys["transmission_datetime"])
+
+
+def check_audit(audit: dict, report, journal_keys: dict[str, tuple[str, str, str]]) -> list[str]:
+    """(b) ``billgw audit --json`` finds nothing broken, except exactly one
+    EXCEPTION per advice the switch sent outside the service's rules (the
+    customer was debited for a payment the gateway must not post: a person
+    refunds it).  ``journal_keys`` maps each journal id to its terminal,
+    STAN and F7, which is how the switch knows its payments."""
+    problems = []
+    refused = {switch_keys(p): p for p in report.payments
+               if p["role"] == ROLE_RULE_BREAKING_ADVICE and p["advice"] and p["advice"]["acknowledged"]}
+    excepted = set()
+    for finding in audit["findings"]:
+        keys = journal_keys.get(finding["payment_id"])
+        if finding["category"] == "exception" and keys in refused:
+            excepted.add(keys)
+            continue
+        problems.append(f"audit: {finding['category']} {finding['payment_id']}: {finding['message']}")
+    for keys in sorted(set(refused) - excepted):
+        problems.append(f"advice outside the rules {describe(refused[keys])}: no EXCEPTION in the audit")
+    return problems
+
+
+def journal_keys(db_url: str) -> dict[str, tuple[str, str, str]]:
+    """Each journal id's terminal, STAN and F7 (blocking: run in a thread)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, terminal_id, stan, transmission_dt FROM transactions")).all()
+        return {r.id: (r.terminal_id, r.stan, r.transmission_dt) for r in rows}
+    finally:
+        engine.dispose()
 
 
 def check_switch_settled(report) -> list[str]:

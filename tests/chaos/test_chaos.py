@@ -2,20 +2,27 @@
 and the biller misbehaves; afterwards the money must add up.
 
 The pieces run as they do in production: the gateway is its own process
-(``billgw --config CFG serve``), killed with SIGKILL at seeded moments and
-started again on the same journal; the telecom biller (with seeded faults:
+(``billgw --config CFG serve``), killed with SIGKILL at seeded points of the
+load (after the Nth payment started, not at a wall-clock moment the load may
+already have passed) and started again on the same journal, and once frozen
+with SIGSTOP for longer than the switch's answer timeout (the switch
+reverses on its other link while the gateway still holds the originals);
+the telecom biller (with seeded faults:
 slow past the gateway's biller timeout, HTTP 500, posting then dropping,
 dropping before posting) and the SMSC simulator live in another process
 (``sim_runner.py``) and never stop; the switch (:mod:`billgw.atm_sim.switch`)
 runs in the test's reactor, reversing what it got no answer for, advising
-stand-ins, cancelling and duplicating, repeating 0421/0221 across the
-restarts.  When the load is over the test waits (bounded) until the journal
+stand-ins, cancelling and duplicating, pipelining reversals right behind
+their 0200, advising payments outside the service's rules, repeating
+0421/0221 across the restarts.  When the load is over the test waits (bounded) until the journal
 has nothing left to resolve, then checks:
 
 (a) the biller's ledger holds exactly the payments the switch kept -- by
     payment reference where the switch has one, and per subscriber in sums,
     no more, no fewer; and the gateway acknowledged every reversal and advice;
-(b) ``billgw --config CFG audit --ledger TEL=<ledger>`` exits 0;
+(b) ``billgw --config CFG audit --ledger TEL=<ledger> --json`` finds
+    nothing broken but one EXCEPTION per advice outside the rules (a
+    person refunds those; the biller must not hold them);
 (c) every SMS is a receipt of a posting the biller holds or a reversal
     notice, no payment got two receipts, and every live posting got one.
 
@@ -29,12 +36,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import time
 from collections import Counter
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 
@@ -45,11 +53,13 @@ from chaos_helpers import (
     BIN,
     HERE,
     ChildProcess,
+    check_audit,
     check_ledger,
     check_sms,
     uncertain_receipts,
     check_switch_settled,
     free_port,
+    journal_keys,
     journal_state,
     read_sms,
     sleep,
@@ -65,7 +75,10 @@ PAYMENTS = 250
 SUBSCRIBERS = 40
 RATE = 10.0  # payments started per second: the load spans ~25 s, the kills fall inside it
 KILLS = 4
-KILL_WINDOW = (2.0, 23.0)  # seconds after the load started
+PAUSES = 1  # SIGSTOP ... SIGCONT
+PAUSE_SECONDS = 4.0  # past the switch's ANSWER_TIMEOUT: it reverses what is in flight
+ACTION_WINDOW = (20, 230)  # payment indices: the actions fall inside the load
+ACTION_GAP = 40  # payments between two actions (4 s at RATE: a restart takes ~2 s)
 BILLER_TIMEOUT = 2.5  # the gateway's, towards the telecom biller
 SLOW_SECONDS = 3.5  # a slow biller answer: past the gateway's timeout
 # The switch's own wait for an 0210: shorter than the gateway's biller
@@ -81,13 +94,40 @@ SMSC_PASSWORD = "chaos-pw"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-def kill_times(rng: random.Random) -> list[float]:
-    """KILLS moments in KILL_WINDOW, at least 5 s apart (a restart takes ~2 s)."""
+def action_schedule(rng: random.Random) -> list[tuple[int, str]]:
+    """(payment index, "kill" or "pause"): KILLS + PAUSES points in
+    ACTION_WINDOW, at least ACTION_GAP payments apart."""
+    actions = ["kill"] * KILLS + ["pause"] * PAUSES
     for _ in range(1000):  # bounded rejection sampling
-        times = sorted(rng.uniform(*KILL_WINDOW) for _ in range(KILLS))
-        if all(b - a >= 5.0 for a, b in zip(times, times[1:])):
-            return times
-    raise AssertionError("no kill schedule fits the window")
+        points = sorted(rng.sample(range(*ACTION_WINDOW), len(actions)))
+        if all(b - a >= ACTION_GAP for a, b in zip(points, points[1:])):
+            rng.shuffle(actions)
+            return list(zip(points, actions))
+    raise AssertionError("no action schedule fits the window")
+
+
+class Progress:
+    """Which payments the switch has started; ``reached(n)`` fires once the
+    n-th has, so an action falls at a point of the load, not of the clock."""
+
+    def __init__(self):
+        self.started = -1
+        self._waiters: list[tuple[int, defer.Deferred]] = []
+
+    def payment_started(self, index: int) -> None:
+        self.started = max(self.started, index)
+        for n, d in list(self._waiters):
+            if self.started >= n:
+                self._waiters.remove((n, d))
+                d.callback(None)
+
+    def reached(self, n: int) -> defer.Deferred:
+        d = defer.Deferred()
+        if self.started >= n:
+            d.callback(None)
+        else:
+            self._waiters.append((n, d))
+        return d
 
 
 class Gateway:
@@ -112,22 +152,34 @@ class Gateway:
     async def kill(self) -> None:
         await self.current.kill("KILL")
 
+    async def pause(self, seconds: float) -> None:
+        """Freeze the process (its sockets stay open, the switch's messages
+        queue in them), then let it go on: what it held in flight and what
+        queued meanwhile are processed together."""
+        self.current.transport.signalProcess(signal.SIGSTOP)  # Twisted names only KILL, TERM, INT
+        try:
+            await sleep(reactor, seconds)
+        finally:
+            self.current.transport.signalProcess(signal.SIGCONT)
 
-async def chaos_monkey(gateway: Gateway, times: list[float], started: float, load) -> list[float]:
-    """SIGKILL the gateway at the planned moments (while the load runs) and
-    start it again after a seeded pause."""
+
+async def chaos_monkey(gateway: Gateway, schedule: list[tuple[int, str]], progress: Progress,
+                       load) -> list[tuple[int, str]]:
+    """At each planned point of the load: SIGKILL the gateway and start it
+    again after a seeded pause, or SIGSTOP it past the switch's timeout."""
     rng = random.Random(SEED + 1)
     done = []
-    for at in times:
-        wait = started + at - reactor.seconds()
-        if wait > 0:
-            await sleep(reactor, wait)
+    for index, action in schedule:
+        await within(progress.reached(index), LOAD_BOUND)
         if load.called:
             break
-        await gateway.kill()
-        done.append(reactor.seconds() - started)
-        await sleep(reactor, rng.uniform(0.2, 1.5))
-        await gateway.start()
+        if action == "kill":
+            await gateway.kill()
+            await sleep(reactor, rng.uniform(0.2, 1.5))
+            await gateway.start()
+        else:
+            await gateway.pause(PAUSE_SECONDS)
+        done.append((index, action))
     return done
 
 
@@ -168,11 +220,13 @@ async def test_money_adds_up_after_kills_and_biller_faults(tmp_path, db_url):
         plan = SwitchPlan(
             count=PAYMENTS, subscribers=tuple(extra_subscriber_number(i) for i in range(SUBSCRIBERS)),
             amount_min=1_000, amount_max=250_000, concurrency=30, rate=RATE, connections=2,
-            duplicate_rate=0.1, advice_rate=0.06, cancel_rate=0.06, seed=SEED, answer_timeout=ANSWER_TIMEOUT,
+            duplicate_rate=0.1, advice_rate=0.06, cancel_rate=0.06, pipelined_reversal_rate=0.05,
+            rule_breaking_advice_rate=0.03, seed=SEED, answer_timeout=ANSWER_TIMEOUT,
             repeat_interval=1.0, connect_wait=3.0, max_duration=LOAD_BOUND, max_repeats=200)
-        started = reactor.seconds()
-        load = run_switch(reactor, "127.0.0.1", port, plan)
-        kills = await chaos_monkey(gateway, kill_times(random.Random(SEED)), started, load)
+        progress = Progress()
+        schedule = action_schedule(random.Random(SEED))
+        load = run_switch(reactor, "127.0.0.1", port, plan, on_payment_started=progress.payment_started)
+        actions = await chaos_monkey(gateway, schedule, progress, load)
         report = await within(load, LOAD_BOUND + 60)
         report.write(tmp_path / "switch-report.json")
         if not gateway.current.running:
@@ -181,8 +235,9 @@ async def test_money_adds_up_after_kills_and_biller_faults(tmp_path, db_url):
 
         postings = await deferToThread(read_ledger, ledger)
         audit_out, audit_err, audit_code = await within(getProcessOutputAndValue(
-            str(BIN / "billgw"), ["--config", str(config), "audit", "--ledger", f"TEL={ledger}"],
+            str(BIN / "billgw"), ["--config", str(config), "audit", "--ledger", f"TEL={ledger}", "--json"],
             env=env, path=str(tmp_path), reactor=reactor), 120)
+        keys_by_id = await deferToThread(journal_keys, db_url)
     finally:
         if gateway is not None and gateway.incarnations and gateway.current.running:
             await gateway.current.kill("TERM")
@@ -194,9 +249,12 @@ async def test_money_adds_up_after_kills_and_biller_faults(tmp_path, db_url):
     counts = report.counts
     faults = Counter(json.loads(line).get("fault") for line in (tmp_path / "sims.log").read_text().splitlines()
                      if "telecom_sim_fault_injected" in line)
+    kills = [index for index, action in actions if action == "kill"]
     print(f"\nchaos ({db_url.split(':')[0]}): {counts['payments']} payments in {report.duration:.1f} s, "
-          f"{len(kills)} kills at {', '.join(f'{t:.1f}' for t in kills)} s; biller faults {dict(faults)}")
+          f"actions {', '.join(f'{action} after #{index}' for index, action in actions)}; "
+          f"biller faults {dict(faults)}")
     print(report.summary())
+    print("roles: " + ", ".join(f"{role} {n}" for role, n in sorted(Counter(p["role"] for p in report.payments).items())))
     gateway_errors = Counter(
         json.loads(line).get("event") for child in gateway.incarnations if child.out.exists()
         for line in child.out.read_text("utf-8", "replace").splitlines() if '"level": "error"' in line)
@@ -209,15 +267,19 @@ async def test_money_adds_up_after_kills_and_biller_faults(tmp_path, db_url):
           f"audit exit {audit_code}; total {time.monotonic() - began:.0f} s; files in {tmp_path}")
 
     problems = []
-    if len(kills) < 3:
-        problems.append(f"only {len(kills)} kills happened during the load (the run proves little)")
+    if actions != schedule:
+        problems.append(f"the load ended before the planned actions: done {actions}, planned {schedule}")
     if left:
         problems.append(f"the gateway did not resolve everything within {SETTLE_BOUND} s: {left}")
     problems += check_switch_settled(report)
     problems += check_ledger(report, postings)
-    if audit_code != 0:
-        problems.append(f"billgw audit exited {audit_code}: "
+    try:
+        audit = json.loads(audit_out)
+    except ValueError:
+        problems.append(f"billgw audit exited {audit_code} without a report: "
                         f"{(audit_out + audit_err).decode('utf-8', 'replace')[-2000:]}")
+    else:
+        problems += check_audit(audit, report, keys_by_id)
     uncertain = await deferToThread(uncertain_receipts, db_url)
     if len(uncertain) > len(kills):  # a kill interrupts at most the one submit in progress
         problems.append(f"{len(uncertain)} receipts UNCERTAIN after {len(kills)} kills")

@@ -11,7 +11,15 @@ from billgw.atm_sim.switch import SwitchPlan, SwitchReport
 from billgw.billing_adapters.telecom_sim import Posting
 from billgw.gateway.config import load_settings
 
-from chaos_helpers import check_ledger, check_sms, check_switch_settled, set_toml, unresolved, write_gateway_config
+from chaos_helpers import (
+    check_audit,
+    check_ledger,
+    check_sms,
+    check_switch_settled,
+    set_toml,
+    unresolved,
+    write_gateway_config,
+)
 
 A, B = "0790000000", "0790000001"
 REF1, REF2, REF3 = "a" * 32, "b" * 32, "c" * 32
@@ -133,3 +141,38 @@ def test_an_uncertain_receipt_excuses_only_its_own_payment():
               Posting("p2", "0790000002", "B2", 100, "TR0000000002", False, "t")]
     problems = check_sms([], ledger, frozenset({"p1"}))
     assert problems == ["posting p2 is held by the biller but its subscriber got no receipt"]
+
+
+def refused_advice(index, subscriber, amount=50, acknowledged=True):
+    p = payment(index, subscriber, amount, "kept")
+    p["role"] = "advice_outside_rules"
+    p["advice"] = {"acknowledged": acknowledged, "response_code": "00", "sends": 1}
+    return p
+
+
+def test_an_advice_outside_the_rules_is_not_owed_to_the_biller():
+    switch = report(payment(1, A, 500, "kept", REF1), refused_advice(2, A))
+    assert check_ledger(switch, [posting(REF1, A, 500, "TR0000000001")]) == []
+    # ... and the biller holding it is wrong: it must never be posted.
+    problems = check_ledger(switch, [posting(REF1, A, 500, "TR0000000001"), posting(REF2, A, 50, "TR2")])
+    assert any("no reference for" in p for p in problems), problems
+
+
+def finding(category, payment_id):
+    return {"category": category, "payment_id": payment_id, "message": "m."}
+
+
+def test_audit_allows_exactly_one_exception_per_refused_advice():
+    switch = report(payment(1, A, 500, "kept", REF1), refused_advice(2, A), refused_advice(3, B))
+    keys = {"g1": ("ATM00001", "000001", "0601101500"), "g2": ("ATM00001", "000002", "0601101500"),
+            "g3": ("ATM00001", "000003", "0601101500")}
+    clean = {"findings": [finding("exception", "g2"), finding("exception", "g3")]}
+    assert check_audit(clean, switch, keys) == []
+    missing = check_audit({"findings": [finding("exception", "g2")]}, switch, keys)
+    assert len(missing) == 1 and "no EXCEPTION" in missing[0]
+    other = check_audit({"findings": [finding("exception", "g2"), finding("exception", "g3"),
+                                      finding("exception", "g1")]}, switch, keys)
+    assert other == ["audit: exception g1: m."]
+    posted = check_audit({"findings": [finding("posted_outside_rules", "g2"), finding("exception", "g3")]},
+                         switch, keys)
+    assert any("posted_outside_rules" in p for p in posted) and any("no EXCEPTION" in p for p in posted)
