@@ -26,6 +26,11 @@ def make_engine(url: str, pool_size: int = 4) -> Engine:
     SQLite: WAL (readers never wait for the writer), a busy timeout, and
     ``BEGIN IMMEDIATE`` so a transaction takes the write lock up front instead
     of failing half-way when two threads upgrade a read lock at once.
+    ``synchronous=FULL``: every COMMIT is on disk before it returns.  With
+    NORMAL, WAL mode may lose the last commits on power loss or an OS crash
+    -- a lost RECEIVED row would give the switch's repeat a new payment id,
+    a second posting at the biller, and a lost reversal would break the
+    promise its 0430 made.  (PostgreSQL's default commit is durable.)
     """
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -40,7 +45,7 @@ def make_engine(url: str, pool_size: int = 4) -> Engine:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
