@@ -58,6 +58,9 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
         self.log = factory.log
         # TimeoutMixin schedules through this; the factory's clock is injected.
         self.callLater = factory.clock.callLater
+        # Set by connectionLost: Twisted resets only the transport's
+        # ``connected``, never the protocol's, so ``send`` checks this.
+        self._gone = False
 
     def connectionMade(self):
         peer = self.transport.getPeer()
@@ -66,6 +69,7 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
         self.setTimeout(self.factory.idle_timeout)
 
     def connectionLost(self, reason=None):
+        self._gone = True
         self.setTimeout(None)
         self.log.info("connection closed", reason=reason.getErrorMessage() if reason else None)
 
@@ -121,7 +125,7 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
         self.send(response)
 
     def send(self, response: Response):
-        if not self.connected:
+        if self._gone:
             self.log.warning("answer ready but the connection is gone", mti=response.mti,
                              stan=response.fields.get("11"), response_code=response.response_code)
             return

@@ -2,10 +2,11 @@
 import struct
 
 import pytest
+from structlog.testing import capture_logs
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 
 from billgw.gateway.protocol import Iso8583ServerFactory
 from billgw.iso8583.bill_data import BillRequestData
@@ -43,16 +44,22 @@ class FakeProcessor:
         return d
 
 
-@pytest.fixture
-def wire():
+PEER = IPv4Address("TCP", "127.0.0.1", 5555)
+
+
+def connect(transport):
     clock = Clock()
     processor = FakeProcessor()
     factory = Iso8583ServerFactory(processor=processor, codes=ResponseCodes(), clock=clock,
                                    idle_timeout=60, max_frame=512)
-    proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
-    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5555))
+    proto = factory.buildProtocol(PEER)
     proto.makeConnection(transport)
     return proto, transport, clock, processor
+
+
+@pytest.fixture
+def wire():
+    return connect(StringTransport(peerAddress=PEER))
 
 
 def answers(transport):
@@ -149,16 +156,23 @@ def test_idle_timeout_closes_and_traffic_resets_it(wire):
     assert transport.disconnecting
 
 
-def test_answer_after_disconnect_is_dropped_not_crashing(wire):
-    proto, transport, _, processor = wire
+def test_answer_after_disconnect_is_dropped_not_crashing():
+    """The close goes through Twisted's own path: the transport's
+    ``loseConnection`` calls the protocol's ``connectionLost``, and nothing
+    resets the protocol's ``connected`` (Twisted never does), so the protocol
+    must remember the loss itself."""
+    proto, transport, _, processor = connect(StringTransportWithDisconnection(peerAddress=PEER))
+    transport.protocol = proto
     proto.dataReceived(encode_frame(sign_on()))
     answers(transport)
     proto.dataReceived(encode_frame(payment()))
     [(request, d)] = processor.pending
-    proto.connectionLost(None)
-    proto.connected = 0
-    d.callback(request.respond_bill("00"))
+    transport.loseConnection()
+    with capture_logs() as logs:
+        d.callback(request.respond_bill("00"))
     assert transport.value() == b""
+    assert [(e["event"], e["stan"]) for e in logs if e["log_level"] == "warning"] == [
+        ("answer ready but the connection is gone", "000123")]
 
 
 def reversal_frame(**over):
