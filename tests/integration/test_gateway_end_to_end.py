@@ -20,7 +20,6 @@ import functools
 import importlib.util
 import socket
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ import pytest_twisted
 from sqlalchemy import select
 from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 
 from billgw.atm_sim.client import PAYMENT_PROCESSING_CODE, Client
@@ -442,8 +442,8 @@ class NotifyingSlowResource(SlowTelecomResource):
         return super().answer(action, body).addBoth(done)
 
 
-def slow_biller(reactor, delay: float):
-    return functools.partial(NotifyingSlowResource, clock=reactor, delay=delay)
+def slow_biller(clock, delay: float):
+    return functools.partial(NotifyingSlowResource, clock=clock, delay=delay)
 
 
 @pytest_twisted.ensureDeferred
@@ -485,19 +485,25 @@ async def test_biller_down_is_91_declined_and_no_receipt(stack, reactor, request
 
 @pytest_twisted.ensureDeferred
 async def test_biller_slower_than_its_timeout_is_91_in_time_and_in_doubt(stack, reactor):
-    await stack.start(resource_class=slow_biller(reactor, 3.0), biller_timeout=1.0)
+    """The biller's delay runs on a clock of the test's own, advanced only
+    after the 0210 is in: the 91 cannot be the biller's answer, it is the
+    gateway's own biller timeout (with the switch still waiting, in time)."""
+    biller_clock = Clock()
+    await stack.start(resource_class=slow_biller(biller_clock, 3.0), biller_timeout=1.0)
     resource = stack.telecom.resource
-    finished_at_biller = resource.when_answered()
-    started = time.monotonic()
+    at_biller, finished_at_biller = resource.when_received(), resource.when_answered()
     _, _, paid = await in_thread(reactor, sign_on_and_pay, stack.client(), "en", "000601")
-    elapsed = time.monotonic() - started
     assert paid.fields["39"] == "91"
-    assert 0.9 <= elapsed < 2.5, f"answered after {elapsed:.2f} s with a 1 s biller timeout"
+    assert not finished_at_biller.called, "the biller answered before the gateway's timeout"
     [txn] = await stack.rows(select(transactions))
     assert (txn["state"], txn["response_code"]) == ("IN_DOUBT", "91")
+    # addTimeout's TimeoutError names the gateway's own 1.0 s biller timeout.
+    assert "outcome unknown" in txn["detail"] and "TimeoutError: (1.0," in txn["detail"], txn["detail"]
     assert await stack.outbox() == []
-    # The biller did record it after the gateway gave up: that is exactly why
+    # The biller does record it after the gateway gave up: that is exactly why
     # the payment is IN_DOUBT and not DECLINED, and it was posted only once.
+    await bounded(at_biller, reactor)
+    biller_clock.advance(3.0)
     await bounded(finished_at_biller, reactor)
     postings = await stack.postings()
     assert [p.payment_id for p in postings] == [txn["id"]]
