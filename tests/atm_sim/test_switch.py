@@ -1,11 +1,12 @@
-"""The bank-switch load generator against a scripted fake gateway on loopback.
+"""The bank-switch load generator against a scripted fake gateway.
 
-The fake gateway is a real Twisted server on port 0 that records every
-message it receives (with the connection it came on) and answers as each
-test's script says, so the tests assert what the switch puts on the wire
-(MTIs, keys, F90) and what it concludes (its view of every payment and the
-sums it reports).  Timeouts are short real seconds: the whole file runs in a
-few seconds.
+The fake gateway records every message it receives (with the connection it
+came on) and answers as each test's script says, so the tests assert what the
+switch puts on the wire (MTIs, keys, F90) and what it concludes (its view of
+every payment and the sums it reports).  Switch and gateway run on one
+``MemoryReactorClock``, connected by ``twisted.test.iosim`` (the ``network``
+fixture): the switch's timeouts and the gateway's delays are simulated
+seconds that fire in an exact order, whatever the machine's speed.
 """
 from __future__ import annotations
 
@@ -13,9 +14,7 @@ import dataclasses
 import json
 
 import pytest
-import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock
 
 from billgw.atm_sim.switch import (
     REASON_CUSTOMER_CANCEL,
@@ -24,11 +23,11 @@ from billgw.atm_sim.switch import (
     plan_payments,
     run_switch,
 )
-from switch_fake_gateway import default_answer, start_gateway  # noqa: F401 (fixture)
+from switch_fake_gateway import PORT, default_answer, network  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(30)
 
-BOUND = 20  # seconds: no run in this file may take longer
+HOST = "127.0.0.1"
 
 
 def plan(**overrides) -> SwitchPlan:
@@ -39,18 +38,17 @@ def plan(**overrides) -> SwitchPlan:
     return SwitchPlan(**base)
 
 
-async def run(gateway, the_plan):
-    return await run_switch(reactor, "127.0.0.1", gateway.port, the_plan).addTimeout(BOUND, reactor)
+def run(network, gateway, the_plan):
+    return network.run(run_switch(network.clock, HOST, gateway.port, the_plan))
 
 
 # --- the plain path and the report ----------------------------------------------
 
-@pytest_twisted.ensureDeferred
-async def test_approvals_are_kept_and_summed_per_subscriber(start_gateway, tmp_path):
-    gateway = await start_gateway()
+def test_approvals_are_kept_and_summed_per_subscriber(network, tmp_path):
+    gateway = network.listen()
     the_plan = plan(count=12, subscribers=("0790000000", "0790000001", "0790000002"), connections=2,
                     amount_min=100, amount_max=5000)
-    report = await run(gateway, the_plan)
+    report = run(network, gateway, the_plan)
 
     expected: dict[str, int] = {}
     for p in plan_payments(the_plan):
@@ -83,16 +81,15 @@ async def test_approvals_are_kept_and_summed_per_subscriber(start_gateway, tmp_p
     assert "payments   12" in report.summary()
 
 
-@pytest_twisted.ensureDeferred
-async def test_declined_payment_is_not_kept(start_gateway):
+def test_declined_payment_is_not_kept(network):
     def decline(gateway, protocol, mti, fields):
         if mti == "0200":
             protocol.send(*default_answer(mti, fields, code="13"))
             return True
         return False
 
-    gateway = await start_gateway(decline)
-    report = await run(gateway, plan(count=3))
+    gateway = network.listen(decline)
+    report = run(network, gateway, plan(count=3))
     assert [p["view"] for p in report.payments] == ["declined"] * 3
     assert report.kept_by_subscriber == {}
     assert gateway.mtis("0420", "0421") == []  # a decline is final: nothing to reverse
@@ -100,8 +97,7 @@ async def test_declined_payment_is_not_kept(start_gateway):
 
 # --- reversal after the switch's timeout ------------------------------------------
 
-@pytest_twisted.ensureDeferred
-async def test_timeout_sends_0420_then_0421_with_the_same_keys_until_0430(start_gateway):
+def test_timeout_sends_0420_then_0421_with_the_same_keys_until_0430(network):
     def silent_then_third_reversal(gateway, protocol, mti, fields):
         if mti == "0200":
             return True  # never answered
@@ -109,8 +105,8 @@ async def test_timeout_sends_0420_then_0421_with_the_same_keys_until_0430(start_
             return len(gateway.mtis("0420", "0421")) < 3  # the third one gets its 0430
         return False
 
-    gateway = await start_gateway(silent_then_third_reversal)
-    report = await run(gateway, plan(acquirer_id="123456"))
+    gateway = network.listen(silent_then_third_reversal)
+    report = run(network, gateway, plan(acquirer_id="123456"))
 
     [(_, _, original)] = gateway.mtis("0200")
     reversals = gateway.mtis("0420", "0421")
@@ -131,31 +127,31 @@ async def test_timeout_sends_0420_then_0421_with_the_same_keys_until_0430(start_
     assert report.kept_by_subscriber == {}
 
 
-@pytest_twisted.ensureDeferred
-async def test_late_0210_after_the_reversal_started_is_not_kept(start_gateway):
-    late_sent = []
+def test_late_0210_after_the_reversal_started_is_not_kept(network):
+    """The gateway answers the 0200 only once it has the switch's 0420: the
+    switch timed out and started its reversal before the 0210 existed."""
+    payments = []
 
-    def late_approval(gateway, protocol, mti, fields):
+    def approve_when_reversed(gateway, protocol, mti, fields):
         if mti == "0200":
-            protocol.send(*default_answer(mti, fields), delay=0.7)  # after the 0.4 s timeout
-            gateway.timers.append(reactor.callLater(0.7, late_sent.append, True))
-            return True
-        if mti in ("0420", "0421"):
-            return not late_sent  # acknowledged only once the late 0210 is out
+            payments.append(fields)
+            return True  # no answer yet
+        if mti == "0420":
+            protocol.send(*default_answer("0200", payments[0]))  # the late 0210, then the 0430
         return False
 
-    gateway = await start_gateway(late_approval)
-    report = await run(gateway, plan())
+    gateway = network.listen(approve_when_reversed)
+    report = run(network, gateway, plan())
+    assert [mti for _, mti, _ in gateway.received] == ["0800", "0200", "0420"]
     [payment] = report.payments
-    assert payment["view"] == "reversed"
+    assert payment["view"] == "reversed" and payment["reversal"]["acknowledged"]
     assert payment["late_approvals"] == 1 and payment["late_answers"] == 1
     assert payment["response_code"] is None  # the late answer decided nothing
     assert report.kept_by_subscriber == {}
     assert report.counts["approved"] == 0
 
 
-@pytest_twisted.ensureDeferred
-async def test_reversal_is_repeated_across_a_reconnect(start_gateway):
+def test_reversal_is_repeated_across_a_reconnect(network):
     def drop_first_reversal(gateway, protocol, mti, fields):
         if mti == "0200":
             return True
@@ -164,8 +160,8 @@ async def test_reversal_is_repeated_across_a_reconnect(start_gateway):
             return True
         return False
 
-    gateway = await start_gateway(drop_first_reversal)
-    report = await run(gateway, plan())
+    gateway = network.listen(drop_first_reversal)
+    report = run(network, gateway, plan())
     [payment] = report.payments
     assert payment["view"] == "reversed" and payment["reversal"]["acknowledged"]
     on_second = [mti for n, mti, _ in gateway.received if n == 2]
@@ -174,13 +170,12 @@ async def test_reversal_is_repeated_across_a_reconnect(start_gateway):
     assert report.link["connections"] >= 2 and report.link["lost"] >= 1
 
 
-@pytest_twisted.ensureDeferred
-async def test_unacknowledged_reversal_stops_at_its_bound(start_gateway):
+def test_unacknowledged_reversal_stops_at_its_bound(network):
     def never_acknowledge(gateway, protocol, mti, fields):
         return mti in ("0200", "0420", "0421")
 
-    gateway = await start_gateway(never_acknowledge)
-    report = await run(gateway, plan(max_repeats=4))
+    gateway = network.listen(never_acknowledge)
+    report = run(network, gateway, plan(max_repeats=4))
     assert len(gateway.mtis("0420", "0421")) == 4
     [payment] = report.payments
     assert payment["view"] == "reversed" and not payment["reversal"]["acknowledged"]
@@ -189,8 +184,7 @@ async def test_unacknowledged_reversal_stops_at_its_bound(start_gateway):
 
 # --- advices ---------------------------------------------------------------------------
 
-@pytest_twisted.ensureDeferred
-async def test_advice_repeats_as_0221_until_0230_and_is_kept(start_gateway):
+def test_advice_repeats_as_0221_until_0230_and_is_kept(network):
     def decline_and_ignore_two_advices(gateway, protocol, mti, fields):
         if mti == "0200":
             protocol.send(*default_answer(mti, fields, code="91"))
@@ -199,9 +193,9 @@ async def test_advice_repeats_as_0221_until_0230_and_is_kept(start_gateway):
             return len(gateway.mtis("0220", "0221")) < 3
         return False
 
-    gateway = await start_gateway(decline_and_ignore_two_advices)
+    gateway = network.listen(decline_and_ignore_two_advices)
     the_plan = plan(advice_rate=1.0, advice_without_0200_rate=0.0, amount_min=777, amount_max=777)
-    report = await run(gateway, the_plan)
+    report = run(network, gateway, the_plan)
 
     [(_, _, original)] = gateway.mtis("0200")
     advices = gateway.mtis("0220", "0221")
@@ -217,8 +211,7 @@ async def test_advice_repeats_as_0221_until_0230_and_is_kept(start_gateway):
     assert report.counts["advised"] == 1 and report.counts["approved"] == 0
 
 
-@pytest_twisted.ensureDeferred
-async def test_an_advice_answered_96_is_repeated_until_taken_in(start_gateway):
+def test_an_advice_answered_96_is_repeated_until_taken_in(network):
     def malfunction_once(gateway, protocol, mti, fields):
         if mti in ("0220", "0221"):
             first = len(gateway.mtis("0220", "0221")) == 1
@@ -226,16 +219,15 @@ async def test_an_advice_answered_96_is_repeated_until_taken_in(start_gateway):
             return True
         return False
 
-    gateway = await start_gateway(malfunction_once)
-    report = await run(gateway, plan(advice_rate=1.0, advice_without_0200_rate=1.0))
+    gateway = network.listen(malfunction_once)
+    report = run(network, gateway, plan(advice_rate=1.0, advice_without_0200_rate=1.0))
     assert [mti for _, mti, _ in gateway.mtis("0220", "0221")] == ["0220", "0221"]
     [payment] = report.payments
     assert payment["advice"]["acknowledged"] and payment["advice"]["response_code"] == "00"
     assert payment["anomalies"] == [f"0230 answered 96 to 0220 STAN {payment['keys']['stan']}; repeated"]
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_reversal_refused_for_good_is_not_repeated(start_gateway):
+def test_a_reversal_refused_for_good_is_not_repeated(network):
     def format_error(gateway, protocol, mti, fields):
         if mti == "0200":
             return True
@@ -244,16 +236,15 @@ async def test_a_reversal_refused_for_good_is_not_repeated(start_gateway):
             return True
         return False
 
-    gateway = await start_gateway(format_error)
-    report = await run(gateway, plan())
+    gateway = network.listen(format_error)
+    report = run(network, gateway, plan())
     assert [mti for _, mti, _ in gateway.mtis("0420", "0421")] == ["0420"]
     assert report.payments[0]["reversal"]["response_code"] == "30"
 
 
-@pytest_twisted.ensureDeferred
-async def test_stand_in_without_a_link_sends_only_the_advice(start_gateway):
-    gateway = await start_gateway()
-    report = await run(gateway, plan(advice_rate=1.0, advice_without_0200_rate=1.0, count=2))
+def test_stand_in_without_a_link_sends_only_the_advice(network):
+    gateway = network.listen()
+    report = run(network, gateway, plan(advice_rate=1.0, advice_without_0200_rate=1.0, count=2))
     assert gateway.mtis("0200") == []
     assert [mti for _, mti, _ in gateway.mtis("0220", "0221")] == ["0220", "0220"]
     assert [p["view"] for p in report.payments] == ["kept", "kept"]
@@ -261,28 +252,26 @@ async def test_stand_in_without_a_link_sends_only_the_advice(start_gateway):
 
 # --- customer cancel and duplicates ---------------------------------------------------------
 
-@pytest_twisted.ensureDeferred
-async def test_customer_cancel_reverses_an_approval(start_gateway):
-    gateway = await start_gateway()
-    report = await run(gateway, plan(cancel_rate=1.0, count=2))
+def test_customer_cancel_reverses_an_approval(network):
+    gateway = network.listen()
+    report = run(network, gateway, plan(cancel_rate=1.0, count=2))
     assert [p["view"] for p in report.payments] == ["reversed", "reversed"]
     assert {f["39"] for _, _, f in gateway.mtis("0420")} == {REASON_CUSTOMER_CANCEL}
     assert report.counts["approved"] == 2 and report.counts["cancelled"] == 2
     assert report.kept_by_subscriber == {}
 
 
-@pytest_twisted.ensureDeferred
-async def test_duplicates_are_the_same_bytes_and_counted_once(start_gateway):
+def test_duplicates_are_the_same_bytes_and_counted_once(network):
     def slow_answers(gateway, protocol, mti, fields):
         if mti == "0200":  # slow enough for "outstanding" duplicates to go out first
             protocol.send(*default_answer(mti, fields), delay=0.6)
             return True
         return False
 
-    gateway = await start_gateway(slow_answers)
+    gateway = network.listen(slow_answers)
     the_plan = plan(duplicate_rate=1.0, count=6, amount_min=500, amount_max=500, answer_timeout=1.0)
     assert {p.duplicate for p in plan_payments(the_plan)} == {"outstanding", "after"}
-    report = await run(gateway, the_plan)
+    report = run(network, gateway, the_plan)
     payments = gateway.mtis("0200")
     assert len(payments) == 12
     by_keys: dict = {}
@@ -296,8 +285,7 @@ async def test_duplicates_are_the_same_bytes_and_counted_once(start_gateway):
     assert all(p["duplicate_answers"] == 1 for p in report.payments)
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_duplicate_answered_differently_is_an_anomaly(start_gateway):
+def test_a_duplicate_answered_differently_is_an_anomaly(network):
     def approve_then_decline(gateway, protocol, mti, fields):
         if mti == "0200":
             code = "00" if len(gateway.mtis("0200")) == 1 else "94"
@@ -305,10 +293,10 @@ async def test_a_duplicate_answered_differently_is_an_anomaly(start_gateway):
             return True
         return False
 
-    gateway = await start_gateway(approve_then_decline)
+    gateway = network.listen(approve_then_decline)
     the_plan = plan(duplicate_rate=1.0, seed=0)
     assert plan_payments(the_plan)[0].duplicate == "after"
-    report = await run(gateway, the_plan)
+    report = run(network, gateway, the_plan)
     [payment] = report.payments
     assert payment["view"] == "kept"
     assert payment["anomalies"] == ["duplicate answered 94, first answer 00"]
@@ -316,31 +304,26 @@ async def test_a_duplicate_answered_differently_is_an_anomaly(start_gateway):
 
 # --- link problems and bounds -----------------------------------------------------------------
 
-@pytest_twisted.ensureDeferred
-async def test_no_gateway_means_nothing_sent_and_nothing_kept(start_gateway):
-    gateway = await start_gateway()
-    await gateway.listening.stopListening()  # the port is free: connections are refused
-    report = await run(gateway, plan(count=3, connect_wait=0.3))
+def test_no_gateway_means_nothing_sent_and_nothing_kept(network):
+    # Nothing listens on the network: every connection is refused.
+    report = network.run(run_switch(network.clock, HOST, PORT, plan(count=3, connect_wait=0.3)))
+    assert network.refused >= 1
     assert [p["state"] for p in report.payments] == ["not_sent"] * 3
     assert report.kept_by_subscriber == {} and report.counts["declined"] == 3
     assert report.link.get("connections", 0) == 0
 
 
-@pytest_twisted.ensureDeferred
-async def test_switch_reconnects_when_the_gateway_comes_back(start_gateway):
-    first = await start_gateway()
-    port = first.port
-    await first.listening.stopListening()
-    d = run_switch(reactor, "127.0.0.1", port, plan(count=1, connect_wait=3.0)).addTimeout(BOUND, reactor)
-    await deferLater(reactor, 0.5, lambda: None)
-    second = await start_gateway(port=port)
-    report = await d
+def test_switch_reconnects_when_the_gateway_comes_back(network):
+    d = run_switch(network.clock, HOST, PORT, plan(count=1, connect_wait=3.0))
+    network.advance(0.5)  # no gateway yet: the switch's connections are refused
+    assert network.refused >= 1 and not d.called
+    gateway = network.listen()
+    report = network.run(d)
     assert [p["view"] for p in report.payments] == ["kept"]
-    assert [mti for _, mti, _ in second.received][:2] == ["0800", "0200"]
+    assert [mti for _, mti, _ in gateway.received][:2] == ["0800", "0200"]
 
 
-@pytest_twisted.ensureDeferred
-async def test_gateway_echo_test_is_answered(start_gateway):
+def test_gateway_echo_test_is_answered(network):
     def echo_first(gateway, protocol, mti, fields):
         if mti == "0800":
             protocol.send(*default_answer(mti, fields))
@@ -348,8 +331,8 @@ async def test_gateway_echo_test_is_answered(start_gateway):
             return True
         return False
 
-    gateway = await start_gateway(echo_first)
-    report = await run(gateway, plan())
+    gateway = network.listen(echo_first)
+    report = run(network, gateway, plan())
     echoes = [f for _, mti, f in gateway.received if mti == "0810"]
     assert echoes and echoes[0]["11"] == "999999" and echoes[0]["39"] == "00"
     assert report.payments[0]["view"] == "kept"
@@ -371,7 +354,7 @@ def test_the_plan_is_drawn_from_the_seed():
 @pytest.mark.parametrize("host", ["10.1.2.3", "gateway.bank.example", "0.0.0.0"])
 def test_only_loopback_targets(host):
     with pytest.raises(ValueError, match="loopback"):
-        run_switch(reactor, host, 8583, plan())
+        run_switch(MemoryReactorClock(), host, PORT, plan())
 
 
 @pytest.mark.parametrize("kwargs", [{"count": 0}, {"advice_rate": 0.7, "cancel_rate": 0.7},
