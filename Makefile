@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test venv clean bench docs
 
 venv: $(STAMP)
 
@@ -25,6 +25,12 @@ demo: $(STAMP)
 # shadow pyiso8583).  BILLGW_TEST_PG_URL, when set, adds PostgreSQL runs.
 test: $(STAMP)
 	$(BIN)/pytest
+
+# Rewrites the generated examples region of the interface document from the
+# codec.  `python -m` runs from /tmp: from the repository root our iso8583/
+# folder would shadow pyiso8583.
+docs: $(STAMP)
+	cd /tmp && $(abspath $(BIN))/python -m billgw.iso8583.examples $(abspath docs/iso8583-interface.md)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -14,8 +14,7 @@ from billgw.iso8583.messages import OriginalData
 from billgw.iso8583.spec import FIELD_USAGE, REQUEST_MTIS, RESPONSE_MTIS, SPEC
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "iso8583-interface.md"
-REGENERATE = ("cd /tmp && /work/main/.venv/bin/python -m billgw.iso8583.examples "
-              "/work/main/docs/iso8583-interface.md")
+REGENERATE = "make docs  (from the repository root)"
 
 
 @pytest.fixture(scope="module")
