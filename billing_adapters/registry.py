@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from billgw.billing_adapters.instant import InstantBiller
 from billgw.billing_adapters.interface import BillerAdapter
 from billgw.billing_adapters.telecom_soap import DEFAULT_SOAP_ACTION_PREFIX, TelecomSoapAdapter
 
@@ -122,4 +123,18 @@ register_adapter_kind(
         "soap_action_prefix": SettingSpec(non_empty_str, default=DEFAULT_SOAP_ACTION_PREFIX),
     },
     _build_telecom_soap,
+)
+
+
+def _build_instant(reactor, log, *, customer_name, bill_amount) -> BillerAdapter:
+    return InstantBiller(customer_name=customer_name, bill_amount=bill_amount)
+
+
+register_adapter_kind(
+    "instant",
+    {
+        "customer_name": SettingSpec(non_empty_str, default="Benchmark Subscriber"),
+        "bill_amount": SettingSpec(positive_int, default=12_500),
+    },
+    _build_instant,
 )
