@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clean bench docs
+.PHONY: demo test venv clean bench bench-quick docs
 
 venv: $(STAMP)
 
@@ -31,6 +31,16 @@ test: $(STAMP)
 # folder would shadow pyiso8583.
 docs: $(STAMP)
 	cd /tmp && $(abspath $(BIN))/python -m billgw.iso8583.examples $(abspath docs/iso8583-interface.md)
+
+# Throughput as a ratio of a minimal server's, measured in one run (the
+# load generator in its own process; figures printed and written as JSON,
+# never asserted).  BILLGW_BENCH_PG_URL, when set, adds a PostgreSQL row
+# (the bench wipes that database).
+bench-quick: $(STAMP)
+	cd /tmp && $(abspath $(BIN))/atm-sim bench --quick --report $(abspath var/bench/quick.json) --workdir $(abspath var/bench/quick)
+
+bench: $(STAMP)
+	cd /tmp && $(abspath $(BIN))/atm-sim bench --report $(abspath var/bench/full.json) --workdir $(abspath var/bench/full)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     pay.add_argument("--inquiry-reference", help="reference from the inquiry (F48 IR)")
     _load_arguments(commands.add_parser(
         "load", help="play a bank switch: many payments, reversals, advices, duplicates; JSON report"))
+    commands.add_parser("bench", help="the gateway's throughput as a ratio of a minimal server's (atm-sim bench -h)",
+                        add_help=False)
+    baseline = commands.add_parser("baseline-server",
+                                   help="the benchmark's baseline: frames, decodes, approves; remembers nothing")
+    baseline.add_argument("--listen", default="tcp:9583:interface=127.0.0.1", help="Twisted endpoint (loopback)")
     return parser
 
 
@@ -187,12 +192,42 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--terminal must be 8 characters (F41)")
 
 
+def _baseline_server(args) -> int:
+    """Serve the benchmark's baseline until SIGTERM (loopback only)."""
+    from twisted.internet import reactor  # the composition root of this command
+    from twisted.internet.endpoints import serverFromString
+
+    from .baseline import BaselineFactory
+
+    failed = []
+
+    def cannot_listen(failure):
+        failed.append(failure.getErrorMessage())
+        reactor.stop()
+
+    serverFromString(reactor, args.listen).listen(BaselineFactory()).addErrback(cannot_listen)
+    reactor.run()
+    if failed:
+        print(f"atm-sim baseline-server: cannot listen on {args.listen}: {failed[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from twisted.internet import reactor  # the composition root of the bench
+
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:], reactor)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "baseline-server":
+        return _baseline_server(args)
     if args.command == "load":
         return _load(parser, args, out, err)
     _check_args(parser, args)
