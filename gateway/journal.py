@@ -153,12 +153,18 @@ def find_by_keys(conn: Connection, acquirer_id: str, terminal_id: str, stan: str
 
 
 def record_received(conn: Connection, new: NewTransaction, now: float, *, reversal_requested: bool = False,
-                    advice_received: bool = False) -> Recorded:
+                    advice_received: bool = False, state: State = State.RECEIVED) -> Recorded:
     """Journal a request, or return the one already journaled under its keys.
 
     The UNIQUE constraint on the acquirer keys decides: of two racing
     inserts (two processes, or a repeat during the first), exactly one wins.
+    ``state`` is RECEIVED, or POSTING for a payment that is sent to its
+    biller right after this commit (one durable trip fewer on the approved
+    path; a crash before the call then leaves it POSTING, which recovery
+    settles by a status query -- never by posting it blindly).
     """
+    if state not in (State.RECEIVED, State.POSTING):
+        raise ValueError(f"a request is journaled RECEIVED or POSTING, not {state.value}")
     existing = find_by_keys(conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt)
     if existing is not None:
         return Recorded(existing, False)
@@ -166,10 +172,10 @@ def record_received(conn: Connection, new: NewTransaction, now: float, *, revers
     try:
         with conn.begin_nested():
             conn.execute(insert(transactions).values(
-                **new.__dict__, state=State.RECEIVED.value, reversal_requested=reversal_requested,
+                **new.__dict__, state=state.value, reversal_requested=reversal_requested,
                 advice_received=advice_received, created_at=at, updated_at=at))
             conn.execute(insert(transaction_events).values(
-                transaction_id=new.id, from_state=None, to_state=State.RECEIVED.value, at=at))
+                transaction_id=new.id, from_state=None, to_state=state.value, at=at))
     except IntegrityError:
         existing = find_by_keys(conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt)
         if existing is None:

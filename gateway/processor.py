@@ -195,7 +195,8 @@ class TransactionProcessor:
         new = self._new_transaction(request, service, problem)
         reversed_first = request.respond_bill(self._code(Outcome.TRANSACTION_REVERSED))
         recorded, was_reversed = await self._journal.run(
-            settle.record_request, new, now, self.context, (reversed_first.mti, reversed_first.fields))
+            settle.record_request, new, now, self.context, (reversed_first.mti, reversed_first.fields),
+            posting=problem is None and request.kind is RequestKind.PAYMENT)
         if not recorded.is_new:
             return await self._answer_repeat(request, recorded.view, route, log)
         log = log.bind(payment_id=new.id)
@@ -317,12 +318,9 @@ class TransactionProcessor:
         return response
 
     async def _pay(self, request, new, route, service, log) -> Response:
+        # Journaled POSTING by record_request: a reversal that came first
+        # made it a RECEIVED decline instead, so nothing here can be reversed.
         now = self._clock.seconds()
-        view = await self._journal.transition(new.id, State.POSTING, now)
-        if view.reversal_requested:
-            # The switch reversed it before we sent anything: never post.
-            return await self._settle(request, new, Event.BILLER_UNAVAILABLE, Outcome.BILLER_UNAVAILABLE,
-                                      "reversed before posting", log)
         bill = request.bill
         order = PaymentOrder(
             payment_id=new.id, biller_code=bill.biller_code, service_code=bill.service_code,

@@ -249,7 +249,8 @@ def reversed_before_arrival(conn: Connection, acquirer_id: str, terminal_id: str
         r.c.orig_stan == stan, r.c.orig_transmission_dt == transmission_dt)).first() is not None
 
 
-def _journal_under_lock(conn: Connection, new: NewTransaction, now: float, **flags: bool):
+def _journal_under_lock(conn: Connection, new: NewTransaction, now: float, *, posting: bool = False,
+                        **flags: bool):
     """Lock the request's keys, then journal it (or find it journaled).
 
     Returns ``(Recorded, reversed_first)``: whether a reversal of these keys
@@ -263,7 +264,8 @@ def _journal_under_lock(conn: Connection, new: NewTransaction, now: float, **fla
                                              new.transmission_dt)
     if reversed_first:
         flags["reversal_requested"] = True
-    recorded = record_received(conn, new, now, **flags)
+    state = State.POSTING if posting and not reversed_first else State.RECEIVED
+    recorded = record_received(conn, new, now, state=state, **flags)
     if recorded.is_new and reversed_first:
         conn.execute(update(reversals).where(
             reversals.c.orig_acquirer_id == new.acquirer_id, reversals.c.orig_terminal_id == new.terminal_id,
@@ -273,11 +275,14 @@ def _journal_under_lock(conn: Connection, new: NewTransaction, now: float, **fla
 
 
 def record_request(conn: Connection, new: NewTransaction, now: float, ctx: SettleContext,
-                   reversed_response: tuple[str, Mapping[str, str]]):
+                   reversed_response: tuple[str, Mapping[str, str]], *, posting: bool = False):
     """Journal a 0200 -- declined at once, never posted, if its reversal came first.
 
-    Returns ``(Recorded, reversed_first)``."""
-    recorded, reversed_first = _journal_under_lock(conn, new, now)
+    ``posting``: the payment passed the local rules and goes to its biller
+    right after this commit, so it is journaled POSTING at once (one durable
+    commit before the biller call, one after).  Returns
+    ``(Recorded, reversed_first)``."""
+    recorded, reversed_first = _journal_under_lock(conn, new, now, posting=posting)
     if not reversed_first:
         return recorded, False
     mti, fields = reversed_response

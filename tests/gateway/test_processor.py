@@ -113,8 +113,9 @@ async def test_payment_confirmed_journaled_and_sms_queued_together(setup):
     assert (txn.state, txn.amount, txn.masked_pan, txn.biller_receipt) == (
         "CONFIRMED", 12500, "476173******0010", "RCPT-1")
     assert json.loads(txn.response_fields)["fields"]["39"] == "00"
+    # Journaled POSTING at once: the biller is called right after that commit.
     assert [(e.from_state, e.to_state) for e in rows(engine, transaction_events)] == [
-        (None, "RECEIVED"), ("RECEIVED", "POSTING"), ("POSTING", "CONFIRMED")]
+        (None, "POSTING"), ("POSTING", "CONFIRMED")]
     [sms] = rows(engine, sms_outbox)
     assert sms.payment_id == txn.id and sms.state == "QUEUED" and sms.msisdn == "962791234567"
     assert "12.500 JOD" in sms.text and "****0010" in sms.text and TEST_PAN not in sms.text
@@ -284,3 +285,21 @@ def test_confirmation_and_sms_are_one_transaction(engine, setup):
     with engine.connect() as conn:
         assert journal_ops.get(conn, "p1").state == State.POSTING
         assert conn.execute(select(func.count()).select_from(sms_outbox)).scalar() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_approved_payment_costs_two_journal_transactions(setup):
+    """Durable before the biller is called, durable again (CONFIRMED with
+    its SMS row) before the 0210 goes out -- and nothing else on the way."""
+    processor, biller, _, engine, _ = setup
+    journal_pool = processor._journal._pool
+    inner, calls = journal_pool.run, []
+
+    def counting(fn, *args, **kwargs):
+        calls.append(fn.__name__)
+        return inner(fn, *args, **kwargs)
+
+    journal_pool.run = counting
+    response = await processor.handle(request())
+    assert response.fields["39"] == "00"
+    assert calls == ["record_request", "apply_event"]
