@@ -122,6 +122,8 @@ class ListenerSettings:
     max_frame: int = 4096
     idle_timeout: float = 300.0
     require_sign_on: bool = True
+    max_in_flight_per_connection: int = 64
+    max_in_flight: int = 512
 
 
 @dataclass(frozen=True)
@@ -223,9 +225,16 @@ def _listener(s: _Section) -> ListenerSettings:
         max_frame=s.get("max_frame", int, d.max_frame, check=lambda v: None if 64 <= v <= 65535 else "must be 64..65535"),
         idle_timeout=s.get("idle_timeout", float, d.idle_timeout, check=_positive),
         require_sign_on=s.get("require_sign_on", bool, d.require_sign_on),
+        max_in_flight_per_connection=s.get("max_in_flight_per_connection", int,
+                                           d.max_in_flight_per_connection, check=_in_flight_cap),
+        max_in_flight=s.get("max_in_flight", int, d.max_in_flight, check=_in_flight_cap),
     )
     s.done()
     return out
+
+
+def _in_flight_cap(value: int) -> str | None:
+    return None if 1 <= value <= 100_000 else "must be 1..100000"
 
 
 def _database(s: _Section, base: Path) -> DatabaseSettings:

@@ -6,6 +6,13 @@ hands bill requests to the processor, writing back whatever Response the
 processor's Deferred fires with.  Requests may be pipelined; answers go out
 as they are ready and the switch matches them by their keys.
 
+Requests in flight are capped per connection and over the factory (all
+connections): beyond a cap a request is answered at once with the
+``gateway_busy`` code and never reaches the processor, so nothing is
+journaled and the switch may send it again.  Without the caps one peer's
+pipelined flood queued without bound and pushed another switch's inquiry
+past its 30 s.
+
 A frame that decodes but is invalid is answered with the format-error code
 and the keys it had.  A frame that cannot be answered at all (no request
 MTI could be read) and a broken length header close the connection: after
@@ -21,6 +28,7 @@ from billgw.iso8583.codes import Outcome, ResponseCodes
 from billgw.iso8583.dump import annotate
 from billgw.iso8583.framing import Framer, FramingError, encode_frame
 from billgw.iso8583.messages import (
+    BillRequest,
     MessageFormatError,
     NetworkRequest,
     Response,
@@ -61,6 +69,7 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
         # Set by connectionLost: Twisted resets only the transport's
         # ``connected``, never the protocol's, so ``send`` checks this.
         self._gone = False
+        self.in_flight = 0
 
     def connectionMade(self):
         peer = self.transport.getPeer()
@@ -107,9 +116,24 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
             log.warning("financial request before sign-on")
             self.send(request.respond(self.factory.codes.code(Outcome.NOT_SIGNED_ON)))
             return
-        d = self.factory.processor.handle(request, log)
+        factory = self.factory
+        if self.in_flight >= factory.max_in_flight_per_connection or factory.in_flight >= factory.max_in_flight:
+            factory.refused_busy += 1
+            log.warning("busy: request refused", in_flight=self.in_flight, gateway_in_flight=factory.in_flight)
+            busy = factory.codes.code(Outcome.GATEWAY_BUSY)
+            self.send(request.respond_bill(busy) if isinstance(request, BillRequest) else request.respond(busy))
+            return
+        self.in_flight += 1
+        factory.in_flight += 1
+        d = factory.processor.handle(request, log)
+        d.addBoth(self._done)
         d.addCallback(self.send)
         d.addErrback(lambda f: log.error("could not answer", exc_info=(f.type, f.value, f.tb)))
+
+    def _done(self, result):
+        self.in_flight -= 1
+        self.factory.in_flight -= 1
+        return result
 
     def _format_error(self, payload: bytes, exc: MessageFormatError):
         response = format_error_response(exc, self.factory.codes.code(Outcome.FORMAT_ERROR))
@@ -137,7 +161,7 @@ class Iso8583ServerFactory(Factory):
 
     def __init__(self, *, processor, codes: ResponseCodes, clock, framing: str = "binary2",
                  max_frame: int = 4096, idle_timeout: float = 300.0, require_sign_on: bool = True,
-                 log=None):
+                 max_in_flight_per_connection: int = 64, max_in_flight: int = 512, log=None):
         self.processor = processor
         self.codes = codes
         self.clock = clock
@@ -145,6 +169,10 @@ class Iso8583ServerFactory(Factory):
         self.max_frame = max_frame
         self.idle_timeout = idle_timeout
         self.require_sign_on = require_sign_on
+        self.max_in_flight_per_connection = max_in_flight_per_connection
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0  # over all connections
+        self.refused_busy = 0
         self.log = log or structlog.get_logger("billgw.iso8583")
 
     def buildProtocol(self, addr):

@@ -133,6 +133,8 @@ class GatewayService(MultiService):
             processor=self.processor, codes=settings.response_codes, clock=reactor,
             framing=listener.framing, max_frame=listener.max_frame,
             idle_timeout=listener.idle_timeout, require_sign_on=listener.require_sign_on,
+            max_in_flight_per_connection=listener.max_in_flight_per_connection,
+            max_in_flight=listener.max_in_flight,
             log=self.log.bind(component="iso8583"),
         )
         self.listener = ListenerService(reactor, listener.endpoint, self.factory)

@@ -31,6 +31,9 @@ class Outcome(enum.Enum):
     BILLER_UNAVAILABLE = "biller_unavailable"
     DUPLICATE_TRANSMISSION = "duplicate_transmission"
     SYSTEM_MALFUNCTION = "system_malfunction"
+    # Past the gateway's cap of requests in flight: refused at once, nothing
+    # journaled; the switch may send it again (same keys) a little later.
+    GATEWAY_BUSY = "gateway_busy"
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ DEFAULT_CODES: Mapping[Outcome, CodeEntry] = {
     Outcome.BILLER_UNAVAILABLE: CodeEntry("91", "Biller unavailable"),
     Outcome.DUPLICATE_TRANSMISSION: CodeEntry("94", "Duplicate transmission"),
     Outcome.SYSTEM_MALFUNCTION: CodeEntry("96", "System malfunction"),
+    Outcome.GATEWAY_BUSY: CodeEntry("91", "Gateway busy: send again later"),
 }
 
 

@@ -205,3 +205,56 @@ def test_unreadable_reversal_gets_0430_format_error(wire):
     [answer] = answers(transport)
     assert (answer.mti, answer.fields["39"], answer.fields["11"]) == ("0430", "30", "000500")
     assert processor.requests == []
+
+
+# --- back-pressure -------------------------------------------------------------
+
+def capped(per_connection, overall):
+    processor = FakeProcessor()
+    factory = Iso8583ServerFactory(processor=processor, codes=ResponseCodes(), clock=Clock(), idle_timeout=60,
+                                   max_in_flight_per_connection=per_connection, max_in_flight=overall)
+
+    def link():
+        transport = StringTransport(peerAddress=PEER)
+        proto = factory.buildProtocol(PEER)
+        proto.makeConnection(transport)
+        proto.dataReceived(encode_frame(sign_on()))
+        answers(transport)
+        return proto, transport
+
+    return factory, processor, link
+
+
+def test_requests_past_the_connection_cap_are_answered_busy_at_once_and_never_processed():
+    factory, processor, link = capped(per_connection=2, overall=100)
+    proto, transport = link()
+    for stan in ("000001", "000002", "000003"):
+        proto.dataReceived(encode_frame(payment(stan=stan)))
+    [busy] = answers(transport)
+    assert (busy.mti, busy.fields["11"], busy.response_code) == ("0210", "000003", "91")
+    assert [r.stan for r in processor.requests] == ["000001", "000002"]  # the third never reached it
+    request, d = processor.pending[0]
+    d.callback(request.respond_bill("00"))  # one answered: room for one more
+    proto.dataReceived(encode_frame(payment(stan="000004")))
+    assert [a.response_code for a in answers(transport)] == ["00"]
+    assert [r.stan for r in processor.requests][-1] == "000004"
+    proto.dataReceived(encode_frame(sign_on(stan="000009", code="301")))  # an echo is always answered
+    assert [a.mti for a in answers(transport)] == ["0810"]
+    assert factory.refused_busy == 1
+
+
+def test_one_peer_cannot_take_the_whole_gateway_and_reversals_are_refused_so_they_repeat():
+    factory, processor, link = capped(per_connection=10, overall=3)
+    flood, flood_transport = link()
+    for stan in ("000001", "000002", "000003"):
+        flood.dataReceived(encode_frame(payment(stan=stan)))
+    other, other_transport = link()
+    other.dataReceived(encode_frame(reversal_frame()))
+    [busy] = answers(other_transport)
+    assert (busy.mti, busy.response_code) == ("0430", "91")  # not 00: the switch repeats its 0421
+    assert len(processor.requests) == 3 and factory.in_flight == 3
+    for request, d in processor.pending:
+        d.callback(request.respond_bill("00"))
+    assert factory.in_flight == 0 and flood.in_flight == 0
+    other.dataReceived(encode_frame(reversal_frame()))  # the switch's repeat, now taken in
+    assert len(processor.requests) == 4 and processor.requests[-1].mti == "0420"
