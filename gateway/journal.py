@@ -153,7 +153,8 @@ def find_by_keys(conn: Connection, acquirer_id: str, terminal_id: str, stan: str
 
 
 def record_received(conn: Connection, new: NewTransaction, now: float, *, reversal_requested: bool = False,
-                    advice_received: bool = False, state: State = State.RECEIVED) -> Recorded:
+                    advice_received: bool = False, state: State = State.RECEIVED,
+                    looked_up: bool = False) -> Recorded:
     """Journal a request, or return the one already journaled under its keys.
 
     The UNIQUE constraint on the acquirer keys decides: of two racing
@@ -162,18 +163,21 @@ def record_received(conn: Connection, new: NewTransaction, now: float, *, revers
     biller right after this commit (one durable trip fewer on the approved
     path; a crash before the call then leaves it POSTING, which recovery
     settles by a status query -- never by posting it blindly).
+    ``looked_up``: the caller has just found no row under these keys.
     """
     if state not in (State.RECEIVED, State.POSTING):
         raise ValueError(f"a request is journaled RECEIVED or POSTING, not {state.value}")
-    existing = find_by_keys(conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt)
-    if existing is not None:
-        return Recorded(existing, False)
+    if not looked_up:
+        existing = find_by_keys(conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt)
+        if existing is not None:
+            return Recorded(existing, False)
     at = utc(now)
     try:
         with conn.begin_nested():
-            conn.execute(insert(transactions).values(
+            row = conn.execute(insert(transactions).values(
                 **new.__dict__, state=state.value, reversal_requested=reversal_requested,
-                advice_received=advice_received, created_at=at, updated_at=at))
+                advice_received=advice_received, created_at=at, updated_at=at)
+                .returning(*transactions.c)).one()
             conn.execute(insert(transaction_events).values(
                 transaction_id=new.id, from_state=None, to_state=state.value, at=at))
     except IntegrityError:
@@ -181,7 +185,7 @@ def record_received(conn: Connection, new: NewTransaction, now: float, *, revers
         if existing is None:
             raise
         return Recorded(existing, False)
-    return Recorded(get(conn, new.id), True)
+    return Recorded(_view(row), True)
 
 
 def transition(conn: Connection, txn_id: str, new: State, now: float, *, detail: str | None = None,

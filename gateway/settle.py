@@ -86,7 +86,8 @@ def facts_of(conn: Connection, view: TransactionView, ctx: SettleContext) -> Fac
         reversal_requested=view.reversal_requested,
         advice_received=view.advice_received,
         can_reverse=ctx.can_reverse(view.biller_code),
-        receipt_left=_receipt_left(conn, view.id),
+        # Only a REVERSING payment's decision reads it: no query otherwise.
+        receipt_left=view.state is State.REVERSING and _receipt_left(conn, view.id),
         breaks_local_rules=view.local_problem is not None,
     )
 
@@ -130,9 +131,12 @@ def apply_event(conn: Connection, txn_id: str, event: Event, now: float, ctx: Se
         conn.execute(insert(transaction_events).values(
             transaction_id=txn_id, from_state=view.state.value, to_state=decision.state.value, at=at,
             detail=note[:400]))
+    fresh = view
     if changes:
         changes["updated_at"] = at
-        conn.execute(update(transactions).where(transactions.c.id == txn_id).values(**changes))
+        # RETURNING: the row as it now is, without reading it again.
+        fresh = _view(conn.execute(update(transactions).where(transactions.c.id == txn_id).values(**changes)
+                                   .returning(*transactions.c)).one())
     if decision.state is not view.state:
         rev_state = _rev_state_for(decision.state)
         if rev_state is not None:
@@ -141,7 +145,6 @@ def apply_event(conn: Connection, txn_id: str, event: Event, now: float, ctx: Se
                 state=rev_state, updated_at=at))
 
     biller_work = sms_queued = False
-    fresh = _locked(conn, txn_id)
     for action in decision.actions:
         if action in BILLER_ACTIONS:
             delay = ctx.status_delay if action is Action.QUERY_STATUS else 0.0
@@ -260,12 +263,14 @@ def _journal_under_lock(conn: Connection, new: NewTransaction, now: float, *, po
     existing = find_by_keys(conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt)
     if existing is not None:
         return Recorded(existing, False), False
+    # Under the key lock nothing else can journal these keys now: insert
+    # without looking them up a second time.
     reversed_first = reversed_before_arrival(conn, new.acquirer_id, new.terminal_id, new.stan,
                                              new.transmission_dt)
     if reversed_first:
         flags["reversal_requested"] = True
     state = State.POSTING if posting and not reversed_first else State.RECEIVED
-    recorded = record_received(conn, new, now, state=state, **flags)
+    recorded = record_received(conn, new, now, state=state, looked_up=True, **flags)
     if recorded.is_new and reversed_first:
         conn.execute(update(reversals).where(
             reversals.c.orig_acquirer_id == new.acquirer_id, reversals.c.orig_terminal_id == new.terminal_id,
