@@ -115,6 +115,8 @@ def _load_arguments(load: argparse.ArgumentParser) -> None:
                       help="share of payments stood in for: 0220/0221 instead of waiting for the 0210")
     load.add_argument("--cancel-rate", type=float, default=d.cancel_rate,
                       help="share of payments reversed by the customer after approval")
+    load.add_argument("--open-loop", action="store_true",
+                      help="start payments at --rate whatever is in flight; latency from the intended send time")
     load.add_argument("--pipelined-reversal-rate", type=float, default=d.pipelined_reversal_rate,
                       help="share of payments whose 0420 is written right behind the 0200, before any answer")
     load.add_argument("--rule-breaking-advice-rate", type=float, default=d.rule_breaking_advice_rate,
@@ -291,7 +293,7 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO
             terminals=args.terminals, concurrency=args.concurrency, rate=args.rate,
             connections=args.connections, duplicate_rate=args.duplicate_rate, advice_rate=args.advice_rate,
             cancel_rate=args.cancel_rate, pipelined_reversal_rate=args.pipelined_reversal_rate,
-            rule_breaking_advice_rate=args.rule_breaking_advice_rate, seed=args.seed, answer_timeout=args.answer_timeout,
+            rule_breaking_advice_rate=args.rule_breaking_advice_rate, open_loop=args.open_loop, seed=args.seed, answer_timeout=args.answer_timeout,
             repeat_interval=args.repeat_interval, max_repeats=args.max_repeats,
             max_duration=args.max_duration, framing=args.framing,
         )

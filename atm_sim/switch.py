@@ -145,6 +145,12 @@ class SwitchPlan:
     framing: str = "binary2"
     max_frame: int = 4096
     first_stan: int | None = None  # default: from the clock, so reruns use new keys
+    # Open loop: payments start at ``rate`` whatever is still in flight (no
+    # concurrency cap), and a 0210's latency counts from the moment its 0200
+    # was due, so a server that falls behind shows its queueing instead of
+    # slowing the load down.  Closed loop (the default): at most
+    # ``concurrency`` in flight, latency from the actual send.
+    open_loop: bool = False
 
     def __post_init__(self):
         if not 1 <= self.count <= MAX_PAYMENTS:
@@ -309,6 +315,7 @@ class PaymentRun:
     receipt_number: str | None = None
     latency: float | None = None
     sent_at: float | None = None
+    due_at: float | None = None  # when the plan meant it to start (open loop measures from here)
     sends_0200: int = 0
     timed_out: bool = False
     duplicate_answers: int = 0
@@ -420,7 +427,8 @@ class SwitchReport:
     def latency(self) -> dict[str, float | None]:
         values = sorted(self.latencies)
         return {"count": len(values), "p50": _percentile(values, 0.5), "p90": _percentile(values, 0.9),
-                "p99": _percentile(values, 0.99), "max": values[-1] if values else None}
+                "p99": _percentile(values, 0.99), "p99.9": _percentile(values, 0.999),
+                "max": values[-1] if values else None}
 
     @property
     def all_acknowledged(self) -> bool:
@@ -692,12 +700,13 @@ class Switch:
     async def _launch(self, runs: list[PaymentRun], started: float) -> None:
         """Start payments at most ``rate`` per second and ``concurrency`` at a
         time; none starts after the deadline."""
-        semaphore = DeferredSemaphore(self.plan.concurrency)
+        semaphore = DeferredSemaphore(MAX_PAYMENTS if self.plan.open_loop else self.plan.concurrency)
         tasks = []
         for run in runs:
             due = started + run.planned.index / self.plan.rate
             if due > self.now():
                 await self.sleep(due - self.now())
+            run.due_at = due
             await semaphore.acquire()
             if self.now() >= self._deadline:
                 semaphore.release()
@@ -776,7 +785,7 @@ class Switch:
         code = message.response_code
         reference = message.bill.payment_reference if message.bill else None
         if run.state == "waiting" and run.reversal is None and not answer.is_set:
-            run.latency = self.now() - run.sent_at
+            run.latency = self.now() - (run.due_at if self.plan.open_loop else run.sent_at)
             self.latencies.append(run.latency)
             run.response_code = code
             if code == "00":

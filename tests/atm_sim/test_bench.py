@@ -21,16 +21,18 @@ BIN = Path(sys.executable).parent
 
 
 def row(name, concurrency, throughput, sms=None):
-    return RowResult(name, concurrency, 4, 100, 100, 1.0, throughput, 1.0, 2.0, 3.0, 1.5, 50.0,
+    return RowResult(name, concurrency, 4, 100, 100, 1.0, throughput, 1.0, 2.0, 2.5, 3.0, 1.5, 50.0,
                      sms_per_second=sms)
 
 
 def test_ratios_are_taken_at_the_same_concurrency_and_summarised_on_the_last_line():
     rows = with_ratios([row("baseline", 10, 2000.0), row("sqlite", 10, 500.0, sms=480.0),
-                        row("baseline-c100", 100, 4000.0), row("sqlite-c100", 100, 400.0)])
-    assert [r.ratio for r in rows] == [1.0, 0.25, 1.0, 0.1]
+                        row("baseline-c100", 100, 4000.0), row("sqlite-c100", 100, 400.0),
+                        row("sqlite-open100", 10, 100.0)])
+    assert [r.ratio for r in rows] == [1.0, 0.25, 1.0, 0.1, None]
     text = render(rows)
-    assert text.splitlines()[-1] == "bench summary: sqlite 0.250x sqlite-c100 0.100x sms-drain 480/s"
+    assert text.splitlines()[-1] == ("bench summary: sqlite 0.250x sqlite-c100 0.100x sms-drain 480/s "
+                                     "sqlite-open100 p99 2.0ms")
 
 
 @pytest.mark.parametrize("biller", ["instant", "telecom"])
@@ -70,6 +72,6 @@ def test_a_quick_run_measures_every_row_and_every_payment_is_approved(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1].startswith("bench summary: sqlite ")
     rows = json.loads(report.read_text())["rows"]
-    assert [r["name"] for r in rows] == ["baseline", "sqlite", "e2e"]
+    assert [r["name"] for r in rows] == ["baseline", "sqlite", "e2e", "sqlite-open100"]
     assert all(r["approved"] == r["payments"] for r in rows)  # the bench measured payments, not errors
     assert all(r["sms_received"] == r["approved"] for r in rows if r["name"] != "baseline")

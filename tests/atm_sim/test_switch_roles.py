@@ -92,3 +92,33 @@ def test_roles_are_drawn_by_their_rates_and_the_older_roles_keep_their_draws():
 def test_impossible_role_plans_are_refused(kwargs):
     with pytest.raises(ValueError):
         SwitchPlan(**kwargs)
+
+
+def serial_gateway(seconds):
+    """Answers 0200s one at a time, ``seconds`` each: a server that queues."""
+    state = {"free_at": 0.0}
+
+    def script(gateway, protocol, mti, fields):
+        if mti != "0200":
+            return False
+        now = gateway.clock.seconds()
+        state["free_at"] = max(now, state["free_at"]) + seconds
+        protocol.send(*default_answer(mti, fields), delay=state["free_at"] - now)
+        return True
+
+    return script
+
+
+@pytest.mark.parametrize("open_loop", [False, True])
+def test_open_loop_latency_counts_the_queueing_a_closed_loop_hides(network, open_loop):
+    gateway = network.listen(serial_gateway(1.0))
+    report = run(network, gateway, plan(count=4, rate=10.0, concurrency=1, connections=1, answer_timeout=10.0,
+                                        open_loop=open_loop))
+    latencies = [p["latency"] for p in report.payments]
+    if open_loop:
+        # Due at 0.0, 0.1, 0.2, 0.3; answered at 1, 2, 3, 4: the queue shows.
+        assert latencies == pytest.approx([1.0, 1.9, 2.8, 3.7])
+        assert report.duration == pytest.approx(4.0, abs=0.2)
+    else:
+        # One at a time: each waits only for itself, and the load slows down.
+        assert latencies == pytest.approx([1.0, 1.0, 1.0, 1.0])
