@@ -228,7 +228,7 @@ class TransactionProcessor:
             respond=lambda _state: (response.mti, response.fields), detail=detail)
         if applied.view.state is not State.DECLINED:
             log.warning("the switch advised a payment the gateway declined: a person must refund it",
-                      state=applied.view.state.value, outcome=outcome.value)
+                        state=applied.view.state.value, outcome=outcome.value)
         self._after(applied)
         return response
 
@@ -318,8 +318,9 @@ class TransactionProcessor:
         return response
 
     async def _pay(self, request, new, route, service, log) -> Response:
-        # Journaled POSTING by record_request: a reversal that came first
-        # made it a RECEIVED decline instead, so nothing here can be reversed.
+        # Journaled POSTING by record_request (a reversal that came first made
+        # it a RECEIVED decline instead); a reversal arriving from now on is
+        # noted on the row and wins when the biller answers (machine.py).
         now = self._clock.seconds()
         bill = request.bill
         order = PaymentOrder(
