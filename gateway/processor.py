@@ -42,7 +42,13 @@ from billgw.billing_adapters.interface import (
     DeclineReason,
     PaymentOrder,
 )
-from billgw.iso8583.bill_data import BillLine, BillResponseData
+from billgw.iso8583.bill_data import (
+    BILL_NUMBER_MAX,
+    RECEIPT_NUMBER_MAX,
+    BillLine,
+    BillResponseData,
+    fit_bills,
+)
 from billgw.iso8583.codes import Outcome, ResponseCodes
 from billgw.iso8583.messages import BillRequest, RequestKind, Response, ReversalRequest
 from billgw.sms.outbox import OutboxKind
@@ -104,6 +110,27 @@ def local_check(request: BillRequest, billers: Mapping[str, BillerRoute]) -> tup
         biller_code=bill.biller_code, service_code=bill.service_code, currency=request.currency,
         billing_number=bill.billing_number, amount=request.amount)
     return problem, route, service
+
+
+def unusable(name: str, value: str | None, limit: int, *, required: bool = False) -> str | None:
+    """Why a value from a biller cannot travel in our answer (pure): too
+    long for its F48 tag, or not printable; None when it can."""
+    if value is None or value == "":
+        return f"no {name}" if required else None
+    if len(value) > limit:
+        return f"{name} of {len(value)} characters (at most {limit})"
+    if not value.isprintable():
+        return f"{name} with control characters"
+    return None
+
+
+def encodes(response: Response) -> bool:
+    """The answer can be put on the wire (checked before it is journaled)."""
+    try:
+        response.encode()
+    except Exception:  # pyiso8583 and the F48 codec raise their own kinds
+        return False
+    return True
 
 
 def business_date(now: float) -> str:
@@ -302,15 +329,27 @@ class TransactionProcessor:
             log.info("inquiry declined", outcome=outcome.value, detail=detail)
             return await self._decline_here(request, new, outcome, detail, log)
         bills = sorted(result.bills, key=lambda b: b.due_date)
-        data = BillResponseData(
+        problem = next(filter(None, (unusable("bill number", b.bill_number, BILL_NUMBER_MAX, required=True)
+                                     for b in bills)), None)
+        if problem is not None:
+            log.warning("inquiry: biller answer unusable", problem=problem)
+            return await self._decline_here(request, new, Outcome.SYSTEM_MALFUNCTION,
+                                            f"biller answer unusable: {problem}", log)
+        if not bills or result.total_due <= 0:
+            return await self._decline_here(request, new, Outcome.NO_BILL_DUE, "nothing due", log)
+        # F48 holds 999 bytes: the oldest bills that fit, the rest counted in MB.
+        data = fit_bills(BillResponseData(
             customer_name=result.customer_name,
             due_amount=result.total_due,
-            due_date=bills[0].due_date if bills else None,
+            due_date=bills[0].due_date,
             fee=service.fee,
             bills=tuple(BillLine(b.bill_number, b.amount_due, b.due_date) for b in bills),
             inquiry_reference=new.id,
-        )
+        ))
         response = request.respond_bill(self._code(Outcome.APPROVED), bill=data)
+        if not encodes(response):
+            return await self._decline_here(request, new, Outcome.SYSTEM_MALFUNCTION,
+                                            "the answer cannot be encoded", log)
         await self._journal.transition(new.id, State.ANSWERED, self._clock.seconds(),
                                        response=(response.mti, response.fields),
                                        detail=f"{len(bills)} bill(s), due {result.total_due}")
@@ -371,6 +410,16 @@ class TransactionProcessor:
             self.on_biller_work()
 
     async def _confirm(self, request, new, route, service, confirmation, log) -> Response:
+        """The biller confirmed: answer 00, once the answer is known to fit
+        the wire.  A confirmation whose values cannot travel in our 0210 is
+        an answer we cannot use -- outcome unknown (IN_DOUBT, 91), settled
+        by a status query and a reversal, never a CONFIRMED payment whose
+        switch gets no answer."""
+        problem = (unusable("receipt number", confirmation.receipt_number, RECEIPT_NUMBER_MAX, required=True)
+                   or unusable("bill number", confirmation.bill_number, BILL_NUMBER_MAX))
+        if problem is not None:
+            return await self._settle(request, new, Event.BILLER_NO_ANSWER, Outcome.BILLER_UNAVAILABLE,
+                                      f"biller answer unusable: {problem}", log)
         now = self._clock.seconds()
         auth_code = self._new_auth()
         settlement = business_date(now)
@@ -382,6 +431,9 @@ class TransactionProcessor:
         )
         approved = request.respond_bill(self._code(Outcome.APPROVED), bill=data, auth_code=auth_code,
                                         settlement_date=settlement)
+        if not encodes(approved):
+            return await self._settle(request, new, Event.BILLER_NO_ANSWER, Outcome.BILLER_UNAVAILABLE,
+                                      "biller answer unusable: the approval cannot be encoded", log)
         values = {"biller_receipt": confirmation.receipt_number, "auth_code": auth_code,
                   "settlement_date": settlement}
         if confirmation.bill_number and not new.bill_number:

@@ -33,6 +33,7 @@ from billgw.iso8583.messages import (
     NetworkRequest,
     Response,
     decode_request,
+    echo_fields,
     format_error_response,
 )
 
@@ -153,7 +154,18 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
             self.log.warning("answer ready but the connection is gone", mti=response.mti,
                              stan=response.fields.get("11"), response_code=response.response_code)
             return
-        self.transport.write(encode_frame(response.encode(), self.factory.framing))
+        try:
+            payload = response.encode()
+        except Exception:
+            # Every request gets an answer: the processor checks its answers
+            # before journaling them, so this is a bug -- answered 96 with the
+            # request's keys, never silence.
+            self.log.error("answer cannot be encoded: answering system malfunction", mti=response.mti,
+                           stan=response.fields.get("11"), exc_info=True)
+            fallback = {f: v for f, v in response.fields.items() if f in echo_fields(response.mti)}
+            fallback["39"] = self.factory.codes.code(Outcome.SYSTEM_MALFUNCTION)
+            payload = Response(response.mti, fallback).encode()
+        self.transport.write(encode_frame(payload, self.factory.framing))
 
 
 class Iso8583ServerFactory(Factory):

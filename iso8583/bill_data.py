@@ -8,7 +8,7 @@ kept and ignored, so a switch can send extra data without breaking us.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # Request tags (0200/0220 from the acquirer).
 BILLER_CODE = "BC"
@@ -26,6 +26,14 @@ FEE = "FE"
 BILL_DETAIL = "BD"
 RECEIPT_NUMBER = "RN"
 PAYMENT_REFERENCE = "PR"
+MORE_BILLS = "MB"
+
+# F48 is LLLVAR: at most 999 bytes.  An answer is fitted to it before it is
+# journaled (see :func:`fit_bills`), so every answer can be sent.
+F48_MAX_BYTES = 999
+# What a biller's values may be to travel in our F48 (the tags' formats below).
+BILL_NUMBER_MAX = 30
+RECEIPT_NUMBER_MAX = 32
 
 TAG_DESCRIPTIONS = {
     BILLER_CODE: ("request", "Biller code, e.g. TEL", "an..10"),
@@ -42,6 +50,7 @@ TAG_DESCRIPTIONS = {
     BILL_DETAIL: ("response", "One per open bill: bill number, amount, due date separated by '|'", "ans..60"),
     RECEIPT_NUMBER: ("response", "Biller's receipt number for the payment", "ans..32"),
     PAYMENT_REFERENCE: ("response", "Gateway payment reference (quote it to support)", "ans..32"),
+    MORE_BILLS: ("response", "Open bills left out of the BD list because F48 is full", "n..3"),
 }
 
 
@@ -161,6 +170,7 @@ class BillResponseData:
     inquiry_reference: str | None = None
     receipt_number: str | None = None
     payment_reference: str | None = None
+    more_bills: int | None = None  # open bills not listed: F48 had no room for them
 
     def to_tlv(self) -> str:
         items = []
@@ -182,7 +192,13 @@ class BillResponseData:
             items.append((RECEIPT_NUMBER, self.receipt_number))
         if self.payment_reference:
             items.append((PAYMENT_REFERENCE, self.payment_reference))
+        if self.more_bills:
+            items.append((MORE_BILLS, str(self.more_bills)))
         return encode_tlv(items)
+
+    def size(self) -> int:
+        """Bytes of the encoded F48 value (what its LLL prefix counts)."""
+        return len(self.to_tlv().encode("utf-8"))
 
     @classmethod
     def from_tlv(cls, value: str) -> "BillResponseData":
@@ -214,4 +230,19 @@ class BillResponseData:
             inquiry_reference=tags.get(INQUIRY_REFERENCE),
             receipt_number=tags.get(RECEIPT_NUMBER),
             payment_reference=tags.get(PAYMENT_REFERENCE),
+            more_bills=number(MORE_BILLS),
         )
+
+
+def fit_bills(data: BillResponseData, budget: int = F48_MAX_BYTES) -> BillResponseData:
+    """``data`` with as many of its bills (oldest first, as given) as fit in
+    ``budget`` bytes of F48; the ones left out are counted in MB.  Raises
+    ValueError when even no bill at all does not fit."""
+    bills = list(data.bills)
+    fitted = data
+    while fitted.size() > budget:
+        if not bills:
+            raise ValueError(f"F48 of {fitted.size()} bytes does not fit {budget} even without bills")
+        bills.pop()
+        fitted = replace(data, bills=tuple(bills), more_bills=len(data.bills) - len(bills))
+    return fitted

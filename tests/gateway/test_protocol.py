@@ -258,3 +258,23 @@ def test_one_peer_cannot_take_the_whole_gateway_and_reversals_are_refused_so_the
     assert factory.in_flight == 0 and flood.in_flight == 0
     other.dataReceived(encode_frame(reversal_frame()))  # the switch's repeat, now taken in
     assert len(processor.requests) == 4 and processor.requests[-1].mti == "0420"
+
+
+@pytest.mark.allow_errors
+def test_an_answer_that_cannot_be_encoded_still_goes_out_as_96_with_the_keys(wire):
+    from billgw.iso8583.messages import Response
+
+    proto, transport, _, processor = wire
+    proto.dataReceived(encode_frame(sign_on()))
+    answers(transport)
+    proto.dataReceived(encode_frame(payment()))
+    [(request, d)] = processor.pending
+    broken = dict(request.respond_bill("00").fields, **{"48": "X" * 1200})  # past F48's 999
+    with capture_logs() as logs:
+        d.callback(Response("0210", broken))
+    [answer] = answers(transport)
+    assert (answer.mti, answer.response_code, answer.fields["11"], answer.fields["41"]) == (
+        "0210", "96", "000123", "ATM00001")
+    assert "48" not in answer.fields
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "answer cannot be encoded: answering system malfunction"]
