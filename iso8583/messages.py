@@ -28,7 +28,16 @@ import iso8583 as _pyiso8583  # pyiso8583
 
 from .bill_data import BillDataError, BillRequestData, BillResponseData
 from .masking import mask_pan, mask_text
-from .spec import CARD_DATA_FIELDS, NUMERIC_FIELDS, SPEC, echo_fields, gateway_fields, mandatory_fields
+from .spec import (
+    ALPHANUMERIC_FIELDS,
+    CARD_DATA_FIELDS,
+    NUMERIC_FIELDS,
+    PRINTABLE_FIELDS,
+    SPEC,
+    echo_fields,
+    gateway_fields,
+    mandatory_fields,
+)
 
 NETWORK_MTIS = frozenset({"0800"})
 FINANCIAL_MTIS = frozenset({"0200"})
@@ -349,14 +358,30 @@ def _decode(payload: bytes) -> tuple[str | None, dict]:
     return doc.get("t"), doc
 
 
+def _is_alphanumeric(value: str) -> bool:
+    return value.isascii() and value.isalnum()
+
+
+def _is_printable_ascii(value: str) -> bool:
+    return value.isascii() and value.isprintable()
+
+
+_FIELD_CHECKS = (
+    (NUMERIC_FIELDS, lambda v: v.isascii() and v.isdigit(), "not numeric (n: digits only)"),
+    (ALPHANUMERIC_FIELDS, _is_alphanumeric, "not alphanumeric (an: letters and digits only)"),
+    (PRINTABLE_FIELDS, _is_printable_ascii, "not printable (ans: printable ASCII only)"),
+)
+
+
 def _check_numeric(mti: str, doc: Mapping[str, str]) -> None:
-    for f in sorted(NUMERIC_FIELDS & set(doc), key=int):
-        value = doc[f]
-        if not value.isdigit():
-            # Like a decode error, the faulty field is left out of the echo:
-            # a format-error answer must itself be a well-formed message.
-            safe = {k: v for k, v in _safe_fields(doc).items() if k != f}
-            raise MessageFormatError("not numeric", field=f, mti=mti, fields=safe)
+    """Each field's content against its ISO type (n, an, ans)."""
+    for fields, ok, reason in _FIELD_CHECKS:
+        for f in sorted(fields & set(doc), key=int):
+            if not ok(doc[f]):
+                # Like a decode error, the faulty field is left out of the
+                # echo: a format-error answer must itself be well-formed.
+                safe = {k: v for k, v in _safe_fields(doc).items() if k != f}
+                raise MessageFormatError(reason, field=f, mti=mti, fields=safe)
 
 
 def decode_request(payload: bytes) -> NetworkRequest | BillRequest | ReversalRequest:

@@ -30,6 +30,14 @@ CARD_DATA_FIELDS = frozenset({"2", "14", "35", "36", "45", "52", "55"})
 
 # Fields whose content must be decimal digits when present.
 NUMERIC_FIELDS = frozenset({"2", "3", "4", "7", "11", "12", "13", "15", "18", "32", "33", "49", "70", "90"})
+# ISO 8583 "an": letters and digits only; "ans": printable characters (here
+# printable ASCII: a strict peer decodes these fields as ASCII).  Checked on
+# the way in, so nothing we echo can go out malformed.  F48 has its own TLV
+# codec; F35 (z) and F52 (b) are never echoed.
+ALPHANUMERIC_FIELDS = frozenset({"37", "38", "39"})
+PRINTABLE_FIELDS = frozenset({"41", "42", "43", "102"})
+FIELD_TYPES = {**{f: "n" for f in NUMERIC_FIELDS}, **{f: "an" for f in ALPHANUMERIC_FIELDS},
+               **{f: "ans" for f in PRINTABLE_FIELDS}, "48": "ans", "35": "z", "52": "b"}
 
 # Presence per message: M mandatory, C conditional (see note), O optional,
 # E echoed from the request, G set by the gateway.  Absent = not used.

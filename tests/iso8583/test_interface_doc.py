@@ -11,7 +11,7 @@ from billgw.iso8583.dump import parse_hex_dump
 from billgw.iso8583.examples import BEGIN_MARKER, END_MARKER, render_examples_markdown
 from billgw.iso8583.messages import decode_request, decode_response
 from billgw.iso8583.messages import OriginalData
-from billgw.iso8583.spec import FIELD_USAGE, REQUEST_MTIS, RESPONSE_MTIS, SPEC
+from billgw.iso8583.spec import FIELD_TYPES, FIELD_USAGE, REQUEST_MTIS, RESPONSE_MTIS, SPEC
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "iso8583-interface.md"
 REGENERATE = "make docs  (from the repository root)"
@@ -86,6 +86,7 @@ def test_field_tables_agree_with_field_usage_and_spec(doc, mti):
     expected = {f: usage[mti] for f, usage in FIELD_USAGE.items() if mti in usage}
     assert {f: row[4] for f, row in documented.items()} == expected
     for field, row in documented.items():
+        assert row[2].split()[0] == FIELD_TYPES[field], field
         spec = SPEC[field]
         prefix = {0: "", 2: "LL..", 3: "LLL.."}[spec["len_type"]]
         assert row[3] == f"{prefix}{spec['max_len']}", field
