@@ -384,6 +384,32 @@ def _check_numeric(mti: str, doc: Mapping[str, str]) -> None:
                 raise MessageFormatError(reason, field=f, mti=mti, fields=safe)
 
 
+def _valid_clock(mmdd: str | None, hhmmss: str | None) -> bool:
+    """MMDD and hhmmss that name a real moment (29 February allowed: F7 and
+    F13 carry no year)."""
+    if mmdd is not None:
+        month, day = int(mmdd[:2]), int(mmdd[2:4])
+        if not 1 <= month <= 12 or not 1 <= day <= (29, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month]:
+            return False
+    if hhmmss is not None:
+        if int(hhmmss[:2]) > 23 or int(hhmmss[2:4]) > 59 or int(hhmmss[4:6]) > 59:
+            return False
+    return True
+
+
+def _check_semantics(mti: str, doc: Mapping[str, str], safe: Mapping[str, str]) -> None:
+    """What the types alone let through: dates that name no moment, and (for
+    bill requests, F3's type checked by the caller) the to-account positions
+    of F3 and an inquiry that carries an amount."""
+    dates = {"7": (doc.get("7", "")[:4], doc.get("7", "")[4:]), "12": (None, doc.get("12")),
+             "13": (doc.get("13"), None)}
+    for f, (mmdd, hhmmss) in dates.items():
+        if doc.get(f) and not _valid_clock(mmdd or None, hhmmss or None):
+            # Still digits of the right length: echoed, so the switch can
+            # match the answer by its keys (F7 is one of them).
+            raise MessageFormatError("not a valid date/time", field=f, mti=mti, fields=safe)
+
+
 def decode_request(payload: bytes) -> NetworkRequest | BillRequest | ReversalRequest:
     """Decode one request frame.  Raises MessageFormatError when invalid."""
     mti, doc = _decode(payload)
@@ -394,6 +420,7 @@ def decode_request(payload: bytes) -> NetworkRequest | BillRequest | ReversalReq
     for f in mandatory_fields(mti):
         if not doc.get(f):
             raise MessageFormatError("mandatory field missing", field=f, mti=mti, fields=safe)
+    _check_semantics(mti, doc, safe)
     if mti in NETWORK_MTIS:
         return NetworkRequest(mti, safe)
     if mti in REVERSAL_MTIS:
@@ -402,6 +429,11 @@ def decode_request(payload: bytes) -> NetworkRequest | BillRequest | ReversalReq
     if kind is None:
         raise MessageFormatError("processing code is neither bill inquiry (37) nor payment (50)",
                                  field="3", mti=mti, fields=safe)
+    if doc["3"][4:6] != "00":
+        raise MessageFormatError("processing code positions 5-6 (to account) must be 00", field="3", mti=mti,
+                                 fields=safe)
+    if kind is RequestKind.INQUIRY and int(doc.get("4") or "0") != 0:
+        raise MessageFormatError("an inquiry's amount (F4) must be zero", field="4", mti=mti, fields=safe)
     if mti in ADVICE_MTIS and kind is not RequestKind.PAYMENT:
         # Only a debit can have happened without our answer; an inquiry
         # changes nothing, so there is nothing to complete.

@@ -34,3 +34,27 @@ def test_a_field_outside_its_type_is_a_format_error_naming_it(field, value, kind
 @pytest.mark.parametrize("field, value", [("41", "ATM 0001"), ("42", "Shop #12, Amman"), ("37", "A1B2C3D4E5F6")])
 def test_values_within_their_type_pass(field, value):
     assert decode(**{field: value}).fields[field] == value
+
+
+@pytest.mark.parametrize("over, field", [
+    ({"3": "500010"}, "3"),           # to-account positions 5-6
+    ({"3": "370000", "4": "000000000100"}, "4"),  # an inquiry with an amount
+    ({"7": "1322193000"}, "7"),       # month 13
+    ({"7": "0231193000"}, "7"),       # 31 February
+    ({"7": "1122246000"}, "7"),       # 24:60
+    ({"12": "196100"}, "12"),
+    ({"13": "0000"}, "13"),
+])
+def test_semantics_the_types_let_through_are_format_errors(over, field):
+    with pytest.raises(MessageFormatError) as caught:
+        decode(**over)
+    assert caught.value.field == field
+    answer = format_error_response(caught.value, ResponseCodes().code(Outcome.FORMAT_ERROR))
+    assert answer.fields["39"] == "30" and answer.fields["11"] == "000123"
+    assert answer.fields["7"] == {**FIELDS, **over}["7"]  # the keys still match the answer to its request
+    answer.encode()  # the answer is itself well-formed
+
+
+def test_29_february_and_the_last_second_of_the_day_are_valid():
+    request = decode(**{"7": "0229235959", "12": "235959", "13": "0229", "3": "371000", "4": "000000000000"})
+    assert request.kind.value == "inquiry"
