@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from twisted.internet import defer, protocol, task
+from twisted.internet import defer, protocol, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 from .switch import SwitchPlan, run_switch
@@ -249,7 +249,7 @@ async def run_row(reactor, spec: RowSpec, workdir: Path) -> RowResult:
             db_url = f"sqlite:///{rowdir / 'journal.sqlite'}"
         else:
             db_url = spec.database
-            wipe_postgres(db_url)
+            await threads.deferToThread(wipe_postgres, db_url)  # blocking: off the reactor
         config = rowdir / "billgw.toml"
         config.write_text(gateway_config(port=port, db_url=db_url, smsc_port=smsc_port, biller=spec.biller,
                                          telecom_port=telecom_port), encoding="utf-8")

@@ -1,10 +1,11 @@
-"""The database behind a reactor: engine set-up and a bounded thread pool.
+"""The database behind a reactor: engine set-up and the journal's own threads.
 
-SQLAlchemy sessions block, so every journal operation runs on a dedicated,
-bounded thread pool (not the reactor's shared one, which also resolves host
-names), as one transaction, and returns plain dataclasses -- never rows or
-``Result`` objects -- to the reactor thread.  The pattern is Buildbot's
-``DBThreadPool``.
+SQLAlchemy sessions block, so every journal operation runs off the reactor
+thread -- on SQLite one group-committing writer thread, on PostgreSQL a
+dedicated, bounded thread pool (never the reactor's shared one, which also
+resolves host names) -- and returns plain dataclasses, never rows or
+``Result`` objects, to the reactor thread.  The pool is Buildbot's
+``DBThreadPool`` pattern; see :class:`DatabasePool` for the writer.
 """
 from __future__ import annotations
 

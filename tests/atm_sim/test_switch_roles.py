@@ -11,23 +11,17 @@ from billgw.atm_sim.switch import (
     ROLE_RULE_BREAKING_ADVICE,
     SwitchPlan,
     plan_payments,
-    run_switch,
 )
 from switch_fake_gateway import default_answer, network  # noqa: F401 (fixture)
+from test_switch import plan as switch_plan
+from test_switch import run
 
 pytestmark = pytest.mark.timeout(30)
 
 
 def plan(**overrides) -> SwitchPlan:
-    base = dict(count=1, subscribers=("0790000000",), duplicate_rate=0.0, advice_rate=0.0, cancel_rate=0.0,
-                answer_timeout=0.4, repeat_interval=0.2, connect_wait=1.0, sign_on_timeout=1.0,
-                reconnect_max_delay=0.2, max_duration=10.0, connections=2, rate=100.0, first_stan=100)
-    base.update(overrides)
-    return SwitchPlan(**base)
-
-
-def run(network, gateway, the_plan):
-    return network.run(run_switch(network.clock, "127.0.0.1", gateway.port, the_plan))
+    """test_switch's plan, on two links (a pipelined reversal must stay on its 0200's)."""
+    return switch_plan(**{"connections": 2, **overrides})
 
 
 def test_a_pipelined_reversal_follows_its_0200_on_the_same_link_before_any_answer(network):
