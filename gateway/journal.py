@@ -11,16 +11,36 @@ import datetime as _dt
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Mapping
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from .schema import transaction_events, transactions
 from billgw.sms.outbox import utc  # one clock-to-column conversion for every table
 
-from .states import IllegalTransition, State, check_transition, sources_of
+from .states import State
+
+# The statements of the hot path, built once with bind parameters: SQLAlchemy
+# then finds each one's compiled form by a cache key memoised on the
+# statement object, instead of building, hashing and compiling a fresh
+# statement on every call (the profile in docs/performance.md).
+_t = transactions
+BY_ID = select(_t).where(_t.c.id == bindparam("b_id"))
+# The row lock for a decision (PostgreSQL; SQLite renders no FOR UPDATE: its
+# writers are serialised by BEGIN IMMEDIATE).
+BY_ID_FOR_UPDATE = BY_ID.with_for_update()
+_BY_KEYS = select(_t).where(
+    _t.c.acquirer_id == bindparam("b_acquirer"), _t.c.terminal_id == bindparam("b_terminal"),
+    _t.c.stan == bindparam("b_stan"), _t.c.transmission_dt == bindparam("b_dt"))
+_INSERT = insert(_t).returning(*_t.c)
+INSERT_EVENT = insert(transaction_events)
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+def keys_params(acquirer_id: str, terminal_id: str, stan: str, transmission_dt: str) -> dict[str, str]:
+    """The bind parameters of a look-up by acquirer keys."""
+    return {"b_acquirer": acquirer_id, "b_terminal": terminal_id, "b_stan": stan, "b_dt": transmission_dt}
 
 
 @dataclass(frozen=True)
@@ -114,7 +134,7 @@ def _view(row) -> TransactionView:
 
 
 def get(conn: Connection, txn_id: str) -> TransactionView | None:
-    row = conn.execute(select(transactions).where(transactions.c.id == txn_id)).first()
+    row = conn.execute(BY_ID, {"b_id": txn_id}).first()
     return _view(row) if row else None
 
 
@@ -140,15 +160,12 @@ def lock_acquirer_keys(conn: Connection, acquirer_id: str, terminal_id: str, sta
         return
     basis = "\x1f".join((acquirer_id, terminal_id, stan, transmission_dt)).encode("utf-8")
     key = int.from_bytes(hashlib.blake2b(basis, digest_size=8).digest(), "big", signed=True)
-    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    conn.execute(_ADVISORY_LOCK, {"key": key})
 
 
 def find_by_keys(conn: Connection, acquirer_id: str, terminal_id: str, stan: str,
                  transmission_dt: str) -> TransactionView | None:
-    t = transactions
-    row = conn.execute(select(t).where(
-        t.c.acquirer_id == acquirer_id, t.c.terminal_id == terminal_id,
-        t.c.stan == stan, t.c.transmission_dt == transmission_dt)).first()
+    row = conn.execute(_BY_KEYS, keys_params(acquirer_id, terminal_id, stan, transmission_dt)).first()
     return _view(row) if row else None
 
 
@@ -163,7 +180,8 @@ def record_received(conn: Connection, new: NewTransaction, now: float, *, revers
     biller right after this commit (one durable trip fewer on the approved
     path; a crash before the call then leaves it POSTING, which recovery
     settles by a status query -- never by posting it blindly).
-    ``looked_up``: the caller has just found no row under these keys.
+    ``looked_up``: the caller holds the keys' lock and has just found no
+    row under them.
     """
     if state not in (State.RECEIVED, State.POSTING):
         raise ValueError(f"a request is journaled RECEIVED or POSTING, not {state.value}")
@@ -172,52 +190,26 @@ def record_received(conn: Connection, new: NewTransaction, now: float, *, revers
         if existing is not None:
             return Recorded(existing, False)
     at = utc(now)
+    values = dict(new.__dict__, state=state.value, reversal_requested=reversal_requested,
+                  advice_received=advice_received, created_at=at, updated_at=at)
+    event = {"transaction_id": new.id, "from_state": None, "to_state": state.value, "at": at, "detail": None}
+    if looked_up:
+        # The caller holds the keys' lock (lock_acquirer_keys) and found no
+        # row: nothing can insert these keys before this transaction ends,
+        # so no savepoint is needed to survive a lost race.
+        row = conn.execute(_INSERT, values).one()
+        conn.execute(INSERT_EVENT, event)
+        return Recorded(_view(row), True)
     try:
         with conn.begin_nested():
-            row = conn.execute(insert(transactions).values(
-                **new.__dict__, state=state.value, reversal_requested=reversal_requested,
-                advice_received=advice_received, created_at=at, updated_at=at)
-                .returning(*transactions.c)).one()
-            conn.execute(insert(transaction_events).values(
-                transaction_id=new.id, from_state=None, to_state=state.value, at=at))
+            row = conn.execute(_INSERT, values).one()
+            conn.execute(INSERT_EVENT, event)
     except IntegrityError:
         existing = find_by_keys(conn, new.acquirer_id, new.terminal_id, new.stan, new.transmission_dt)
         if existing is None:
             raise
         return Recorded(existing, False)
     return Recorded(_view(row), True)
-
-
-def transition(conn: Connection, txn_id: str, new: State, now: float, *, detail: str | None = None,
-               response: tuple[str, Mapping[str, str]] | None = None, **values) -> TransactionView:
-    """Move a transaction to ``new`` (checked), recording the event.
-
-    The UPDATE is guarded by the allowed source states, so two racing
-    writers cannot both move it.  Raises IllegalTransition otherwise.
-    """
-    current = get(conn, txn_id)
-    if current is None:
-        raise KeyError(txn_id)
-    check_transition(current.state, new)
-    at = utc(now)
-    if response is not None:
-        mti, fields = response
-        values["response_fields"] = json.dumps({"mti": mti, "fields": dict(fields)}, sort_keys=True)
-        values["response_code"] = fields.get("39")
-    if detail is not None:
-        values["detail"] = detail[:400]
-    result = conn.execute(
-        update(transactions)
-        .where(transactions.c.id == txn_id,
-               transactions.c.state.in_([s.value for s in sources_of(new)]))
-        .values(state=new.value, updated_at=at, **values)
-    )
-    if result.rowcount != 1:
-        raise IllegalTransition(f"{txn_id} changed state concurrently")
-    conn.execute(insert(transaction_events).values(
-        transaction_id=txn_id, from_state=current.state.value, to_state=new.value, at=at,
-        detail=detail[:400] if detail else None))
-    return get(conn, txn_id)
 
 
 def events(conn: Connection, txn_id: str) -> list[tuple[str | None, str, _dt.datetime, str | None]]:
@@ -238,10 +230,14 @@ class Journal:
         self._pool = pool
 
     def run(self, fn, *args, **kwargs):
+        """A write for what is already journaled: never refused."""
         return self._pool.run(fn, *args, **kwargs)
 
-    def transition(self, txn_id: str, new: State, now: float, **kwargs):
-        return self._pool.run(transition, txn_id, new, now, **kwargs)
+    def admit(self, fn, *args, **kwargs):
+        """A write that journals new work: fails with ``JournalBusy``, nothing
+        written, while the journal's queue is full (back-pressure)."""
+        return self._pool.admit(fn, *args, **kwargs)
 
     def get(self, txn_id: str):
-        return self._pool.run(get, txn_id)
+        """The committed row, read beside the writer, never behind it."""
+        return self._pool.read(get, txn_id)

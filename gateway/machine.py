@@ -50,6 +50,7 @@ class Event(enum.Enum):
     # the switch reversed it before it arrived.
     NOT_POSTED = "not_posted"
     ADVICE_ONLY = "advice_only"  # journaled from its 0220: the 0200 never came
+    INQUIRY_ANSWERED = "inquiry_answered"  # the biller listed the bills; the 0210 is built
 
 
 class Action(enum.Enum):
@@ -141,6 +142,8 @@ def decide(facts: Facts, event: Event) -> Decision:
                 return _refuse_advised(facts, "the gateway declined")
             return Decision(State.DECLINED, (), facts.reversal_requested, facts.advice_received,
                             "declined, nothing posted")
+        if event is Event.INQUIRY_ANSWERED:
+            return Decision(State.ANSWERED, (), facts.reversal_requested, facts.advice_received, "bills listed")
         if event is Event.ADVICE_ONLY:
             if facts.reversal_requested:
                 return _refuse_advised(facts, "the switch had already reversed")

@@ -18,24 +18,27 @@ import json
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from billgw.sms import outbox as sms_outbox
 
 from . import biller_outbox
 from .journal import (
+    BY_ID_FOR_UPDATE,
+    INSERT_EVENT,
     NewTransaction,
     Recorded,
     TransactionView,
     _view,
     find_by_keys,
+    keys_params,
     lock_acquirer_keys,
     record_received,
     utc,
 )
 from .machine import BILLER_ACTIONS, Action, Decision, Event, Facts, decide
-from .schema import reversals, transaction_events, transactions
+from .schema import reversals, transactions
 from .states import State, check_transition
 
 # Reversal row states.
@@ -44,6 +47,18 @@ REV_BILLER_REVERSED = "BILLER_REVERSED"  # the biller no longer holds it
 REV_NOT_FOUND = "NOT_FOUND"  # the original never reached us: an exception
 REV_NOTHING = "NOTHING_TO_REVERSE"  # the original was declined or never posted
 REV_EXCEPTION = "EXCEPTION"  # the biller would not reverse: refund by hand
+
+# Built once (see journal.py): the statements every payment runs.
+_r = reversals
+# SET columns come from the parameters given; b_id picks the row.
+_UPDATE_PAYMENT = (update(transactions).where(transactions.c.id == bindparam("b_id"))
+                   .returning(*transactions.c))
+_REVERSAL_OF_KEYS = select(_r.c.id).where(
+    _r.c.orig_acquirer_id == bindparam("b_acquirer"), _r.c.orig_terminal_id == bindparam("b_terminal"),
+    _r.c.orig_stan == bindparam("b_stan"), _r.c.orig_transmission_dt == bindparam("b_dt"))
+_SETTLE_REVERSAL_ROWS = update(_r).where(_r.c.transaction_id == bindparam("b_txn"),
+                                         _r.c.state == bindparam("b_from")).values(
+    state=bindparam("b_to"), updated_at=bindparam("b_at"))
 
 
 @dataclass(frozen=True)
@@ -66,10 +81,7 @@ class Applied:
 
 
 def _locked(conn: Connection, txn_id: str) -> TransactionView | None:
-    query = select(transactions).where(transactions.c.id == txn_id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    row = conn.execute(BY_ID_FOR_UPDATE, {"b_id": txn_id}).first()
     return _view(row) if row else None
 
 
@@ -128,21 +140,17 @@ def apply_event(conn: Connection, txn_id: str, event: Event, now: float, ctx: Se
     if decision.state is not view.state:
         check_transition(view.state, decision.state)
         changes.update(state=decision.state.value, detail=note[:400])
-        conn.execute(insert(transaction_events).values(
-            transaction_id=txn_id, from_state=view.state.value, to_state=decision.state.value, at=at,
-            detail=note[:400]))
+        conn.execute(INSERT_EVENT, {"transaction_id": txn_id, "from_state": view.state.value,
+                                    "to_state": decision.state.value, "at": at, "detail": note[:400]})
     fresh = view
     if changes:
         changes["updated_at"] = at
         # RETURNING: the row as it now is, without reading it again.
-        fresh = _view(conn.execute(update(transactions).where(transactions.c.id == txn_id).values(**changes)
-                                   .returning(*transactions.c)).one())
+        fresh = _view(conn.execute(_UPDATE_PAYMENT, {"b_id": txn_id, **changes}).one())
     if decision.state is not view.state:
         rev_state = _rev_state_for(decision.state)
         if rev_state is not None:
-            conn.execute(update(reversals).where(
-                reversals.c.transaction_id == txn_id, reversals.c.state == REV_ACKED).values(
-                state=rev_state, updated_at=at))
+            _move_reversal_rows(conn, txn_id, REV_ACKED, rev_state, at)
 
     biller_work = sms_queued = False
     for action in decision.actions:
@@ -160,6 +168,10 @@ def apply_event(conn: Connection, txn_id: str, event: Event, now: float, ctx: Se
     if work_item is not None:
         biller_outbox.complete(conn, work_item, now=now)
     return Applied(fresh, decision, biller_work, sms_queued)
+
+
+def _move_reversal_rows(conn: Connection, txn_id: str, from_state: str, to_state: str, at) -> None:
+    conn.execute(_SETTLE_REVERSAL_ROWS, {"b_txn": txn_id, "b_from": from_state, "b_to": to_state, "b_at": at})
 
 
 def _queue_sms(conn, view: TransactionView, kind, now: float, ctx: SettleContext) -> bool:
@@ -238,18 +250,15 @@ def record_reversal(conn: Connection, rev: ReversalInput, now: float, ctx: Settl
     final = {State.DECLINED: REV_NOTHING, State.ANSWERED: REV_NOTHING, State.REVERSED: REV_BILLER_REVERSED,
              State.EXCEPTION: REV_EXCEPTION}.get(applied.view.state)
     if final is not None:
-        conn.execute(update(r).where(r.c.transaction_id == original.id, r.c.state == REV_ACKED).values(
-            state=final, updated_at=at))
+        _move_reversal_rows(conn, original.id, REV_ACKED, final, at)
         state = final
     return ReversalOutcome(ack_code, False, state, original.id, applied.biller_work, applied.sms_queued)
 
 
 def reversed_before_arrival(conn: Connection, acquirer_id: str, terminal_id: str, stan: str,
                             transmission_dt: str) -> bool:
-    r = reversals
-    return conn.execute(select(r.c.id).where(
-        r.c.orig_acquirer_id == acquirer_id, r.c.orig_terminal_id == terminal_id,
-        r.c.orig_stan == stan, r.c.orig_transmission_dt == transmission_dt)).first() is not None
+    return conn.execute(_REVERSAL_OF_KEYS,
+                        keys_params(acquirer_id, terminal_id, stan, transmission_dt)).first() is not None
 
 
 def _journal_under_lock(conn: Connection, new: NewTransaction, now: float, *, posting: bool = False,
@@ -301,9 +310,7 @@ def _settle_reversal_row(conn: Connection, txn_id: str, state: State, now: float
     """A reversal that waited NOT_FOUND for its original: the original is
     here now, and was never posted."""
     rev_state = REV_NOTHING if state is State.DECLINED else _rev_state_for(state) or REV_ACKED
-    conn.execute(update(reversals).where(
-        reversals.c.transaction_id == txn_id, reversals.c.state == REV_NOT_FOUND).values(
-        state=rev_state, updated_at=utc(now)))
+    _move_reversal_rows(conn, txn_id, REV_NOT_FOUND, rev_state, utc(now))
 
 
 # --- advices (0220 / 0221) ---------------------------------------------------

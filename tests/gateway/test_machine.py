@@ -68,6 +68,7 @@ S, E, A = State, Event, Action
     (Facts(S.RECEIVED, advice_received=True, breaks_local_rules=True), E.STALE, S.EXCEPTION, ()),
     (Facts(S.RECEIVED, breaks_local_rules=True), E.STALE, S.DECLINED, ()),
     (Facts(S.DECLINED, breaks_local_rules=True), E.ADVICE_RECEIVED, S.EXCEPTION, ()),
+    (Facts(S.RECEIVED), E.INQUIRY_ANSWERED, S.ANSWERED, ()),
     # Final states stay final.
     (Facts(S.REVERSED), E.REVERSAL_RECEIVED, S.REVERSED, ()),
     (Facts(S.REVERSED), E.BILLER_CONFIRMED, S.REVERSED, ()),

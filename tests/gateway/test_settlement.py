@@ -290,6 +290,6 @@ async def test_a_reversal_the_journal_cannot_take_is_answered_96_not_dropped(wor
     def broken(*args, **kwargs):
         return defer.fail(RuntimeError("database is gone"))
 
-    processor._journal.run = broken
+    processor._journal.run = processor._journal.admit = broken
     answer = await processor.handle(reversal())
     assert (answer.mti, answer.fields["39"], answer.fields["11"]) == ("0430", "96", "000500")
