@@ -43,6 +43,8 @@ setup(
         # SOAP bodies from billers and ATM-side XML are parsed with defusedxml:
         # the stdlib parsers expand entities, which a hostile peer can abuse.
         "defusedxml>=0.7",
+        # MSISDNs normalised to E.164 per country (Google's libphonenumber metadata).
+        "phonenumbers>=8.13",
     ],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1"],

@@ -30,6 +30,8 @@ from sqlalchemy import (
     UnicodeText,
     UniqueConstraint,
     and_,
+    bindparam,
+    case,
     or_,
     select,
     update,
@@ -129,29 +131,20 @@ def enqueue(
     Returns the row id (the existing one for a repeat), so callers replaying a
     confirmation never create a second receipt.
     """
-    existing = conn.execute(
-        select(sms_outbox.c.id).where(
-            sms_outbox.c.payment_id == payment_id, sms_outbox.c.kind == kind.value
-        )
-    ).scalar_one_or_none()
+    existing = conn.execute(_EXISTING, {"b_payment": payment_id, "b_kind": kind.value}).scalar_one_or_none()
     if existing is not None:
         return existing
     at = utc(now)
-    result = conn.execute(
-        sms_outbox.insert().values(
-            payment_id=payment_id,
-            kind=kind.value,
-            msisdn=msisdn,
-            language=language,
-            text=text,
-            state=state.value,
-            attempts=0,
-            next_attempt_at=at,
-            created_at=at,
-            updated_at=at,
-        )
-    )
+    result = conn.execute(_INSERT, {
+        "payment_id": payment_id, "kind": kind.value, "msisdn": msisdn, "language": language, "text": text,
+        "state": state.value, "attempts": 0, "next_attempt_at": at, "created_at": at, "updated_at": at})
     return result.inserted_primary_key[0]
+
+
+# Built once: every confirmed payment runs these (see gateway/journal.py).
+_EXISTING = select(sms_outbox.c.id).where(sms_outbox.c.payment_id == bindparam("b_payment"),
+                                          sms_outbox.c.kind == bindparam("b_kind"))
+_INSERT = sms_outbox.insert()
 
 
 _CLAIMABLE = (OutboxState.QUEUED.value, OutboxState.FAILED.value)
@@ -174,12 +167,7 @@ def claim_due(
     """
     at = utc(now)
     t = sms_outbox
-    conn.execute(
-        update(t)
-        .where(t.c.state == OutboxState.SENDING.value, t.c.lease_until < at)
-        .values(state=OutboxState.UNCERTAIN.value, lease_until=None, updated_at=at,
-                last_error="sender died mid-submit: not resent, the SMSC may have it")
-    )
+    _expire_dead_senders(conn, at)
     due = and_(t.c.state.in_(_CLAIMABLE), t.c.next_attempt_at <= at,
                or_(t.c.lease_until.is_(None), t.c.lease_until < at))
     query = select(t).where(due).order_by(t.c.id).limit(limit)
@@ -194,6 +182,96 @@ def claim_due(
         .values(lease_until=utc(now + lease_seconds), lease_owner=owner, updated_at=at)
     )
     return [replace(_item(r), attempts=r.attempts + 1) for r in rows]
+
+
+def claim_for_submit(
+    conn: Connection, *, now: float, owner: str, lease_seconds: float, limit: int
+) -> list[OutboxItem]:
+    """Claim up to ``limit`` due messages and mark them SENDING, in one statement pair.
+
+    What the windowed sender uses: the rows go to the SMPP link at once (its
+    window holds them), so the separate reservation of :func:`claim_due` +
+    :func:`begin_submit` would only cost a transaction per receipt.  The
+    price: a sender that dies leaves at most one window of rows UNCERTAIN
+    (never resent), instead of only the one in mid-submit.
+    """
+    at = utc(now)
+    t = sms_outbox
+    _expire_dead_senders(conn, at)
+    due = and_(t.c.state.in_(_CLAIMABLE), t.c.next_attempt_at <= at,
+               or_(t.c.lease_until.is_(None), t.c.lease_until < at))
+    query = select(t).where(due).order_by(t.c.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = conn.execute(query).all()
+    if not rows:
+        return []
+    conn.execute(
+        update(t)
+        .where(t.c.id.in_([r.id for r in rows]))
+        .values(state=OutboxState.SENDING.value, attempts=t.c.attempts + 1,
+                lease_until=utc(now + lease_seconds), lease_owner=owner, updated_at=at)
+    )
+    return [replace(_item(r), attempts=r.attempts + 1, state=OutboxState.SENDING.value) for r in rows]
+
+
+def _expire_dead_senders(conn: Connection, at: _dt.datetime) -> None:
+    t = sms_outbox
+    conn.execute(
+        update(t)
+        .where(t.c.state == OutboxState.SENDING.value, t.c.lease_until < at)
+        .values(state=OutboxState.UNCERTAIN.value, lease_until=None, updated_at=at,
+                last_error="sender died mid-submit: not resent, the SMSC may have it")
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one submitted row, for :func:`record_outcomes`.
+
+    ``state`` is SENT, FAILED (retry at ``retry_at``), ABANDONED, UNCERTAIN,
+    or QUEUED for a row handed back untouched (the link went down before
+    writing it: the attempt is given back).
+    """
+
+    item_id: int
+    state: OutboxState
+    message_ids: tuple[str, ...] = ()
+    data_coding: int | None = None
+    parts: int | None = None
+    error: str | None = None
+    retry_at: float | None = None
+
+
+def record_outcomes(conn: Connection, outcomes: list[Outcome], *, owner: str, now: float) -> list[bool]:
+    """Record many rows' outcomes in the caller's one transaction.
+
+    Each update holds only if the row is still SENDING under ``owner`` (its
+    lease may have been lost meanwhile); returns one flag per outcome.
+    """
+    t = sms_outbox
+    at = utc(now)
+    done = []
+    for o in outcomes:
+        values = dict(state=o.state.value, lease_until=None, updated_at=at, last_error=(o.error or None) and o.error[:400])
+        if o.state is OutboxState.SENT or o.message_ids:
+            values.update(smsc_message_ids=",".join(o.message_ids)[:400] or None)
+        if o.state is OutboxState.SENT:
+            values.update(data_coding=o.data_coding, parts=o.parts, last_error=None)
+        elif o.state is OutboxState.FAILED:
+            values.update(next_attempt_at=utc(o.retry_at if o.retry_at is not None else now))
+        elif o.state is OutboxState.QUEUED:
+            # Handed back unsent: the attempt did not happen.  FAILED keeps
+            # the row's earlier failure visible if it had one.
+            values.update(attempts=t.c.attempts - 1, lease_owner=None,
+                          state=case((t.c.attempts > 1, OutboxState.FAILED.value),
+                                     else_=OutboxState.QUEUED.value))
+        result = conn.execute(
+            update(t).where(t.c.id == o.item_id, t.c.state == OutboxState.SENDING.value,
+                            t.c.lease_owner == owner).values(**values)
+        )
+        done.append(result.rowcount == 1)
+    return done
 
 
 def begin_submit(conn: Connection, item_id: int, *, owner: str, now: float) -> bool:

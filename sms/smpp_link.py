@@ -1,49 +1,67 @@
-"""The SMPP 3.4 client link: one blocking smpplib Client, one dedicated thread.
+"""The SMPP link: one bind kept up, a window of submits, a pacer, one answer per message.
 
-Why a thread of its own: smpplib is blocking, and an SMPP bind is a session
-with per-connection sequence numbers and state; sharing a Client between
-threads (or running it on the reactor's shared pool, which also resolves host
-names) would interleave PDUs.  So exactly one thread, started by
-``startService``, owns the Client from connect to disconnect, and the reactor
-talks to it through a queue and a wake-up socket pair:
+:class:`SmppLink` is a Service around :class:`~billgw.sms.smpp_client.SmppClientProtocol`
+(the session, on the reactor).  It owns the policy:
 
-* reactor → thread: :meth:`SmppLink.submit` encodes the text (pure), queues a
-  job and pokes the wake-up socket;
-* thread → reactor: every result, failure and state change crosses back with
-  ``reactor.callFromThread``; nothing else of the link is touched from the
-  thread.
+* **Window.** At most ``window`` submit_sm in flight on the bind (default 10,
+  what SMSCs commonly grant).  The parts of one concatenated message go one
+  after the other, each under its own response timer (``response_timeout``
+  covers one part, never the whole message), so a window holds up to
+  ``window`` messages.
+* **Pacer.** Submits are spaced to ``rate`` per second; a temporary refusal
+  (per the status table in ``conf/smpp_status.toml``) pauses the whole bind,
+  doubling per consecutive refusal (:mod:`billgw.sms.pacer`).
+* **One answer per message**, as one of:
+  :class:`SubmitResult` (every part accepted);
+  :class:`SmppLinkDown` (nothing of it was written: retry, it cost nothing);
+  :class:`SmppSubmitError` (the SMSC refused its first part; ``permanent``
+  from the table);
+  :class:`SmppInvalidMessage` (this message cannot be sent at all: a bad
+  MSISDN, text that cannot be encoded -- it fails alone, the bind is not
+  touched);
+  :class:`SmppUncertain` (a part was written and never answered -- timeout
+  or link lost -- or only some parts were accepted: the SMSC may have it,
+  resending could duplicate or leave fragments; see docs/sms.md).
+  A refused later part is retried in place, with the same UDH reference,
+  up to ``part_retries`` times, so the handset can still join the parts.
+* **Reconnect** with exponential back-off and jitter on the injected clock,
+  reset by every successful bind.  A bind refused for its credentials
+  (0x0D/0x0E/0x0F) will be refused again: the link stops trying, logs an
+  error (``smpp.bind_refused``, the alert) and reports state REFUSED, which
+  the health state and the audit show; a restart after fixing the
+  credentials binds again.  Not a reconnect storm.
 
-The thread sends one submit_sm at a time and waits for its submit_sm_resp
-(receipts run at a few per second; a window of one keeps the code obviously
-correct).  Every socket operation has a timeout: the socket's own timeout for
-connect/bind/unbind and a ``select`` deadline for each awaited response.  A
-response that does not come in time, a closed socket or an unbind from the
-SMSC breaks the session: the job in flight and all queued jobs fail with
-:class:`SmppLinkDown` (the outbox retries them) and the thread rebinds after a
-capped exponential back-off.
+Why this is not twisted's ClientService: ClientService counts a connection
+as good once TCP connects (or ``prepareConnection`` fires), and has no
+"stop: refused for good" outcome; the bind's own answer decides both here.
 """
 from __future__ import annotations
 
+import collections
 import enum
-import itertools
-import queue
-import select
-import socket
-import threading
-import time
+import random
 from dataclasses import dataclass, field
 
-import smpplib.client
-import smpplib.consts
-import smpplib.exceptions
 import structlog
 from smpplib import smpp
 from twisted.application.service import Service
-from twisted.internet import defer
+from twisted.internet import defer, endpoints
 from twisted.python.failure import Failure
 
 from billgw.sms.backoff import exponential_backoff
-from billgw.sms.encoding import EncodedMessage, split_message
+from billgw.sms.encoding import EncodedMessage, MessageTooLong, split_message
+from billgw.sms.msisdn import Destination, InvalidMsisdn, normalise_msisdn
+from billgw.sms.pacer import Pacer
+from billgw.sms.smpp_client import (
+    BindRefused,
+    ResponseTimeout,
+    SessionLost,
+    SmppClientProtocol,
+    describe_status,
+    text,
+)
+from billgw.sms.smpplib_logging import route_smpplib_logging
+from billgw.sms.status_table import StatusTable, load_status_table
 
 
 class LinkState(enum.Enum):
@@ -51,23 +69,35 @@ class LinkState(enum.Enum):
     CONNECTING = "CONNECTING"
     BOUND = "BOUND"
     DOWN = "DOWN"  # waiting to reconnect after a failure
-
-
-def describe_status(status: int) -> str:
-    name = smpplib.consts.DESCRIPTIONS.get(status, "unknown status")
-    return f"0x{status:08X} ({name})"
+    REFUSED = "REFUSED"  # bind refused for its credentials: not retried
 
 
 class SmppLinkDown(Exception):
-    """The link is not bound, or broke before the SMSC answered: retry later."""
+    """Nothing of the message was written: the link is not bound or went
+    down first.  Retrying it cannot duplicate anything."""
 
 
 class SmppSubmitError(Exception):
-    """The SMSC answered submit_sm with a non-zero command_status."""
+    """The SMSC refused the message's first part (nothing was accepted)."""
 
-    def __init__(self, status: int, part: int = 1, parts: int = 1):
-        super().__init__(f"SMSC refused submit_sm part {part}/{parts}: status {describe_status(status)}")
+    def __init__(self, status: int, part: int = 1, parts: int = 1, permanent: bool = False):
+        kind = "permanently" if permanent else "temporarily"
+        super().__init__(f"SMSC refused submit_sm part {part}/{parts} {kind}: status {describe_status(status)}")
         self.status = status
+        self.permanent = permanent
+
+
+class SmppInvalidMessage(Exception):
+    """This message can never be sent as it is (bad MSISDN, unencodable)."""
+
+
+class SmppUncertain(Exception):
+    """The SMSC may hold all or part of the message: never resend it blindly."""
+
+    def __init__(self, reason: str, message_ids: list[str], parts: int):
+        super().__init__(reason)
+        self.message_ids = list(message_ids)
+        self.parts = parts
 
 
 @dataclass(frozen=True)
@@ -85,139 +115,114 @@ class SmppLinkConfig:
     password: str
     system_type: str = ""
     bind_mode: str = "transceiver"  # or "transmitter"
-    # The ESME address given at bind time.
     addr_ton: int = 0
     addr_npi: int = 0
     address_range: str = ""
-    # Sender of the receipts: alphanumeric (TON 5) "BillGW" by default.
     source_addr: str = "BillGW"
     source_addr_ton: int = 5
     source_addr_npi: int = 0
-    dest_addr_ton: int = 1  # international
-    dest_addr_npi: int = 1  # E.164
     registered_delivery: int = 0
-    socket_timeout: float = 5.0
-    response_timeout: float = 10.0
+    validity_period: float = 0.0  # seconds; 0: the SMSC's default
+    country: str = "JO"  # for national MSISDNs
+    window: int = 10
+    rate: float = 50.0  # submit_sm per second
+    throttle_pause: float = 1.0  # first pause of the bind after a temporary refusal
+    throttle_pause_cap: float = 30.0
+    part_retries: int = 3  # in-place retries of a refused later part
+    socket_timeout: float = 5.0  # TCP connect
+    response_timeout: float = 10.0  # per PDU
     enquire_link_interval: float = 30.0
+    enquire_link_timeout: float = 10.0
+    pdu_read_timeout: float = 10.0
+    max_pdu_length: int = 4096
     reconnect_initial: float = 1.0
     reconnect_max: float = 60.0
+    reconnect_jitter: float = 0.25  # up to +25% of the delay
     stop_timeout: float = 15.0
 
     def __post_init__(self):
         if self.bind_mode not in ("transceiver", "transmitter"):
             raise ValueError(f"bind_mode must be transceiver or transmitter, not {self.bind_mode!r}")
-        # Stopping may wait for a connect or bind and then an unbind, each
-        # bounded by the socket timeout; the stop bound must cover both.
-        if self.stop_timeout <= 2 * self.socket_timeout:
+        if self.stop_timeout <= self.response_timeout:
             raise ValueError(
-                f"stop_timeout ({self.stop_timeout}s) must exceed twice socket_timeout ({self.socket_timeout}s)"
+                f"stop_timeout ({self.stop_timeout}s) must exceed response_timeout ({self.response_timeout}s)"
             )
-        for name in ("socket_timeout", "response_timeout", "enquire_link_interval", "reconnect_initial"):
+        for name in ("socket_timeout", "response_timeout", "enquire_link_interval", "enquire_link_timeout",
+                     "pdu_read_timeout", "reconnect_initial", "rate", "throttle_pause"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if not 1 <= self.window <= 1000:
+            raise ValueError("window must be 1..1000")
+        if self.max_pdu_length < 64:
+            raise ValueError("max_pdu_length must be at least 64")
 
 
-@dataclass
+def relative_validity(seconds: float) -> str:
+    """SMPP 3.4 relative time format (§7.1.1): ``YYMMDDhhmmss000R``."""
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    years, days = divmod(days, 365)
+    months, days = divmod(days, 30)
+    return f"{min(years, 99):02d}{months:02d}{days:02d}{hours:02d}{minutes:02d}{secs:02d}000R"
+
+
+@dataclass(eq=False)
 class _Job:
-    destination: str
+    destination: Destination
     message: EncodedMessage
-    deferred: defer.Deferred = field(repr=False, default=None)
+    deferred: defer.Deferred = field(repr=False)
+    next_part: int = 0  # index of the part to write next
+    message_ids: list[str] = field(default_factory=list)
+    retries_left: int = 0
     cancelled: bool = False
 
 
-class _LinkBroken(Exception):
-    """Internal to the thread: the session cannot continue."""
-
-
-def _fire(d: defer.Deferred, result) -> None:
-    # The Deferred may have been cancelled (timeout) while the thread worked.
-    if d.called:
-        return
-    if isinstance(result, BaseException):
-        d.errback(Failure(result))
-    else:
-        d.callback(result)
-
-
-def _text(value) -> str:
-    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value or "")
-
-
 class SmppLink(Service):
-    """An ESME bind kept up by one thread; see the module docstring."""
+    """See the module docstring.  ``connect(factory)`` (tests) replaces the
+    TCP endpoint; ``random`` draws the jitter and the first UDH reference."""
 
-    def __init__(self, reactor, config: SmppLinkConfig, *, logger=None, monotonic=time.monotonic):
+    def __init__(self, reactor, config: SmppLinkConfig, *, logger=None, status_table: StatusTable | None = None,
+                 connect=None, random=random.random):
         self._reactor = reactor
         self.config = config
+        self.status_table = status_table or load_status_table()
         self._log = (logger or structlog.get_logger()).bind(
             smsc=f"{config.host}:{config.port}", system_id=config.system_id
         )
-        self._monotonic = monotonic
+        self._connect = connect or self._connect_tcp
+        self._random = random
         self.state = LinkState.STOPPED
         self.last_bind_status: int | None = None
         self.last_error: str | None = None
-        self._jobs: queue.Queue[_Job] = queue.Queue()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._thread_done: defer.Deferred | None = None
-        self._wake_r = self._wake_w = None
-        self._references = itertools.count(1)
+        self.failures = 0  # consecutive failed connects/binds
+        self.pacer = Pacer(config.rate, pause_base=config.throttle_pause, pause_cap=config.throttle_pause_cap)
+        self._protocol: SmppClientProtocol | None = None
+        self._ready: collections.deque[_Job] = collections.deque()
+        self._in_flight = 0
+        self._pump_timer = None
+        self._reconnect_timer = None
+        self._reference = int(self._random() * 256) & 0xFF
         self._state_waiters: list[tuple[frozenset, defer.Deferred]] = []
+        self._stopping = False
+        self.on_deliver = None  # set by whoever handles delivery receipts
 
-    # ------------------------------------------------------------------
-    # Reactor side
     # ------------------------------------------------------------------
     @property
     def bound(self) -> bool:
         return self.state is LinkState.BOUND
 
-    def startService(self):
-        super().startService()
-        self._stopping.clear()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._thread_done = defer.Deferred()
-        self._set_state(LinkState.CONNECTING, None, None)
-        self._thread = threading.Thread(
-            target=self._run, name=f"smpp-{self.config.system_id}@{self.config.host}:{self.config.port}", daemon=True
-        )
-        self._thread.start()
+    @property
+    def window(self) -> int:
+        return self.config.window
 
-    def stopService(self):
-        """Unbind and wait for the thread to end, at most ``stop_timeout``."""
-        super().stopService()
-        if self._thread is None:
-            return defer.succeed(None)
-        self._stopping.set()
-        self._poke()
-        d = defer.Deferred()
-        self._thread_done.addBoth(lambda _: _fire(d, None))
-
-        def timed_out(f):
-            f.trap(defer.TimeoutError)
-            self._log.error("smpp.stop_timeout", timeout=self.config.stop_timeout)
-
-        d.addTimeout(self.config.stop_timeout, self._reactor)
-        d.addErrback(timed_out)
-        return d
-
-    def submit(self, destination: str, text: str) -> defer.Deferred:
-        """Send ``text`` to ``destination``; fires with a :class:`SubmitResult`,
-        or fails with SmppLinkDown / SmppSubmitError.  Apply your own timeout:
-        cancelling only drops the result (parts already sent stay sent)."""
-        if self.state is not LinkState.BOUND:
-            return defer.fail(SmppLinkDown(self._down_reason()))
-        message = split_message(text, reference=next(self._references) & 0xFF)
-        job = _Job(destination, message)
-
-        def cancel(_d):
-            job.cancelled = True
-
-        job.deferred = defer.Deferred(canceller=cancel)
-        self._jobs.put(job)
-        self._poke()
-        return job.deferred
+    def health(self) -> dict:
+        """What an operator (or a health endpoint) needs to see."""
+        return {"state": self.state.value, "last_bind_status": self.last_bind_status,
+                "last_error": self.last_error, "failures": self.failures,
+                "in_flight": self._in_flight, "queued": len(self._ready),
+                "paused_for": round(self.pacer.delay(self._reactor.seconds()), 3)}
 
     def wait_for_state(self, *states: LinkState) -> defer.Deferred:
         """Fires with the state once the link is in one of ``states``.
@@ -229,6 +234,153 @@ class SmppLink(Service):
             self._state_waiters.append((frozenset(states), d))
         return d
 
+    def _set_state(self, state: LinkState) -> None:
+        self.state = state
+        for waiter in [w for w in self._state_waiters if state in w[0]]:
+            self._state_waiters.remove(waiter)
+            if not waiter[1].called:
+                waiter[1].callback(state)
+
+    # ------------------------------------------------------------------
+    def startService(self):
+        super().startService()
+        route_smpplib_logging()
+        self._stopping = False
+        self._open()
+
+    def stopService(self):
+        """Fail what is queued, unbind, close; bounded by ``stop_timeout``."""
+        super().stopService()
+        self._stopping = True
+        if self._reconnect_timer is not None and self._reconnect_timer.active():
+            self._reconnect_timer.cancel()
+        self._reconnect_timer = None
+        self._fail_ready(lambda job: self._unwritten_or_partial(job, "SMPP link stopped"))
+        proto = self._protocol
+        if proto is None:
+            self._set_state(LinkState.STOPPED)
+            return defer.succeed(None)
+        d = proto.unbind(self.config.response_timeout)
+        d.addTimeout(self.config.stop_timeout, self._reactor)
+
+        def timed_out(f):
+            f.trap(defer.TimeoutError)
+            self._log.error("smpp.stop_timeout", timeout=self.config.stop_timeout)
+            if proto.transport is not None:
+                proto.transport.abortConnection()
+
+        d.addErrback(timed_out)
+        d.addBoth(lambda _: self._set_state(LinkState.STOPPED))
+        return d
+
+    def _connect_tcp(self, factory) -> defer.Deferred:
+        endpoint = endpoints.TCP4ClientEndpoint(self._reactor, self.config.host, self.config.port,
+                                                timeout=self.config.socket_timeout)
+        return endpoint.connect(factory)
+
+    def _open(self) -> None:
+        self._reconnect_timer = None
+        if self._stopping:
+            return
+        self._set_state(LinkState.CONNECTING)
+        cfg = self.config
+        proto = SmppClientProtocol(
+            clock=self._reactor, bind_mode=cfg.bind_mode, system_id=cfg.system_id, password=cfg.password,
+            system_type=cfg.system_type, addr_ton=cfg.addr_ton, addr_npi=cfg.addr_npi,
+            address_range=cfg.address_range, response_timeout=cfg.response_timeout,
+            enquire_link_interval=cfg.enquire_link_interval, enquire_link_timeout=cfg.enquire_link_timeout,
+            pdu_read_timeout=cfg.pdu_read_timeout, max_pdu_length=cfg.max_pdu_length,
+            log=self._log, on_deliver=self._delivered,
+        )
+        factory = _OneProtocolFactory(proto)
+        d = defer.maybeDeferred(self._connect, factory)
+        d.addCallbacks(lambda _: self._connected(proto), self._connect_failed)
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self.last_error = f"cannot connect: {failure.getErrorMessage()}"
+        self._log.warning("smpp.connect_failed", error=self.last_error)
+        self._down()
+
+    def _connected(self, proto: SmppClientProtocol) -> None:
+        self._protocol = proto
+        proto.lost.addCallback(self._lost, proto)
+        proto.bound.addCallbacks(self._bound, self._bind_failed, errbackArgs=(proto,))
+
+    def _bound(self, _smsc_id) -> None:
+        if self._stopping:
+            return
+        self.failures = 0  # a good bind resets the back-off
+        self.last_bind_status = 0
+        self.last_error = None
+        self._set_state(LinkState.BOUND)
+        self._log.info("smpp.bound", mode=self.config.bind_mode)
+        self._pump()
+
+    def _bind_failed(self, failure: Failure, proto) -> None:
+        exc = failure.value
+        if isinstance(exc, BindRefused):
+            self.last_bind_status = exc.status
+            self.last_error = str(exc)
+            if exc.credentials:
+                self._log.error("smpp.bind_refused", status=exc.status, error=str(exc),
+                                action="not retried: fix the credentials and restart")
+                self._refused = True
+                return
+            self._log.warning("smpp.bind_failed", status=exc.status, error=str(exc))
+        else:
+            self.last_error = f"bind failed: {exc}"
+            self._log.warning("smpp.bind_failed", error=self.last_error)
+
+    _refused = False
+
+    def _lost(self, reason: str, proto) -> None:
+        was_bound = self.state is LinkState.BOUND
+        self._protocol = None
+        self._fail_ready(lambda job: self._unwritten_or_partial(job, f"SMPP link lost: {reason}"))
+        if self._stopping:
+            return
+        if self._refused:
+            self._set_state(LinkState.REFUSED)
+            return
+        if was_bound:
+            self.last_error = reason
+            self._log.warning("smpp.link_lost", reason=reason)
+        self._down()
+
+    def _down(self) -> None:
+        if self._stopping:
+            return
+        self.failures += 1
+        self._set_state(LinkState.DOWN)
+        delay = exponential_backoff(self.failures, self.config.reconnect_initial, self.config.reconnect_max)
+        delay *= 1 + self.config.reconnect_jitter * self._random()
+        self._log.info("smpp.rebind_wait", delay=round(delay, 3), failures=self.failures)
+        self._reconnect_timer = self._reactor.callLater(delay, self._open)
+
+    # ------------------------------------------------------------------
+    def submit(self, destination: str, text_: str) -> defer.Deferred:
+        """Send one message; fires with :class:`SubmitResult` or fails with one
+        of the errors above (never anything else, short of a bug).  No timeout
+        is needed on top: every part has its own response timer."""
+        if self.state is not LinkState.BOUND:
+            return defer.fail(SmppLinkDown(self._down_reason()))
+        try:
+            dest = normalise_msisdn(destination, self.config.country)
+            self._reference = (self._reference + 1) & 0xFF
+            message = split_message(text_, reference=self._reference)
+        except (InvalidMsisdn, MessageTooLong) as e:
+            return defer.fail(SmppInvalidMessage(str(e)))
+        except Exception as e:  # the text itself cannot be encoded
+            return defer.fail(SmppInvalidMessage(f"cannot encode the message: {type(e).__name__}"))
+
+        def cancel(_d):
+            job.cancelled = True
+
+        job = _Job(dest, message, defer.Deferred(canceller=cancel), retries_left=self.config.part_retries)
+        self._ready.append(job)
+        self._pump()
+        return job.deferred
+
     def _down_reason(self) -> str:
         reason = f"SMPP link {self.state.value}"
         if self.last_bind_status:
@@ -237,274 +389,143 @@ class SmppLink(Service):
             reason += f"; {self.last_error}"
         return reason
 
-    def _poke(self) -> None:
-        try:
-            self._wake_w.send(b"!")
-        except (BlockingIOError, OSError):
-            pass  # already poked (buffer full) or closed while stopping
-
-    def _set_state(self, state: LinkState, bind_status: int | None, error: str | None) -> None:
-        self.state = state
-        if bind_status is not None:
-            self.last_bind_status = bind_status
-        if error is not None:
-            self.last_error = error
-        for waiter in [w for w in self._state_waiters if state in w[0]]:
-            self._state_waiters.remove(waiter)
-            _fire(waiter[1], state)
-
-    def _thread_finished(self) -> None:
-        self._set_state(LinkState.STOPPED, None, None)
-        self._fail_queued(SmppLinkDown("SMPP link stopped"), on_reactor=True)
-        # The thread's last statement scheduled this call, so it is returning
-        # now: the join is immediate in practice and bounded in any case.
-        self._thread.join(timeout=0.5)
-        if self._thread.is_alive():
-            self._log.error("smpp.thread_not_joined")
-        self._thread = None
-        self._wake_r.close()
-        self._wake_w.close()
-        _fire(self._thread_done, None)
-
-    # ------------------------------------------------------------------
-    # Thread side: nothing below runs on the reactor thread.
-    # ------------------------------------------------------------------
-    def _publish(self, state: LinkState, bind_status: int | None = None, error: str | None = None) -> None:
-        self._reactor.callFromThread(self._set_state, state, bind_status, error)
-
-    def _deliver(self, job: _Job, result) -> None:
-        self._reactor.callFromThread(_fire, job.deferred, result)
-
-    def _fail_queued(self, error: Exception, on_reactor: bool = False) -> None:
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
+    def _pump(self) -> None:
+        """Write what the window and the pacer allow; reschedule for the rest."""
+        if self._pump_timer is not None:
+            if self._pump_timer.active():
+                return  # a paced pump is already due
+            self._pump_timer = None
+        proto = self._protocol
+        while self._ready and self.state is LinkState.BOUND and proto is not None and proto.is_bound:
+            if self._in_flight >= self.config.window:
+                return  # a response will call us again
+            wait = self.pacer.delay(self._reactor.seconds())
+            if wait > 0:
+                self._pump_timer = self._reactor.callLater(wait, self._pump)
                 return
-            if on_reactor:
-                _fire(job.deferred, error)
-            else:
-                self._deliver(job, error)
+            job = self._ready.popleft()
+            if job.cancelled and job.next_part == 0:
+                continue
+            self._write(proto, job)
 
-    def _run(self) -> None:
-        failures = 0
-        try:
-            while not self._stopping.is_set():
-                self._publish(LinkState.CONNECTING)
-                client = self._open()
-                if client is not None:
-                    started = self._monotonic()
-                    self._publish(LinkState.BOUND, bind_status=0)
-                    self._log.info("smpp.bound", mode=self.config.bind_mode)
-                    reason = self._session(client)
-                    self._close(client, unbind=self._stopping.is_set())
-                    if self._stopping.is_set():
-                        break
-                    self._log.warning("smpp.link_lost", reason=reason)
-                    self._publish(LinkState.DOWN, error=reason)
-                    if self._monotonic() - started >= self.config.reconnect_max:
-                        failures = 0  # it was a healthy session: start over
-                failures += 1
-                self._fail_queued(SmppLinkDown(f"SMPP link down; rebinding (attempt {failures})"))
-                delay = exponential_backoff(failures, self.config.reconnect_initial, self.config.reconnect_max)
-                self._log.info("smpp.rebind_wait", delay=delay, failures=failures)
-                self._idle_wait(delay)
-        except Exception:
-            self._log.exception("smpp.thread_crashed")
-        finally:
-            self._fail_queued(SmppLinkDown("SMPP link stopped"))
-            self._reactor.callFromThread(self._thread_finished)
-
-    def _idle_wait(self, delay: float) -> None:
-        """Sleep ``delay`` while failing whatever gets submitted meanwhile,
-        so that nobody waits on a link that is down; wake early on stop."""
-        deadline = self._monotonic() + delay
-        while not self._stopping.is_set():
-            remaining = deadline - self._monotonic()
-            if remaining <= 0:
-                return
-            readable, _, _ = select.select([self._wake_r], [], [], remaining)
-            if readable:
-                self._drain_wake()
-                self._fail_queued(SmppLinkDown("SMPP link down; rebinding"))
-
-    def _drain_wake(self) -> None:
-        try:
-            while self._wake_r.recv(512):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-
-    def _open(self):
-        cfg = self.config
-        client = smpplib.client.Client(
-            cfg.host,
-            cfg.port,
-            timeout=cfg.socket_timeout,
-            allow_unknown_opt_params=True,
-            logger_name="billgw.sms.smpplib",
-        )
-        bind = client.bind_transceiver if cfg.bind_mode == "transceiver" else client.bind_transmitter
-        try:
-            client.connect()
-            bind(
-                system_id=cfg.system_id,
-                password=cfg.password,
-                system_type=cfg.system_type,
-                addr_ton=cfg.addr_ton,
-                addr_npi=cfg.addr_npi,
-                address_range=cfg.address_range,
-            )
-        except smpplib.exceptions.PDUError as e:
-            status = e.args[1] if len(e.args) > 1 else None
-            error = f"bind refused: status {describe_status(status)}" if status is not None else f"bind failed: {e}"
-            self._log.error("smpp.bind_refused", status=status, error=error)
-            self._publish(LinkState.DOWN, bind_status=status, error=error)
-            self._close(client)
-            return None
-        except (smpplib.exceptions.ConnectionError, OSError) as e:
-            error = f"cannot connect/bind: {e or type(e).__name__}"
-            self._log.warning("smpp.connect_failed", error=error)
-            self._publish(LinkState.DOWN, error=error)
-            self._close(client)
-            return None
-        return client
-
-    def _close(self, client, unbind: bool = False) -> None:
-        if unbind:
-            try:
-                client.unbind()  # bounded by the socket timeout
-            except Exception as e:
-                self._log.info("smpp.unbind_failed", error=str(e))
-        try:
-            client.disconnect()
-        except Exception:
-            pass
-
-    def _session(self, client) -> str:
-        """Serve one bind until it breaks or we stop; returns why it ended."""
-        interval = self.config.enquire_link_interval
-        last_activity = self._monotonic()
-        try:
-            while not self._stopping.is_set():
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    job = None
-                if job is not None:
-                    self._submit(client, job)
-                    last_activity = self._monotonic()
-                    continue
-                idle = self._monotonic() - last_activity
-                if idle >= interval:
-                    self._request(client, smpp.make_pdu("enquire_link", client=client), "enquire_link_resp")
-                    last_activity = self._monotonic()
-                    continue
-                readable, _, _ = select.select([client._socket, self._wake_r], [], [], interval - idle)
-                if self._wake_r in readable:
-                    self._drain_wake()
-                if client._socket in readable:
-                    self._handle_unsolicited(client, self._read(client))
-                    last_activity = self._monotonic()
-            return "stopped"
-        except _LinkBroken as e:
-            return str(e)
-        except Exception as e:  # a bug or an smpplib surprise: log it, rebind
-            self._log.exception("smpp.session_error")
-            return f"unexpected error: {e!r}"
-
-    def _submit(self, client, job: _Job) -> None:
-        if job.cancelled:
-            return
+    def _write(self, proto: SmppClientProtocol, job: _Job) -> None:
         cfg = self.config
         message = job.message
-        ids = []
+        fields = dict(
+            source_addr_ton=cfg.source_addr_ton, source_addr_npi=cfg.source_addr_npi, source_addr=cfg.source_addr,
+            dest_addr_ton=job.destination.ton, dest_addr_npi=job.destination.npi,
+            destination_addr=job.destination.address, esm_class=message.esm_class,
+            data_coding=message.data_coding, registered_delivery=cfg.registered_delivery,
+            short_message=message.parts[job.next_part],
+        )
+        if cfg.validity_period:
+            fields["validity_period"] = relative_validity(cfg.validity_period)
         try:
-            for index, part in enumerate(message.parts, start=1):
-                pdu = smpp.make_pdu(
-                    "submit_sm",
-                    client=client,
-                    source_addr_ton=cfg.source_addr_ton,
-                    source_addr_npi=cfg.source_addr_npi,
-                    source_addr=cfg.source_addr,
-                    dest_addr_ton=cfg.dest_addr_ton,
-                    dest_addr_npi=cfg.dest_addr_npi,
-                    destination_addr=job.destination,
-                    esm_class=message.esm_class,
-                    data_coding=message.data_coding,
-                    registered_delivery=cfg.registered_delivery,
-                    short_message=part,
-                )
-                resp = self._request(client, pdu, "submit_sm_resp")
-                if resp.status != smpplib.consts.SMPP_ESME_ROK:
-                    self._log.warning("smpp.submit_refused", status=describe_status(resp.status), part=index)
-                    self._deliver(job, SmppSubmitError(resp.status, index, len(message.parts)))
-                    return
-                ids.append(_text(getattr(resp, "message_id", "")))
-        except _LinkBroken as e:
-            # DOWN first, so whoever handles the failure already sees the
-            # link as not bound (callFromThread keeps the order).
-            self._publish(LinkState.DOWN, error=str(e))
-            self._deliver(job, SmppLinkDown(f"SMPP link broke during submit: {e}"))
-            raise
-        self._deliver(job, SubmitResult(ids, len(message.parts), message.data_coding))
+            pdu = smpp.make_pdu("submit_sm", client=proto, **fields)
+            d = proto.request(pdu, cfg.response_timeout)
+        except Exception as e:  # nothing was written: this row alone fails
+            self._log.warning("smpp.unencodable_submit", error=type(e).__name__, part=job.next_part + 1)
+            if job.next_part == 0:
+                self._finish(job, SmppInvalidMessage(f"cannot encode submit_sm: {type(e).__name__}"))
+            else:
+                self._finish(job, self._partial(job, f"part {job.next_part + 1} cannot be encoded"))
+            return
+        self.pacer.take(self._reactor.seconds())
+        self._in_flight += 1
+        d.addCallbacks(self._answered, self._unanswered, callbackArgs=(job,), errbackArgs=(job,))
 
-    def _send(self, client, pdu) -> None:
-        try:
-            client.send_pdu(pdu)
-        except (smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError, OSError) as e:
-            raise _LinkBroken(f"cannot send {pdu.command}: {e or type(e).__name__}") from None
-
-    def _read(self, client):
-        try:
-            return client.read_pdu()
-        except socket.timeout:
-            raise _LinkBroken("SMSC stopped in the middle of a PDU") from None
-        except (smpplib.exceptions.ConnectionError, OSError):
-            raise _LinkBroken("connection closed by the SMSC") from None
-        except Exception as e:  # unknown command id, malformed PDU
-            raise _LinkBroken(f"unreadable PDU from the SMSC: {e!r}") from None
-
-    def _request(self, client, pdu, response_command: str):
-        """Send ``pdu`` and return its response, serving other PDUs meanwhile."""
-        self._send(client, pdu)
-        timeout = self.config.response_timeout
-        deadline = self._monotonic() + timeout
-        while True:
-            remaining = deadline - self._monotonic()
-            if remaining <= 0:
-                raise _LinkBroken(f"no {response_command} within {timeout}s")
-            readable, _, _ = select.select([client._socket, self._wake_r], [], [], remaining)
-            if self._wake_r in readable:
-                self._drain_wake()
-                if self._stopping.is_set():
-                    raise _LinkBroken("stopping")
-            if client._socket not in readable:
-                continue
-            resp = self._read(client)
-            if resp.sequence == pdu.sequence and resp.command in (response_command, "generic_nack"):
-                return resp
-            self._handle_unsolicited(client, resp)
-
-    def _handle_unsolicited(self, client, pdu) -> None:
-        command = pdu.command
-        if command == "enquire_link":
-            resp = smpp.make_pdu("enquire_link_resp", client=client)
-            resp.sequence = pdu.sequence
-            self._send(client, resp)
-        elif command == "deliver_sm":
-            # Delivery receipts (DELIVERED state) are not tracked yet; answer
-            # so that the SMSC does not redeliver.
-            resp = smpp.make_pdu("deliver_sm_resp", client=client)
-            resp.sequence = pdu.sequence
-            self._send(client, resp)
-            self._log.info("smpp.deliver_sm", receipted_message_id=_text(getattr(pdu, "receipted_message_id", "")))
-        elif command == "unbind":
-            resp = smpp.make_pdu("unbind_resp", client=client)
-            resp.sequence = pdu.sequence
-            self._send(client, resp)
-            raise _LinkBroken("SMSC unbound")
-        elif command in ("enquire_link_resp", "deliver_sm_resp"):
-            pass
+    def _answered(self, resp, job: _Job) -> None:
+        self._in_flight -= 1
+        part, parts = job.next_part + 1, len(job.message.parts)
+        status = resp.status
+        if resp.command == "generic_nack" and status == 0:
+            status = 0x08  # a nack that claims success is still not an answer to submit_sm
+        if status == 0:
+            self.pacer.accepted()
+            job.message_ids.append(text(getattr(resp, "message_id", "")))
+            job.next_part += 1
+            if job.next_part == parts:
+                self._finish(job, SubmitResult(job.message_ids, parts, job.message.data_coding))
+            else:
+                self._ready.appendleft(job)  # the next part goes before new messages
         else:
-            self._log.warning("smpp.unexpected_pdu", command=command, sequence=pdu.sequence, status=pdu.status)
+            permanent = self.status_table.is_permanent(status)
+            if not permanent:
+                pause = self.pacer.refused(self._reactor.seconds())
+                self._log.warning("smpp.submit_refused", status=describe_status(status), part=part,
+                                  pause=round(pause, 3))
+            else:
+                self._log.warning("smpp.submit_refused", status=describe_status(status), part=part,
+                                  permanent=True)
+            if job.next_part == 0:
+                self._finish(job, SmppSubmitError(status, part, parts, permanent=permanent))
+            elif not permanent and job.retries_left > 0:
+                job.retries_left -= 1
+                self._ready.appendleft(job)  # same part, same UDH reference, after the pause
+            else:
+                self._finish(job, self._partial(job, f"part {part}/{parts} refused: status {describe_status(status)}"))
+        self._pump()
+
+    def _unanswered(self, failure: Failure, job: _Job) -> None:
+        self._in_flight -= 1
+        part, parts = job.next_part + 1, len(job.message.parts)
+        if failure.check(ResponseTimeout, SessionLost):
+            reason = f"part {part}/{parts} written, no answer: {failure.getErrorMessage()}"
+        else:
+            reason = f"part {part}/{parts} written, then {failure.getErrorMessage()}"
+        self._finish(job, SmppUncertain(reason, job.message_ids, parts))
+        self._pump()
+
+    def _partial(self, job: _Job, reason: str) -> SmppUncertain:
+        accepted = len(job.message_ids)
+        return SmppUncertain(f"{accepted} of {len(job.message.parts)} parts accepted; {reason}",
+                             job.message_ids, len(job.message.parts))
+
+    def _unwritten_or_partial(self, job: _Job, reason: str) -> Exception:
+        return SmppLinkDown(reason) if job.next_part == 0 else self._partial(job, reason)
+
+    def _fail_ready(self, make_error) -> None:
+        jobs, self._ready = list(self._ready), collections.deque()
+        for job in jobs:
+            self._finish(job, make_error(job))
+
+    def _finish(self, job: _Job, result) -> None:
+        if job.deferred.called:
+            return
+        if isinstance(result, BaseException):
+            job.deferred.errback(Failure(result))
+        else:
+            job.deferred.callback(result)
+
+    def _delivered(self, pdu) -> None:
+        handler = self.on_deliver
+        if handler is None:
+            self._log.info("smpp.deliver_sm", receipted_message_id=text(getattr(pdu, "receipted_message_id", "")))
+        else:
+            handler(pdu)
+
+
+class _OneProtocolFactory:
+    """An IProtocolFactory that hands out one prepared protocol."""
+
+    def __init__(self, proto):
+        self._proto = proto
+
+    def buildProtocol(self, addr):
+        self._proto.factory = self
+        return self._proto
+
+    def doStart(self):
+        pass
+
+    def doStop(self):
+        pass
+
+    def startedConnecting(self, connector):
+        pass
+
+    def clientConnectionFailed(self, connector, reason):
+        pass
+
+    def clientConnectionLost(self, connector, reason):
+        pass

@@ -265,6 +265,11 @@ class PduFramer:
         self.max_length = max_length
         self._buffer = b""
 
+    @property
+    def partial(self) -> bool:
+        """True while the start of a PDU waits for the rest of it."""
+        return bool(self._buffer)
+
     def add_and_parse(self, data: bytes) -> list[bytes]:
         """Whole frames now available; raises PduError on an impossible length
         (the connection must then be closed: the stream cannot be resynced)."""

@@ -225,8 +225,8 @@ def uncertain_receipts(db_url: str) -> frozenset[str]:
     engine = create_engine(db_url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT payment_id FROM sms_outbox WHERE kind = 'receipt' "
-                                     "AND state = 'UNCERTAIN'")).all()
+            rows = conn.execute(text("SELECT payment_id FROM sms_outbox WHERE kind IN ('receipt', "
+                                     "'reversal_notice') AND state = 'UNCERTAIN'")).all()
         return frozenset(r.payment_id for r in rows)
     finally:
         engine.dispose()
@@ -407,7 +407,7 @@ def check_sms(messages: list[dict], postings, uncertain: frozenset[str] = frozen
     for payment_id, count in receipts.items():
         if count > 1:
             problems.append(f"payment {payment_id} got {count} receipts")
-        if payment_id not in live_ids and notices[payment_id] == 0:
+        if payment_id not in live_ids and notices[payment_id] == 0 and payment_id not in uncertain:
             problems.append(f"payment {payment_id} was reversed at the biller after its receipt, "
                             "and no reversal notice followed")
     for ref, count in notices.items():

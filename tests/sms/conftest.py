@@ -56,6 +56,7 @@ def make_link(reactor):
             password=PASSWORD,
             socket_timeout=2.0,
             response_timeout=2.0,
+            rate=1000.0,
             enquire_link_interval=30.0,
             reconnect_initial=0.05,
             reconnect_max=0.5,
@@ -71,4 +72,4 @@ def make_link(reactor):
     for link in links:
         if link.running:
             pytest_twisted.blockon(link.stopService())
-        assert link._thread is None, "SMPP thread did not stop"
+        assert link.state.value in ("STOPPED", "REFUSED"), link.state

@@ -61,8 +61,7 @@ def row(engine, row_id):
 def start_sender(reactor, run_in_db, link, **kwargs):
     sender = OutboxSender(
         run_in_db=run_in_db, link=link, clock=reactor, owner="e2e-1", poll_interval=3600.0,
-        batch_size=10, lease_seconds=60.0, max_attempts=5, retry_base=30.0, retry_cap=600.0,
-        submit_timeout=TIMEOUT, **kwargs,
+        batch_size=10, lease_seconds=60.0, max_attempts=5, retry_base=30.0, retry_cap=600.0, **kwargs,
     )
     sender.startService()
     return sender

@@ -45,3 +45,40 @@ def test_receipt_cancelled_after_its_claim_is_not_submitted():
         assert outbox.cancel_unsent(conn, "p1", now=101.0) == 1  # the payment was reversed
         assert not outbox.begin_submit(conn, item.id, owner="me", now=102.0)
     assert states(engine) == {"p1": OutboxState.CANCELLED.value}
+
+
+def test_windowed_claim_and_batched_outcomes_on_each_database(engine):
+    """claim_for_submit + record_outcomes, on SQLite and PostgreSQL (the
+    journal's migrated schema): SENT, FAILED, UNCERTAIN and a hand-back that
+    refunds the attempt, in one transaction each."""
+    from billgw.sms.outbox import Outcome
+
+    with engine.begin() as conn:
+        for pid in ("p1", "p2", "p3", "p4", "p5"):
+            outbox.enqueue(conn, payment_id=pid, kind=OutboxKind.RECEIPT, msisdn="962791234567",
+                           language="en", text="Paid", now=100.0)
+    with engine.begin() as conn:
+        items = outbox.claim_for_submit(conn, now=100.0, owner="me", lease_seconds=60, limit=4)
+        assert [(i.payment_id, i.attempts, i.state) for i in items] == [
+            ("p1", 1, "SENDING"), ("p2", 1, "SENDING"), ("p3", 1, "SENDING"), ("p4", 1, "SENDING")]
+    assert states(engine) == {"p1": "SENDING", "p2": "SENDING", "p3": "SENDING", "p4": "SENDING", "p5": "QUEUED"}
+    by = {i.payment_id: i.id for i in items}
+    with engine.begin() as conn:
+        done = outbox.record_outcomes(conn, [
+            Outcome(by["p1"], OutboxState.SENT, ("m1", "m2"), 8, 2),
+            Outcome(by["p2"], OutboxState.FAILED, error="throttled", retry_at=130.0),
+            Outcome(by["p3"], OutboxState.UNCERTAIN, ("m3",), error="no answer"),
+            Outcome(by["p4"], OutboxState.QUEUED, error="link down"),
+        ], owner="me", now=101.0)
+        assert outbox.record_outcomes(conn, [Outcome(by["p1"], OutboxState.SENT, ("x",), 0, 1)],
+                                      owner="me", now=102.0) == [False]  # already recorded
+    assert done == [True] * 4
+    with engine.connect() as conn:
+        rows = {r.payment_id: r for r in conn.execute(select(sms_outbox))}
+    assert (rows["p1"].state, rows["p1"].smsc_message_ids, rows["p1"].parts) == ("SENT", "m1,m2", 2)
+    assert (rows["p2"].state, rows["p2"].next_attempt_at) == ("FAILED", outbox.utc(130.0))
+    assert (rows["p3"].state, rows["p3"].smsc_message_ids) == ("UNCERTAIN", "m3")
+    assert (rows["p4"].state, rows["p4"].attempts, rows["p4"].lease_owner) == ("QUEUED", 0, None)
+    with engine.begin() as conn:  # the handed-back row and the untouched one are claimable again
+        again = outbox.claim_for_submit(conn, now=102.0, owner="me", lease_seconds=60, limit=10)
+    assert sorted(i.payment_id for i in again) == ["p4", "p5"]

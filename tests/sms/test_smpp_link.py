@@ -4,7 +4,7 @@ import pytest_twisted
 
 from billgw.sms import smpp_pdu as p
 from billgw.sms.encoding import split_message
-from billgw.sms.smpp_link import LinkState, SmppLinkDown, SmppSubmitError
+from billgw.sms.smpp_link import LinkState, SmppLinkDown, SmppSubmitError, SmppUncertain
 from billgw.sms.smsc_sim import DropOnSubmitSMSC, ErrorOnSubmitSMSC, NoResponseOnSubmitSMSC
 from billgw.sms.templates import ReceiptData, render_receipt
 
@@ -54,21 +54,23 @@ def test_long_arabic_receipt_arrives_as_ucs2_parts_reassembled(reactor, smsc_fac
     assert smsc.binds == [(SYSTEM_ID, "transmitter", 0)]
 
 
-@pytest.mark.allow_errors  # smpp.bind_refused is logged at error level, on purpose
+@pytest.mark.allow_errors  # smpp.bind_refused is logged at error level, on purpose: the alert
 @pytest_twisted.inlineCallbacks
-def test_wrong_password_leaves_link_unbound_and_submit_fails(
+def test_wrong_password_stops_the_bind_without_retrying_and_submit_fails(
     reactor, smsc_factory, make_link, fail_on_logged_errors
 ):
     port, smsc = yield smsc_factory()
     link = make_link(port.getHost().port, password="wrong")
-    yield bounded(link.wait_for_state(LinkState.DOWN), reactor)
+    yield bounded(link.wait_for_state(LinkState.REFUSED), reactor)
     assert not link.bound
     assert link.last_bind_status == 0x0E
+    assert link._reconnect_timer is None  # no reconnect storm: nothing scheduled
+    assert link.health()["state"] == "REFUSED"
     with pytest.raises(SmppLinkDown) as e:
         yield link.submit("962791234567", "hello")
     assert "0x0000000E" in str(e.value) and "Invalid Password" in str(e.value)
     assert smsc.messages_received == [] and smsc.submits_received == 0
-    assert smsc.binds[0] == (SYSTEM_ID, "transceiver", 0x0E)
+    assert smsc.binds == [(SYSTEM_ID, "transceiver", 0x0E)]
     refused = [e for e in fail_on_logged_errors if e["event"] == "smpp.bind_refused"]
     assert refused and refused[0]["status"] == 0x0E and refused[0]["log_level"] == "error"
     assert "Invalid Password" in refused[0]["error"]
@@ -87,14 +89,15 @@ def test_nothing_listening_keeps_retrying_and_fails_submits(reactor, smsc_factor
 
 
 @pytest_twisted.inlineCallbacks
-def test_dropped_connection_fails_in_flight_then_rebinds_and_sends(reactor, smsc_factory, make_link):
+def test_link_dropped_after_the_submit_was_written_is_uncertain_then_rebinds(reactor, smsc_factory, make_link):
     port, smsc = yield smsc_factory(DropOnSubmitSMSC, drops=1)
     link = make_link(port.getHost().port)
     yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
-    with pytest.raises(SmppLinkDown):
+    # The SMSC read the submit_sm before it dropped: it may have taken it.
+    with pytest.raises(SmppUncertain) as e:
         yield bounded(link.submit("962791234567", "first"), reactor)
-    # The link notices, rebinds after its back-off, and the retry goes through.
-    yield bounded(link.wait_for_state(LinkState.DOWN), reactor)
+    assert "written, no answer" in str(e.value) and e.value.message_ids == []
+    # The link notices, rebinds after its back-off, and the next one goes through.
     yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
     result = yield bounded(link.submit("962791234567", "second"), reactor)
     assert [m.text for m in smsc.messages_received] == ["second"]
@@ -115,15 +118,14 @@ def test_error_status_fails_the_submit_with_the_status(reactor, smsc_factory, ma
 
 
 @pytest_twisted.inlineCallbacks
-def test_no_response_times_out_and_rebinds(reactor, smsc_factory, make_link):
+def test_no_response_is_uncertain_per_part_and_the_bind_stays(reactor, smsc_factory, make_link):
     port, smsc = yield smsc_factory(NoResponseOnSubmitSMSC)
     link = make_link(port.getHost().port, response_timeout=0.3)
     yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
-    with pytest.raises(SmppLinkDown) as e:
+    with pytest.raises(SmppUncertain) as e:
         yield bounded(link.submit("962791234567", "hello"), reactor)
     assert "no submit_sm_resp within 0.3s" in str(e.value)
-    yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
-    assert len(smsc.binds) == 2
+    assert link.bound and len(smsc.binds) == 1  # a silent SMSC is not a dead link: enquire_link decides
 
 
 @pytest_twisted.inlineCallbacks
@@ -170,13 +172,12 @@ def test_unbind_from_the_smsc_is_answered_and_the_link_rebinds(reactor, smsc_fac
 
 
 @pytest_twisted.inlineCallbacks
-def test_stop_unbinds_and_ends_the_thread(reactor, smsc_factory, make_link):
+def test_stop_unbinds_and_closes(reactor, smsc_factory, make_link):
     port, smsc = yield smsc_factory()
     link = make_link(port.getHost().port)
     yield bounded(link.wait_for_state(LinkState.BOUND), reactor)
-    thread = link._thread
     yield link.stopService()
-    assert not thread.is_alive()
     assert link.state is LinkState.STOPPED
+    assert [x.command_id for x in smsc.pdus_received][-1] == p.UNBIND
     with pytest.raises(SmppLinkDown):
         yield link.submit("962791234567", "late")

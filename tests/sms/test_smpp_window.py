@@ -1,0 +1,405 @@
+"""SmppLink on a Clock over StringTransport: the window, the per-part timers,
+the pacer, throttling, dead links, refused binds, bounded PDUs and poison
+rows -- asserted on the PDUs written and the answers each message gets."""
+import struct
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from billgw.sms import smpp_pdu as p
+from billgw.sms.smpp_link import (
+    LinkState,
+    SmppInvalidMessage,
+    SmppLink,
+    SmppLinkConfig,
+    SmppLinkDown,
+    SmppSubmitError,
+    SmppUncertain,
+    SubmitResult,
+    relative_validity,
+)
+
+MSISDN = "962791234567"
+LONG_EN = "Paid 12.500 JOD to Orange Jordan. " * 10  # 340 GSM-7 characters: 3 parts
+
+
+class Transport(StringTransport):
+    """Closing it ends the connection on the next clock turn, as a reactor would."""
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+        self.closed = False
+
+    def loseConnection(self):
+        if not self.closed:
+            self.closed = True
+            super().loseConnection()
+            self.clock.callLater(0, self.protocol.connectionLost, Failure(ConnectionDone()))
+
+    abortConnection = loseConnection
+
+
+class Smsc:
+    """The far end: reads what the link wrote, answers by hand."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.connections = []  # (protocol, transport)
+
+    def connect(self, factory):
+        proto = factory.buildProtocol(None)
+        transport = Transport(self.clock)
+        transport.protocol = proto
+        proto.makeConnection(transport)
+        self.connections.append((proto, transport))
+        return defer.succeed(proto)
+
+    @property
+    def proto(self):
+        return self.connections[-1][0]
+
+    @property
+    def transport(self):
+        return self.connections[-1][1]
+
+    def read(self, settle=True):
+        if settle:  # let the pacer (1000/s by default here) write what it may
+            self.clock.pump([0.001] * 20)
+        data = self.transport.value()
+        self.transport.clear()
+        return [p.decode_pdu(f) for f in p.PduFramer(1 << 20).add_and_parse(data)]
+
+    def answer(self, pdu, status=0, body=None):
+        if body is None:
+            body = p.encode_message_id_body(f"id-{pdu.sequence_number}") if pdu.command_id == p.SUBMIT_SM else b""
+        self.proto.dataReceived(p.encode_pdu(pdu.command_id | p.RESPONSE, status, pdu.sequence_number, body))
+
+    def bind(self, status=0):
+        [bind] = self.read()
+        assert bind.command_id in p.BINDS
+        self.answer(bind, status, p.encode_message_id_body("smsc") if status == 0 else b"")
+        return bind
+
+    def drop(self):
+        self.transport.loseConnection()
+        self.clock.advance(0)
+
+
+@pytest.fixture
+def clock():
+    c = Clock()
+    c.advance(1_700_000_000)
+    return c
+
+
+@pytest.fixture
+def smsc(clock):
+    return Smsc(clock)
+
+
+@pytest.fixture
+def make_link(clock, smsc):
+    links, submitted = [], []
+
+    def make(bind=True, **overrides):
+        settings = dict(host="smsc.test", port=2775, system_id="billgw", password="pw", rate=1000.0,
+                        window=10, response_timeout=10.0, reconnect_initial=1.0, reconnect_max=60.0,
+                        reconnect_jitter=0.0, stop_timeout=15.0)
+        settings.update(overrides)
+        link = SmppLink(clock, SmppLinkConfig(**settings), connect=smsc.connect, random=lambda: 0.0)
+        submit = link.submit
+        link.submit = lambda *a: submitted.append(submit(*a)) or submitted[-1]
+        link.startService()
+        links.append(link)
+        if bind:
+            smsc.bind()
+            assert link.state is LinkState.BOUND
+        return link
+
+    yield make
+    for link in links:
+        if link.running:
+            link.stopService()
+            clock.pump([1.0] * 20)
+    for d in submitted:  # what a test did not look at is not an unhandled error
+        d.addErrback(lambda f: None)
+
+
+def results(deferreds):
+    out = []
+    for d in deferreds:
+        box = []
+        d.addBoth(box.append)
+        out.append(box[0] if box else None)
+    return out
+
+
+def submits(pdus):
+    return [(x, p.decode_submit_sm(x.body)) for x in pdus if x.command_id == p.SUBMIT_SM]
+
+
+def test_window_caps_submits_in_flight_and_each_answer_frees_a_slot(make_link, smsc, clock):
+    link = make_link(window=3)
+    ds = [link.submit(MSISDN, f"receipt {n}") for n in range(5)]
+    written = submits(smsc.read())
+    assert [sm.short_message for _, sm in written] == [b"receipt 0", b"receipt 1", b"receipt 2"]
+    smsc.answer(written[1][0])
+    [(pdu3, sm3)] = submits(smsc.read())
+    assert sm3.short_message == b"receipt 3"
+    assert results(ds)[1] == SubmitResult(["id-3"], 1, 0)  # sequence 1 was the bind
+    assert results(ds)[0] is None and link.health()["in_flight"] == 3
+
+
+def test_pacer_spaces_submits_to_the_configured_rate(make_link, smsc, clock):
+    link = make_link(rate=2.0)
+    for n in range(3):
+        link.submit(MSISDN, f"r{n}")
+    assert len(submits(smsc.read(settle=False))) == 1
+    clock.advance(0.49)
+    assert submits(smsc.read(settle=False)) == []
+    clock.advance(0.01)
+    assert len(submits(smsc.read(settle=False))) == 1
+    clock.advance(0.5)
+    assert len(submits(smsc.read(settle=False))) == 1
+
+
+def test_a_throttle_pauses_the_whole_bind_doubling_and_an_acceptance_resets_it(make_link, smsc, clock):
+    link = make_link(window=1, throttle_pause=1.0)
+    first, second, third = (link.submit(MSISDN, f"r{n}") for n in range(3))
+    [(pdu, _)] = submits(smsc.read(settle=False))
+    smsc.answer(pdu, 0x58)
+    failure = results([first])[0]
+    assert failure.check(SmppSubmitError) and failure.value.status == 0x58 and not failure.value.permanent
+    clock.advance(0.99)
+    assert submits(smsc.read(settle=False)) == []  # the next message waits too: the bind is paused
+    clock.advance(0.01)
+    [(pdu, _)] = submits(smsc.read(settle=False))
+    smsc.answer(pdu, 0x58)
+    clock.advance(1.99)
+    assert submits(smsc.read(settle=False)) == []  # second refusal in a row: 2 s
+    clock.advance(0.01)
+    [(pdu, _)] = submits(smsc.read(settle=False))
+    smsc.answer(pdu, 0)
+    assert link.pacer.refusals == 0 and link.pacer.delay(clock.seconds()) == pytest.approx(0.001, abs=1e-6)
+
+
+def test_permanent_status_from_the_table_fails_the_message_at_once_without_pausing(make_link, smsc, clock):
+    link = make_link()
+    d = link.submit(MSISDN, "to a bad number")
+    [(pdu, _)] = submits(smsc.read())
+    smsc.answer(pdu, 0x0B)
+    failure = results([d])[0]
+    assert failure.check(SmppSubmitError) and failure.value.permanent
+    assert "0x0000000B" in str(failure.value)
+    assert link.pacer.refusals == 0
+
+
+def test_response_timer_covers_each_part_not_the_whole_message(make_link, smsc, clock):
+    link = make_link(response_timeout=10.0)
+    d = link.submit(MSISDN, LONG_EN)
+    udhs = []
+    for n in range(3):
+        [(pdu, sm)] = submits(smsc.read())
+        udhs.append(sm.short_message[:6])
+        clock.advance(9)  # 27 s in all: a 10 s whole-message timeout would have cut it
+        smsc.answer(pdu)
+    result = results([d])[0]
+    assert isinstance(result, SubmitResult) and result.parts == 3 and len(result.message_ids) == 3
+    assert len({u[3] for u in udhs}) == 1 and [u[5] for u in udhs] == [1, 2, 3]  # one reference, in order
+
+
+def test_a_part_without_an_answer_makes_the_message_uncertain_with_the_ids_so_far(make_link, smsc, clock):
+    link = make_link(response_timeout=10.0)
+    d = link.submit(MSISDN, LONG_EN)
+    [(pdu, _)] = submits(smsc.read())
+    smsc.answer(pdu)
+    submits(smsc.read())  # part 2 written, never answered
+    clock.advance(10)
+    failure = results([d])[0]
+    assert failure.check(SmppUncertain)
+    assert failure.value.message_ids == [f"id-{pdu.sequence_number}"]
+    assert "part 2/3 written, no answer" in str(failure.value)
+    assert link.bound  # one silent answer is not a dead link
+    assert submits(smsc.read()) == []  # and part 3 is not sent
+
+
+def test_a_refused_later_part_is_retried_in_place_under_the_same_reference(make_link, smsc, clock):
+    link = make_link(throttle_pause=1.0)
+    d = link.submit(MSISDN, LONG_EN)
+    [(pdu1, sm1)] = submits(smsc.read())
+    smsc.answer(pdu1)
+    [(pdu2, sm2)] = submits(smsc.read())
+    smsc.answer(pdu2, 0x58)
+    clock.advance(1)
+    [(pdu2b, sm2b)] = submits(smsc.read())
+    assert sm2b.short_message == sm2.short_message  # same UDH (reference, 3, 2) and text
+    smsc.answer(pdu2b)
+    [(pdu3, _)] = submits(smsc.read())
+    smsc.answer(pdu3)
+    assert results([d])[0].message_ids == [f"id-{x.sequence_number}" for x in (pdu1, pdu2b, pdu3)]
+
+
+def test_a_later_part_refused_permanently_is_uncertain_never_resent_from_part_one(make_link, smsc):
+    link = make_link()
+    d = link.submit(MSISDN, LONG_EN)
+    [(pdu1, _)] = submits(smsc.read())
+    smsc.answer(pdu1)
+    [(pdu2, _)] = submits(smsc.read())
+    smsc.answer(pdu2, 0x0B)
+    failure = results([d])[0]
+    assert failure.check(SmppUncertain) and "1 of 3 parts accepted" in str(failure.value)
+    assert submits(smsc.read()) == []
+
+
+def test_link_drop_mid_window_written_are_uncertain_queued_are_handed_back(make_link, smsc, clock):
+    link = make_link(window=2)
+    ds = [link.submit(MSISDN, f"r{n}") for n in range(4)]
+    assert len(submits(smsc.read())) == 2
+    smsc.drop()
+    out = results(ds)
+    assert [type(o.value) for o in out] == [SmppUncertain, SmppUncertain, SmppLinkDown, SmppLinkDown]
+    assert link.state is LinkState.DOWN
+    clock.advance(1)  # back-off after one failure
+    smsc.bind()
+    assert link.state is LinkState.BOUND and link.failures == 0
+
+
+def test_unanswered_enquire_link_is_a_dead_link_and_the_link_reconnects(make_link, smsc, clock):
+    link = make_link(enquire_link_interval=30.0, enquire_link_timeout=5.0)
+    clock.advance(30)
+    [enquire] = smsc.read()
+    assert enquire.command_id == p.ENQUIRE_LINK
+    clock.advance(5)
+    clock.advance(0)
+    assert link.state is LinkState.DOWN and "dead link" in link.last_error
+    clock.advance(1)
+    assert len(smsc.connections) == 2
+    smsc.bind()
+    assert link.bound
+
+
+def test_an_answered_enquire_link_keeps_the_bind(make_link, smsc, clock):
+    link = make_link(enquire_link_interval=30.0, enquire_link_timeout=5.0)
+    for _ in range(3):
+        clock.advance(30)
+        [enquire] = smsc.read()
+        smsc.answer(enquire)
+    clock.advance(5)
+    assert link.bound and len(smsc.connections) == 1
+
+
+@pytest.mark.allow_errors  # smpp.bind_refused: the alert
+@pytest.mark.parametrize("status", [0x0D, 0x0E, 0x0F])
+def test_bind_refused_for_credentials_stops_that_bind_without_reconnecting(make_link, smsc, clock, status,
+                                                                          fail_on_logged_errors):
+    link = make_link(bind=False)
+    smsc.bind(status)
+    clock.advance(0)
+    assert link.state is LinkState.REFUSED and link.last_bind_status == status
+    clock.advance(24 * 3600)
+    assert len(smsc.connections) == 1  # no reconnect storm
+    assert link.health()["state"] == "REFUSED"
+    assert results([link.submit(MSISDN, "x")])[0].check(SmppLinkDown)
+    [alert] = [e for e in fail_on_logged_errors if e["event"] == "smpp.bind_refused"]
+    assert alert["status"] == status and alert["log_level"] == "error"
+
+
+def test_other_bind_failures_reconnect_with_growing_back_off_reset_by_a_good_bind(make_link, smsc, clock):
+    link = make_link(bind=False)
+    for attempt, delay in enumerate([1.0, 2.0, 4.0], start=1):
+        smsc.bind(0x08)  # system error: worth another try
+        clock.advance(0)
+        assert link.state is LinkState.DOWN and link.failures == attempt
+        clock.advance(delay - 0.01)
+        assert len(smsc.connections) == attempt
+        clock.advance(0.01)
+        assert len(smsc.connections) == attempt + 1
+    smsc.bind()
+    assert link.bound and link.failures == 0
+    smsc.drop()
+    clock.advance(1)  # the back-off starts over from reconnect_initial
+    assert len(smsc.connections) == 5
+
+
+def test_a_pdu_announcing_more_than_max_pdu_length_drops_the_link_at_once(make_link, smsc, clock):
+    link = make_link(max_pdu_length=4096)
+    smsc.proto.dataReceived(struct.pack(">I", 2_000_000_000) + b"\x80\x00\x00\x04")
+    clock.advance(0)
+    assert link.state is LinkState.DOWN and smsc.proto.framer.partial
+    assert "command_length" in link.last_error
+
+
+def test_a_pdu_that_stops_arriving_midway_drops_the_link_after_the_read_timeout(make_link, smsc, clock):
+    link = make_link(pdu_read_timeout=10.0, enquire_link_interval=3600.0)
+    frame = p.encode_pdu(p.DELIVER_SM, 0, 7, b"x" * 40)
+    for n in range(9):  # a byte a second never completes the PDU in time
+        smsc.proto.dataReceived(frame[n:n + 1])
+        clock.advance(1)
+    assert link.bound
+    clock.advance(1)
+    clock.advance(0)
+    assert link.state is LinkState.DOWN and "middle of a PDU" in link.last_error
+
+
+def test_poison_msisdn_fails_alone_and_the_bind_goes_on(make_link, smsc):
+    link = make_link()
+    bad = link.submit("٠٧٩١٢٣٤٥٦٧", "receipt")  # Arabic-Indic digits: str.isdigit() says yes
+    nonsense = link.submit("000000", "receipt")
+    good = link.submit("0791234567", "receipt")  # national: normalised for country JO
+    out = results([bad, nonsense])
+    assert all(o.check(SmppInvalidMessage) for o in out)
+    [(pdu, sm)] = submits(smsc.read())
+    assert (sm.destination_addr, sm.dest_addr_ton, sm.dest_addr_npi) == ("962791234567", 1, 1)
+    smsc.answer(pdu)
+    assert isinstance(results([good])[0], SubmitResult) and link.bound
+
+
+def test_validity_period_is_sent_in_the_relative_format(make_link, smsc):
+    link = make_link(validity_period=86400.0)
+    link.submit(MSISDN, "receipt")
+    [(_, sm)] = submits(smsc.read())
+    assert sm.validity_period == relative_validity(86400) == "000001000000000R"
+
+
+def test_requests_from_the_smsc_are_answered_and_unknown_ones_nacked(make_link, smsc):
+    link = make_link()
+    smsc.proto.dataReceived(p.encode_pdu(p.ENQUIRE_LINK, 0, 900))
+    receipt = p.SubmitSm("", 1, 1, MSISDN, 5, 0, "BILLGW", 0x04, 0, 0, "", "", 0, 0, 0, 0,
+                         b"id:id-2 sub:001 dlvrd:001 stat:DELIVRD err:000")
+    smsc.proto.dataReceived(p.encode_pdu(p.DELIVER_SM, 0, 901, p.encode_submit_sm(receipt)))
+    smsc.proto.dataReceived(p.encode_pdu(0x00000103, 0, 902))  # data_sm... unknown to us
+    smsc.proto.dataReceived(p.encode_pdu(0x0000ABCD, 0, 903))  # no such command
+    answers = [(x.command_id, x.command_status, x.sequence_number) for x in smsc.read()]
+    assert answers[:2] == [(0x80000015, 0, 900), (0x80000005, 0, 901)]
+    assert answers[-1] == (p.GENERIC_NACK, p.ESME_RINVCMDID, 903)
+    assert link.bound
+
+
+def test_stop_fails_queued_messages_and_unbinds(make_link, smsc, clock):
+    link = make_link(window=1)
+    first, second = link.submit(MSISDN, "a"), link.submit(MSISDN, "b")
+    submits(smsc.read())
+    stopped = link.stopService()
+    assert results([second])[0].check(SmppLinkDown)
+    [unbind] = smsc.read()
+    assert unbind.command_id == p.UNBIND
+    smsc.answer(unbind)
+    clock.advance(0)
+    assert stopped.called and link.state is LinkState.STOPPED
+    assert results([first])[0].check(SmppUncertain)  # written, unanswered when the session ended
+
+
+def test_text_that_cannot_be_encoded_fails_alone_and_the_bind_goes_on(make_link, smsc):
+    link = make_link()
+    broken = link.submit(MSISDN, "receipt \udc00 with a lone surrogate")
+    too_long = link.submit(MSISDN, "x" * 153 * 256)  # 256 parts: no handset joins them
+    assert all(o.check(SmppInvalidMessage) for o in results([broken, too_long]))
+    good = link.submit(MSISDN, "fine")
+    [(pdu, _)] = submits(smsc.read())
+    smsc.answer(pdu)
+    assert isinstance(results([good])[0], SubmitResult) and link.bound
