@@ -22,6 +22,14 @@ Failures are told apart by what they mean for the money:
 
 A timeout applied by the caller (``Deferred.addTimeout``) cancels the
 Deferred; adapters must make cancellation abort their request.
+
+Beyond the four calls, an adapter may be a service with a lifecycle
+(:class:`BillerLifecycle`: ``start``, ``stop``, ``health``) -- a persistent
+link is opened at start-up and closed on stop -- and may read its biller's
+ledger for ``billgw audit`` (:class:`LedgerReading`).  Both are optional, so
+adapters written for the first contract keep working: the gateway wraps
+every adapter in :class:`~billgw.billing_adapters.guarded.GuardedAdapter`,
+which supplies them.
 """
 from __future__ import annotations
 
@@ -76,12 +84,29 @@ class BillQuery:
     bill_number: str | None = None
 
 
+class BillStatus(enum.Enum):
+    """A bill's state at the biller (DOMAIN: Bill)."""
+
+    NEW = "NEW"
+    PARTIALLY_PAID = "PARTIALLY_PAID"
+    PAID = "PAID"
+    OVERPAID = "OVERPAID"
+    EXPIRED = "EXPIRED"
+
+
 @dataclass(frozen=True)
 class Bill:
     bill_number: str
     amount_due: int  # minor units
     due_date: str  # YYYYMMDD
     currency: str  # ISO 4217 numeric, e.g. "400"
+    # What bill-pull billers say beyond the amount (None: the biller did not say).
+    status: BillStatus = BillStatus.NEW
+    issue_date: str | None = None  # YYYYMMDD
+    expiry_date: str | None = None  # YYYYMMDD: not payable after it
+    allow_partial: bool | None = None
+    min_amount: int | None = None  # minor units, when partial payments are allowed
+    max_amount: int | None = None  # minor units; above amount_due: advance payments allowed
 
 
 @dataclass(frozen=True)
@@ -93,6 +118,16 @@ class BillInquiryResult:
     @property
     def total_due(self) -> int:
         return sum(b.amount_due for b in self.bills)
+
+
+@dataclass(frozen=True)
+class BillAmount:
+    """What a payment puts on one bill: ``amount`` in minor units, of which
+    ``surcharge`` is the late-payment surcharge (gateway/bill_rules.py)."""
+
+    bill_number: str
+    amount: int
+    surcharge: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,6 +144,11 @@ class PaymentOrder:
     currency: str  # ISO 4217 numeric
     paid_at: str  # ISO 8601 UTC timestamp of acceptance by the gateway
     channel: str = "ATM"
+    # What the gateway's bill rules decided the payment settles, oldest bill
+    # first (empty when the service leaves that to the biller); ``amount``
+    # minus their sum is an advance on the account.
+    bills: tuple[BillAmount, ...] = ()
+    surcharge: int = 0  # the late-payment surcharge included in ``amount``
 
 
 @dataclass(frozen=True)
@@ -117,8 +157,23 @@ class PaymentConfirmation:
 
     payment_id: str
     receipt_number: str
-    amount: int
+    amount: int  # what the biller recorded: compared with the order's amount
     bill_number: str | None = None
+    settled: tuple[BillAmount, ...] = ()  # the bills the biller settled, when it says
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One payment in a biller's own ledger, as an auditor sees it
+    (:meth:`LedgerReading.read_ledger`)."""
+
+    payment_id: str
+    subscriber: str  # the billing number
+    bill_number: str
+    amount: int
+    receipt_number: str
+    reversed: bool
+    posted_at: str
 
 
 class PaymentStatusKind(enum.Enum):
@@ -168,3 +223,61 @@ class BillerAdapter(Protocol):
     def reverse(self, payment_id: str) -> Deferred[ReversalConfirmation]:
         """Undo a posted payment, idempotently; refused with BillerDeclined
         (NOT_PERMITTED) where the biller's policy forbids reversals."""
+
+
+class HealthState(enum.Enum):
+    """How a biller looks from the gateway (DOMAIN: ACTIVE / OFFLINE)."""
+
+    UP = "up"  # calls go through
+    DEGRADED = "degraded"  # calls go through, but recent ones failed (breaker half-open)
+    DOWN = "down"  # calls are answered "unavailable" at once (breaker open, link down)
+    MAINTENANCE = "maintenance"  # inside a configured maintenance window
+    STOPPED = "stopped"  # not started, or stopped
+
+
+@dataclass(frozen=True)
+class BillerHealth:
+    state: HealthState
+    detail: str = ""
+    in_flight: int = 0
+
+
+class BillerLifecycle(Protocol):
+    """Optional: an adapter that holds resources (a persistent link, a pool)."""
+
+    def start(self) -> Deferred[None]:
+        """Open what the adapter needs; fires once it can take calls (or
+        keeps trying in the background, for a link that reconnects)."""
+
+    def stop(self) -> Deferred[None]:
+        """Close everything; calls made afterwards fail BillerUnavailable."""
+
+    def health(self) -> BillerHealth:
+        """What the adapter knows of its biller now (no I/O)."""
+
+
+class LedgerReading(Protocol):
+    """Optional: an adapter that can read what its biller recorded.
+
+    For ``billgw audit`` (and, later, reconciliation): an *offline* read
+    that blocks -- never call it on the reactor thread of a running
+    gateway (use a thread).  ``source`` overrides where the ledger is read
+    (a file, a URL); None reads the one the adapter's settings name.
+    Raises :class:`LedgerUnavailable` when it cannot be read.
+    """
+
+    def read_ledger(self, source: str | None = None) -> list[LedgerEntry]:
+        """Every payment the biller holds, reversed ones included."""
+
+
+class LedgerUnavailable(BillerError):
+    """The biller's ledger cannot be read (missing file, unreachable, garbage)."""
+
+
+class CapabilityMissing(BillerUnavailable):
+    """The biller does not offer this call (``capabilities``); it was not asked.
+
+    A :class:`BillerUnavailable` -- nothing was sent -- so callers written for
+    the first contract retry it; the caller should rather settle the
+    payment by the biller's own means (a reversal, or an EXCEPTION).
+    """

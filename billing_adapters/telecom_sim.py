@@ -47,6 +47,7 @@ from twisted.internet.task import deferLater
 from twisted.web import resource, server
 
 from billgw.billing_adapters import soap
+from billgw.billing_adapters.interface import LedgerEntry, LedgerUnavailable
 from billgw.billing_adapters.telecom_soap import DEFAULT_SOAP_ACTION_PREFIX, SERVICE_PATH, TELECOM_NS
 
 REVERSAL_POLICIES = ("allowed", "never")
@@ -129,17 +130,9 @@ class TelecomFault(Exception):
         return soap.SoapFault(self.fault_code, self.message, self.code, self.message)
 
 
-@dataclass(frozen=True)
-class Posting:
-    """One payment in the biller's ledger, as an auditor sees it."""
-
-    payment_id: str
-    subscriber: str
-    bill_number: str
-    amount: int
-    receipt_number: str
-    reversed: bool
-    posted_at: str
+# One payment in the biller's ledger, as an auditor sees it: the
+# interface's LedgerEntry (the name is kept for the simulator's callers).
+Posting = LedgerEntry
 
 
 @dataclass(frozen=True)
@@ -359,6 +352,21 @@ def read_ledger(db_path: str | Path) -> list[Posting]:
         return ledger_postings(connection.cursor())
     finally:
         connection.close()
+
+
+def read_ledger_file(path: str | None) -> list[LedgerEntry]:
+    """:func:`read_ledger` for ``billgw audit``: every failure is a
+    :class:`LedgerUnavailable` that says what is wrong with the file."""
+    if not path:
+        raise LedgerUnavailable("no ledger named: give --ledger CODE=PATH (the simulator's SQLite file)")
+    if not Path(path).is_file():
+        raise LedgerUnavailable(f"no ledger file at {path}")
+    try:
+        return read_ledger(path)
+    except (sqlite3.Error, OSError) as exc:
+        lines = str(exc).strip().splitlines()
+        raise LedgerUnavailable(f"cannot read ledger {path} ({type(exc).__name__}: "
+                                f"{lines[0] if lines else ''})") from None
 
 
 def _configure_connection(connection) -> None:

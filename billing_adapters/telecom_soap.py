@@ -15,16 +15,12 @@ import xml.etree.ElementTree as ET
 from typing import Any, Callable, TypeVar
 
 import structlog
-from twisted.internet import error as net_error
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
-from twisted.internet.protocol import Protocol
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
 
 from billgw.billing_adapters import soap
+from billgw.billing_adapters.transports import http
 from billgw.billing_adapters.interface import (
     Bill,
     BillerCapabilities,
@@ -35,6 +31,7 @@ from billgw.billing_adapters.interface import (
     BillInquiryResult,
     BillQuery,
     DeclineReason,
+    LedgerEntry,
     PaymentConfirmation,
     PaymentOrder,
     PaymentStatus,
@@ -204,16 +201,26 @@ def fault_to_error(fault: soap.SoapFault) -> BillerError:
 
 
 def interpret_response(code: int, data: bytes, decode: Callable[[ET.Element], _T]) -> _T:
-    """Map one HTTP answer (status code + body) to a result or a BillerError."""
+    """Map one HTTP answer (status code + body) to a result or a BillerError.
+
+    A documented fault is believed when it comes as the spec says (HTTP 500)
+    or on a 200 or a refusal status; on 408, 429, 502-504 and the like a
+    proxy or an overloaded front end may be talking, so the biller's own
+    outcome is unknown.  A refusal status without a SOAP body is a decline
+    (the request was refused before anything was done); every other status
+    without a usable body is an unknown outcome.
+    """
+    meaning = http.status_meaning(code)
     try:
         element = soap.parse_envelope(data)
     except soap.SoapDecodeError as exc:
-        if 400 <= code < 500:
-            # Refused at the HTTP layer (wrong path, method...): not processed.
+        if meaning == http.REFUSED:
             raise BillerDeclined(DeclineReason.OTHER, f"HTTP {code} without a SOAP body") from exc
         raise BillerOutcomeUnknown(f"HTTP {code} with an unusable body: {exc}") from exc
     fault = soap.parse_fault(element, TELECOM_NS)
     if fault is not None:
+        if code != 500 and meaning == http.UNKNOWN:
+            raise BillerOutcomeUnknown(f"HTTP {code} with fault {fault.code or fault.fault_code}")
         raise fault_to_error(fault)
     if code != 200:
         raise BillerOutcomeUnknown(f"HTTP {code} without a fault")
@@ -223,103 +230,16 @@ def interpret_response(code: int, data: bytes, decode: Callable[[ET.Element], _T
         raise BillerOutcomeUnknown(f"unusable answer: {exc}") from exc
 
 
-def transport_error(exc: BaseException) -> BillerError:
-    """Classify a failure of the HTTP exchange by whether the biller may have
-    the request.  Only failures to open a connection (or to use a pooled one
-    before writing) are certain; everything after the first byte is not."""
-    if isinstance(exc, BillerError):
-        return exc
-    if isinstance(exc, (net_error.ConnectError, net_error.DNSLookupError)):
-        return BillerUnavailable(f"could not connect: {exc.__class__.__name__}: {exc}")
-    if exc.__class__.__name__ == "RequestNotSent":
-        return BillerUnavailable("request not sent: pooled connection unusable")
-    if isinstance(exc, ResponseFailed):
-        reasons = ", ".join(r.type.__name__ for r in getattr(exc, "reasons", []))
-        return BillerOutcomeUnknown(f"connection failed after sending: {exc.__class__.__name__}({reasons})")
-    return BillerOutcomeUnknown(f"exchange failed: {exc.__class__.__name__}: {exc}")
-
-
-class _BodyCollector(Protocol):
-    """Collects a response body up to ``limit`` bytes.
-
-    Used instead of ``readBody``, whose cancellation cannot abort the
-    connection through the response's transport proxy in this Twisted, and
-    which has no size bound: a biller is a peer we do not control.
-    """
-
-    def __init__(self, finished: Deferred[bytes], limit: int):
-        self._finished = finished
-        self._limit = limit
-        self._parts: list[bytes] = []
-        self._size = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._finished.called:
-            return
-        self._size += len(data)
-        if self._size > self._limit:
-            self._finished.errback(BillerOutcomeUnknown(f"answer larger than {self._limit} bytes"))
-            self.transport.loseConnection()
-            return
-        self._parts.append(data)
-
-    def connectionLost(self, reason=None) -> None:
-        if self._finished.called:
-            return
-        if reason.check(ResponseDone):
-            self._finished.callback(b"".join(self._parts))
-        else:
-            # Includes PotentialDataLoss: a body ended by a close may be cut short.
-            self._finished.errback(reason)
-
-
-def read_body(response, limit: int) -> Deferred[bytes]:
-    """The whole body of ``response``; cancelling drops the connection."""
-    collector: _BodyCollector | None = None
-
-    def cancel(_d: Deferred[bytes]) -> None:
-        if collector is not None and collector.transport is not None:
-            collector.transport.loseConnection()
-
-    finished: Deferred[bytes] = Deferred(cancel)
-    collector = _BodyCollector(finished, limit)
-    response.deliverBody(collector)
-    return finished
-
-
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """A request body already in memory.  Twisted's FileBodyProducer would
-    schedule writes on the global cooperator; this writes at once."""
-
-    def __init__(self, data: bytes):
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer) -> Deferred[None]:
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
 class TelecomSoapAdapter:
     """:class:`~billgw.billing_adapters.interface.BillerAdapter` for the
-    telecom's SOAP service.
+    telecom's SOAP service, over the shared :class:`HttpTransport`.
 
-    ``pool_size`` bounds the persistent connections kept open to the biller;
-    ``timeout_connect`` bounds opening one (a connect timeout means nothing
-    was sent).  The overall per-biller timeout is the caller's: it cancels the
-    returned Deferred, which aborts the connection, and the Deferred then fails
-    with CancelledError (TimeoutError under ``addTimeout``) whatever the
-    exchange was doing.
+    ``pool_size`` bounds the connections to the biller; ``timeout_connect``
+    bounds opening one (a connect timeout means nothing was sent);
+    ``timeout`` is the per-call budget (None: the caller's).  The caller may
+    also cancel the returned Deferred (``addTimeout``): that aborts the
+    connection, and the Deferred fails with CancelledError (TimeoutError
+    under ``addTimeout``) whatever the exchange was doing.
     """
 
     capabilities = BillerCapabilities(
@@ -336,20 +256,23 @@ class TelecomSoapAdapter:
         timeout_connect: float,
         pool_size: int,
         soap_action_prefix: str = DEFAULT_SOAP_ACTION_PREFIX,
+        timeout: float | None = None,
+        idle_timeout: float = 60.0,
+        clock=None,
         log: Any = None,
+        ledger_path: str | None = None,
     ):
         self._reactor = reactor
+        self._clock = clock if clock is not None else reactor
         self._url = url.encode("ascii")
         self._soap_action_prefix = soap_action_prefix
+        self._ledger_path = ledger_path
         self._log = (log if log is not None else structlog.get_logger()).bind(
             biller_adapter="telecom_soap", biller_url=url
         )
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self._pool.maxPersistentPerHost = pool_size
-        # POSTs are never retried by Twisted anyway; say so: a silent resend of
-        # PostPayment is exactly what must not happen outside our control.
-        self._pool.retryAutomatically = False
-        self._agent = Agent(reactor, connectTimeout=timeout_connect, pool=self._pool)
+        self.transport = http.HttpTransport(
+            reactor, pool_size=pool_size, connect_timeout=timeout_connect, timeout=timeout,
+            idle_timeout=idle_timeout, max_body=soap.MAX_ENVELOPE_BYTES, clock=self._clock, log=self._log)
 
     def inquire(self, query: BillQuery) -> Deferred[BillInquiryResult]:
         return self._call("GetBills", encode_get_bills(query), decode_get_bills, subscriber=query.billing_number)
@@ -381,65 +304,43 @@ class TelecomSoapAdapter:
 
     def close(self) -> Deferred[None]:
         """Close the idle pooled connections (at shutdown)."""
-        return self._pool.closeCachedConnections()
+        return self.transport.close()
+
+    def read_ledger(self, source: str | None = None) -> list[LedgerEntry]:
+        """The biller's postings for ``billgw audit`` (blocking, offline).
+
+        The telecom's SOAP interface offers no reconciliation call: the
+        ledger is read from the file its back office (our simulator) keeps,
+        ``source`` or the ``ledger`` setting."""
+        from billgw.billing_adapters.telecom_sim import read_ledger_file  # the simulator imports us
+
+        return read_ledger_file(source or self._ledger_path)
 
     def _call(self, operation: str, body: ET.Element, decode: Callable[[ET.Element], _T], **context) -> Deferred[_T]:
         log = self._log.bind(operation=operation, **context)
-        started = self._reactor.seconds()
-        inner = Deferred.fromCoroutine(self._exchange(operation, body, decode))
-        cancelled = False
-
-        def cancel(_outer: Deferred) -> None:
-            nonlocal cancelled
-            cancelled = True
-            inner.cancel()  # propagates to Agent.request / readBody: aborts the TCP connection
-
-        outer: Deferred[_T] = Deferred(cancel)
-
-        def relay(result):
-            elapsed_ms = round((self._reactor.seconds() - started) * 1000)
-            if cancelled and isinstance(result, Failure):
-                # Whatever the abort looked like from inside (ResponseNeverReceived,
-                # ConnectingCancelledError...), the caller cancelled: it must see
-                # CancelledError so addTimeout reports a TimeoutError.
-                log.warning("biller_call_cancelled", elapsed_ms=elapsed_ms)
-                result = Failure(CancelledError(f"{operation} cancelled"))
-            elif isinstance(result, Failure):
-                _log_failure(log, result, elapsed_ms)
-                if not result.check(BillerError):
-                    # A bug of ours after the request may have gone out: the
-                    # gateway must treat it as IN_DOUBT, not as a decline.
-                    result = Failure(BillerOutcomeUnknown(f"adapter error: {result.type.__name__}"))
-            else:
-                log.info("biller_call_done", outcome="ok", elapsed_ms=elapsed_ms)
-            if outer.called:
-                return None
-            if isinstance(result, Failure):
-                outer.errback(result)
-            else:
-                outer.callback(result)
-            return None
-
-        inner.addBoth(relay)
-        return outer
-
-    async def _exchange(self, operation: str, body: ET.Element, decode: Callable[[ET.Element], _T]) -> _T:
-        payload = soap.build_envelope(body)
+        started = self._clock.seconds()
         headers = Headers(
             {
                 b"Content-Type": [soap.CONTENT_TYPE],
                 b"SOAPAction": [f'"{self._soap_action_prefix}{operation}"'.encode("ascii")],
             }
         )
-        try:
-            response = await self._agent.request(b"POST", self._url, headers, _BytesProducer(payload))
-        except Exception as exc:
-            raise transport_error(exc) from exc
-        try:
-            data = await read_body(response, soap.MAX_ENVELOPE_BYTES)
-        except Exception as exc:
-            raise BillerOutcomeUnknown(f"answer cut short: {exc.__class__.__name__}") from exc
-        return interpret_response(response.code, data, decode)
+        d = self.transport.request(b"POST", self._url, headers=headers, body=soap.build_envelope(body))
+        d.addCallback(lambda answer: interpret_response(answer.code, answer.body, decode))
+
+        def done(result):
+            elapsed_ms = round((self._clock.seconds() - started) * 1000)
+            if isinstance(result, Failure):
+                _log_failure(log, result, elapsed_ms)
+                if not result.check(BillerError, CancelledError):
+                    # A bug of ours after the request may have gone out: the
+                    # gateway must treat it as IN_DOUBT, not as a decline.
+                    return Failure(BillerOutcomeUnknown(f"adapter error: {result.type.__name__}"))
+                return result
+            log.info("biller_call_done", outcome="ok", elapsed_ms=elapsed_ms)
+            return result
+
+        return d.addBoth(done)
 
 
 def _log_failure(log, failure: Failure, elapsed_ms: int) -> None:
@@ -450,6 +351,8 @@ def _log_failure(log, failure: Failure, elapsed_ms: int) -> None:
         log.warning("biller_call_done", outcome="unavailable", detail=str(failure.value), elapsed_ms=elapsed_ms)
     elif failure.check(BillerOutcomeUnknown):
         log.warning("biller_call_done", outcome="unknown", detail=str(failure.value), elapsed_ms=elapsed_ms)
+    elif failure.check(CancelledError):
+        log.warning("biller_call_cancelled", elapsed_ms=elapsed_ms)
     else:
         # A bug on our side, not a biller answer: keep the traceback.
         log.error("biller_call_failed", elapsed_ms=elapsed_ms, exc_info=(failure.type, failure.value, failure.tb))

@@ -13,12 +13,14 @@ files:
 
 - :mod:`.rows`: plain dataclasses of what was read (:class:`JournalRow`,
   :class:`SmsRow`, :class:`ReversalRow`, :class:`BillerOutboxRow`; ledgers
-  are lists of the simulator's :class:`Posting`, the auditor's view of a
-  biller's ledger), of what was found, and the categories;
+  are lists of the interface's :class:`LedgerEntry`, the auditor's view of
+  a biller's ledger, read by the biller's adapter), of what was found, and
+  the categories;
 - :mod:`.rules`: :func:`audit`, pure: rows in, :class:`AuditReport` out;
 - :mod:`.snapshot`: :func:`load_journal`, a thin blocking loader reading the
   journal's tables in one read transaction (one consistent snapshot), and
-  :data:`LEDGER_READERS`, one ledger reader per biller adapter kind;
+  :data:`LEDGER_READERS`, the adapter kinds whose adapter reads its
+  biller's ledger (``read_ledger``: a file, a reconciliation URL...);
 - :mod:`.render` (:func:`render_text` / :func:`render_json`) and
   :mod:`.command` (:func:`run_command`, the CLI).
 

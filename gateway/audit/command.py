@@ -10,19 +10,24 @@ from typing import Sequence, TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from billgw.billing_adapters.interface import LedgerUnavailable
+from billgw.billing_adapters.registry import AdapterConfigError
+
 from .. import rules as service_rules
 from .render import render_json, render_text
 from .rows import JournalRow
 from .rules import RuleCheck, _mask_foreign, audit
-from .snapshot import LEDGER_READERS, LedgerReader, load_journal, make_audit_engine
+from .snapshot import LEDGER_READERS, LedgerReader, biller_ledger_reader, load_journal, make_audit_engine
 
 class AuditUsageError(ValueError):
     """The command line or the files it names cannot be used (exit status 2)."""
 
 
 def parse_ledger_args(values: Sequence[str], settings) -> dict[str, tuple[str, LedgerReader]]:
-    """``CODE=PATH`` arguments -> {biller code: (path, reader)}, checked
-    against the configuration before anything is read."""
+    """``CODE=SOURCE`` arguments -> {biller code: (source, reader)}, checked
+    against the configuration before anything is read.  SOURCE is what the
+    biller's adapter reads its ledger from: the telecom simulator's SQLite
+    file, a JSON biller's base URL (docs/billers.md)."""
     chosen: dict[str, tuple[str, LedgerReader]] = {}
     for value in values:
         code, sep, path = value.partition("=")
@@ -34,13 +39,14 @@ def parse_ledger_args(values: Sequence[str], settings) -> dict[str, tuple[str, L
             raise AuditUsageError(f"--ledger {code}: no biller {code} in {settings.source} (billers: {known})")
         if code in chosen:
             raise AuditUsageError(f"--ledger {code}: given twice")
-        kind = settings.billers[code].adapter
-        reader = LEDGER_READERS.get(kind)
+        biller = settings.billers[code]
+        try:
+            reader = biller_ledger_reader(biller)
+        except AdapterConfigError as exc:
+            raise AuditUsageError(f"--ledger {code}: billers.{code}.{exc.key}: {exc.problem}") from None
         if reader is None:
-            raise AuditUsageError(f"--ledger {code}: no ledger reader for adapter kind {kind!r} "
+            raise AuditUsageError(f"--ledger {code}: no ledger reader for adapter kind {biller.adapter!r} "
                                   f"(readers: {', '.join(sorted(LEDGER_READERS))})")
-        if not os.path.isfile(path):
-            raise AuditUsageError(f"--ledger {code}: no ledger file at {path}")
         chosen[code] = (path, reader)
     if not chosen:
         raise AuditUsageError("give at least one --ledger CODE=PATH")
@@ -92,6 +98,8 @@ def run_command(settings, ledger_args: Sequence[str], *, as_json: bool = False,
         for code, (path, reader) in chosen.items():
             try:
                 ledgers[code] = reader(path)
+            except LedgerUnavailable as exc:
+                raise AuditUsageError(f"--ledger {code}: {_mask_foreign(str(exc))}") from None
             except (sqlite3.Error, OSError) as exc:
                 raise AuditUsageError(f"--ledger {code}: cannot read ledger {path} ({_first_line(exc)})") from None
     except AuditUsageError as exc:

@@ -10,7 +10,7 @@ import re
 from collections import Counter, defaultdict
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from billgw.billing_adapters.telecom_sim import Posting
+from billgw.billing_adapters.interface import LedgerEntry as Posting  # any adapter's ledger entry
 from billgw.iso8583.masking import mask_pan, mask_text
 from billgw.sms.outbox import OutboxKind, OutboxState
 

@@ -1,5 +1,7 @@
 """Reading the stores for the audit (blocking): the journal's tables in one
-read snapshot, and each biller's ledger through its adapter kind's reader."""
+read snapshot, and each biller's ledger through its adapter -- the
+adapter kind's ``read_ledger`` (billing_adapters/registry.py), so a new kind
+of biller is audited with no change here."""
 from __future__ import annotations
 
 from typing import Callable
@@ -7,7 +9,8 @@ from typing import Callable
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine
 
-from billgw.billing_adapters.telecom_sim import Posting, read_ledger
+from billgw.billing_adapters.interface import LedgerEntry
+from billgw.billing_adapters.registry import ledger_kinds, ledger_reader
 from billgw.sms.outbox import sms_outbox
 
 from ..schema import biller_outbox, reversals, transactions
@@ -95,11 +98,18 @@ def load_journal(engine: Engine) -> JournalSnapshot:
     return JournalSnapshot(txns, sms, revs, items)
 
 
-LedgerReader = Callable[[str], list[Posting]]
-
-# Keyed by the biller's adapter kind (``billers.<CODE>.adapter`` in the
-# configuration).  A new biller kind adds its reader here, returning the
-# same Posting records, and ``billgw audit`` compares it with no other change.
-LEDGER_READERS: dict[str, LedgerReader] = {
-    "telecom_soap": read_ledger,
+LedgerReader = Callable[[str | None], list[LedgerEntry]]
+# Kept for callers that look a reader up by kind: each takes the biller's
+# adapter settings and returns its ledger reader.
+LEDGER_READERS: dict[str, Callable[[dict], LedgerReader]] = {
+    kind: (lambda settings, kind=kind: ledger_reader(kind, settings)) for kind in ledger_kinds()
 }
+
+
+def biller_ledger_reader(biller) -> LedgerReader | None:
+    """The ledger reader of a configured biller (``BillerSettings``), or
+    None when its adapter kind cannot read a ledger.  Raises the registry's
+    AdapterConfigError (naming the key) when its settings are wrong."""
+    if biller.adapter not in LEDGER_READERS:
+        return None
+    return ledger_reader(biller.adapter, dict(biller.adapter_settings))

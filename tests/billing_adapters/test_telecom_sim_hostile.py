@@ -9,7 +9,8 @@ from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
 
 from billgw.billing_adapters import soap
-from billgw.billing_adapters.telecom_soap import DEFAULT_SOAP_ACTION_PREFIX, TELECOM_NS, read_body
+from billgw.billing_adapters.telecom_soap import DEFAULT_SOAP_ACTION_PREFIX, TELECOM_NS
+from billgw.billing_adapters.transports.http import read_body
 from billing_adapters_helpers import BOMB, envelope, within
 
 pytestmark = pytest.mark.timeout(30)

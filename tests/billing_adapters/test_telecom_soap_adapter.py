@@ -124,8 +124,9 @@ async def test_payment_is_recorded_once_with_its_receipt(adapter, sim):
     assert [(p.payment_id, p.subscriber, p.bill_number, p.amount, p.receipt_number, p.reversed)
             for p in postings] == [("GW-1", LAYLA, "TB-2024-000101", 12500, confirmation.receipt_number, False)]
     assert (await within(sim.simulator.bill(LAYLA))).outstanding == 0
-    # The audit CLI reads the same rows from another connection.
+    # The audit CLI reads the same rows from another connection, through the adapter.
     assert read_ledger(sim.simulator.db_path) == postings
+    assert adapter.read_ledger(sim.simulator.db_path) == postings
 
 
 @pytest_twisted.ensureDeferred
@@ -379,7 +380,7 @@ def _when_headers_received(adapter):
     """Fires once the adapter has the response headers and is reading the
     body (one reactor turn after Agent.request fired)."""
     reading = defer.Deferred()
-    real_request = adapter._agent.request
+    real_request = adapter.transport._agent.request
 
     def request(*args, **kwargs):
         def got(response):
@@ -388,5 +389,5 @@ def _when_headers_received(adapter):
 
         return real_request(*args, **kwargs).addCallback(got)
 
-    adapter._agent.request = request
+    adapter.transport._agent.request = request
     return reading
