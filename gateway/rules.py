@@ -12,6 +12,7 @@ from typing import Mapping
 
 from billgw.iso8583.codes import Outcome
 
+from . import bill_rules
 from .config import BillerSettings, ServiceSettings
 
 PAYMENT = "payment"
@@ -23,7 +24,10 @@ def check_request(billers: Mapping[str, BillerSettings], *, kind: str, biller_co
     """``(the rule broken or None, the service when it is known)``.
 
     ``kind`` is ``"payment"`` or ``"inquiry"``: amount bounds bind payments
-    only (an inquiry's amount is zero)."""
+    only (an inquiry's amount is zero).  These are the rules that need no
+    bill (a prepaid top-up's amounts among them); the rules judged against
+    the open bills are :mod:`.bill_rules`, applied by the processor once
+    the biller has listed them."""
     biller = billers.get(biller_code or "")
     if biller is None or not biller.active:
         return Outcome.INVALID_TRANSACTION, None
@@ -36,4 +40,12 @@ def check_request(billers: Mapping[str, BillerSettings], *, kind: str, biller_co
         return Outcome.INVALID_BILLING_NUMBER, service
     if kind == PAYMENT and not service.min_amount <= amount <= service.max_amount:
         return Outcome.INVALID_AMOUNT, service
+    if kind == PAYMENT and service.prepaid:
+        # A top-up has no bill: its rule is static, so it binds advices and
+        # the audit's re-check as much as the 0200.
+        problem = bill_rules.topup_problem(amount, min_amount=service.min_amount,
+                                           max_amount=service.max_amount,
+                                           allowed=service.topup_amounts, step=service.topup_step)
+        if problem is not None:
+            return problem, service
     return None, service

@@ -27,6 +27,8 @@ BILL_DETAIL = "BD"
 RECEIPT_NUMBER = "RN"
 PAYMENT_REFERENCE = "PR"
 MORE_BILLS = "MB"
+SURCHARGE = "SG"
+BILL_PAID = "BP"
 
 # F48 is LLLVAR: at most 999 bytes.  An answer is fitted to it before it is
 # journaled (see :func:`fit_bills`), so every answer can be sent.
@@ -39,7 +41,7 @@ TAG_DESCRIPTIONS = {
     BILLER_CODE: ("request", "Biller code, e.g. TEL", "an..10"),
     SERVICE_CODE: ("request", "Service code of the biller, e.g. MOBILE", "an..10"),
     BILLING_NUMBER: ("request", "Billing number (subscriber / account number)", "ans..30"),
-    BILL_NUMBER: ("both", "Bill number to pay; absent = the oldest open bill", "ans..30"),
+    BILL_NUMBER: ("both", "Bill number to pay; repeat the tag to pay several bills; absent = the oldest open bills first", "ans..30"),
     MSISDN: ("request", "Subscriber mobile number for the SMS receipt (international, digits)", "n..15"),
     LANGUAGE: ("request", "Receipt language: en or ar (default en)", "a2"),
     INQUIRY_REFERENCE: ("both", "Reference of the inquiry a payment follows", "ans..32"),
@@ -47,10 +49,12 @@ TAG_DESCRIPTIONS = {
     DUE_AMOUNT: ("response", "Total due, minor units of F49's currency", "n..12"),
     DUE_DATE: ("response", "Due date of the oldest open bill, YYYYMMDD", "n8"),
     FEE: ("response", "Fee in minor units, carried apart from the bill amount", "n..12"),
-    BILL_DETAIL: ("response", "One per open bill: bill number, amount, due date separated by '|'", "ans..60"),
+    BILL_DETAIL: ("response", "One per open bill: bill number, amount, due date and, when overdue, its late surcharge, separated by '|'", "ans..60"),
     RECEIPT_NUMBER: ("response", "Biller's receipt number for the payment", "ans..32"),
     PAYMENT_REFERENCE: ("response", "Gateway payment reference (quote it to support)", "ans..32"),
     MORE_BILLS: ("response", "Open bills left out of the BD list because F48 is full", "n..3"),
+    SURCHARGE: ("response", "Late-payment surcharge in minor units, apart from the bill amounts", "n..12"),
+    BILL_PAID: ("response", "One per bill a payment settled: bill number, amount put on it, of which surcharge, separated by '|'", "ans..60"),
 }
 
 
@@ -108,10 +112,18 @@ class BillRequestData:
     biller_code: str
     service_code: str
     billing_number: str
-    bill_number: str | None = None
+    bill_number: str | None = None  # the first BL: the bill, when one is named
     msisdn: str | None = None
     language: str = "en"
     inquiry_reference: str | None = None
+    bill_numbers: tuple[str, ...] = ()  # every BL, in order (a payment of several bills)
+
+    @property
+    def named_bills(self) -> tuple[str, ...]:
+        """The bills the request names (one per BL tag), none for "oldest first"."""
+        if self.bill_numbers:
+            return self.bill_numbers
+        return (self.bill_number,) if self.bill_number else ()
 
     def to_tlv(self) -> str:
         items = [
@@ -119,8 +131,8 @@ class BillRequestData:
             (SERVICE_CODE, self.service_code),
             (BILLING_NUMBER, self.billing_number),
         ]
+        items.extend((BILL_NUMBER, number) for number in self.named_bills)
         for tag, value in (
-            (BILL_NUMBER, self.bill_number),
             (MSISDN, self.msisdn),
             (LANGUAGE, self.language),
             (INQUIRY_REFERENCE, self.inquiry_reference),
@@ -131,7 +143,9 @@ class BillRequestData:
 
     @classmethod
     def from_tlv(cls, value: str) -> "BillRequestData":
-        tags = dict(decode_tlv(value))
+        items = decode_tlv(value)
+        tags = dict(items)
+        named = tuple(v for t, v in items if t == BILL_NUMBER and v)
         missing = [t for t in (BILLER_CODE, SERVICE_CODE, BILLING_NUMBER) if not tags.get(t)]
         if missing:
             raise BillDataError(f"missing tag {missing[0]}", 0)
@@ -143,10 +157,11 @@ class BillRequestData:
             biller_code=tags[BILLER_CODE],
             service_code=tags[SERVICE_CODE],
             billing_number=tags[BILLING_NUMBER],
-            bill_number=tags.get(BILL_NUMBER) or None,
+            bill_number=named[0] if named else None,
             msisdn=msisdn,
             language=language,
             inquiry_reference=tags.get(INQUIRY_REFERENCE) or None,
+            bill_numbers=named if len(named) > 1 else (),
         )
 
 
@@ -155,6 +170,25 @@ class BillLine:
     bill_number: str
     amount: int
     due_date: str
+    surcharge: int = 0  # late-payment surcharge on the bill today, apart from its amount
+
+    def to_value(self) -> str:
+        parts = [self.bill_number, str(self.amount), self.due_date]
+        if self.surcharge:
+            parts.append(str(self.surcharge))
+        return "|".join(parts)
+
+
+@dataclass(frozen=True)
+class BillPaid:
+    """One bill a payment settled: what was put on it, of which surcharge."""
+
+    bill_number: str
+    amount: int
+    surcharge: int = 0
+
+    def to_value(self) -> str:
+        return f"{self.bill_number}|{self.amount}|{self.surcharge}"
 
 
 @dataclass(frozen=True)
@@ -171,6 +205,8 @@ class BillResponseData:
     receipt_number: str | None = None
     payment_reference: str | None = None
     more_bills: int | None = None  # open bills not listed: F48 had no room for them
+    surcharge: int | None = None  # late-payment surcharge, apart from the bill amounts
+    paid: tuple[BillPaid, ...] = ()  # the bills an approved payment settled
 
     def to_tlv(self) -> str:
         items = []
@@ -182,10 +218,14 @@ class BillResponseData:
             items.append((DUE_DATE, self.due_date))
         if self.fee is not None:
             items.append((FEE, str(self.fee)))
+        if self.surcharge:
+            items.append((SURCHARGE, str(self.surcharge)))
         for bill in self.bills:
-            items.append((BILL_DETAIL, f"{bill.bill_number}|{bill.amount}|{bill.due_date}"))
+            items.append((BILL_DETAIL, bill.to_value()))
         if self.bill_number:
             items.append((BILL_NUMBER, self.bill_number))
+        for paid in self.paid:
+            items.append((BILL_PAID, paid.to_value()))
         if self.inquiry_reference:
             items.append((INQUIRY_REFERENCE, self.inquiry_reference))
         if self.receipt_number:
@@ -205,12 +245,18 @@ class BillResponseData:
         items = decode_tlv(value)
         tags = dict(items)
         bills = []
+        paid = []
         for tag, detail in items:
             if tag == BILL_DETAIL:
                 parts = detail.split("|")
-                if len(parts) != 3 or not parts[1].isdigit():
-                    raise BillDataError("tag BD is not 'number|amount|YYYYMMDD'", 0)
-                bills.append(BillLine(parts[0], int(parts[1]), parts[2]))
+                if len(parts) not in (3, 4) or not all(p.isdigit() for p in parts[1:2] + parts[3:]):
+                    raise BillDataError("tag BD is not 'number|amount|YYYYMMDD[|surcharge]'", 0)
+                bills.append(BillLine(parts[0], int(parts[1]), parts[2], int(parts[3]) if len(parts) == 4 else 0))
+            elif tag == BILL_PAID:
+                parts = detail.split("|")
+                if len(parts) != 3 or not (parts[1].isdigit() and parts[2].isdigit()):
+                    raise BillDataError("tag BP is not 'number|amount|surcharge'", 0)
+                paid.append(BillPaid(parts[0], int(parts[1]), int(parts[2])))
 
         def number(tag):
             text = tags.get(tag)
@@ -231,6 +277,8 @@ class BillResponseData:
             receipt_number=tags.get(RECEIPT_NUMBER),
             payment_reference=tags.get(PAYMENT_REFERENCE),
             more_bills=number(MORE_BILLS),
+            surcharge=number(SURCHARGE),
+            paid=tuple(paid),
         )
 
 
@@ -245,4 +293,16 @@ def fit_bills(data: BillResponseData, budget: int = F48_MAX_BYTES) -> BillRespon
             raise ValueError(f"F48 of {fitted.size()} bytes does not fit {budget} even without bills")
         bills.pop()
         fitted = replace(data, bills=tuple(bills), more_bills=len(data.bills) - len(bills))
+    return fitted
+
+
+def fit_paid(data: BillResponseData, budget: int = F48_MAX_BYTES) -> BillResponseData:
+    """``data`` with as many of its BP elements (oldest bill first) as fit
+    in ``budget`` bytes of F48: an approval that settled very many bills
+    lists the first ones; the others are on the biller's receipt."""
+    paid = list(data.paid)
+    fitted = data
+    while fitted.size() > budget and paid:
+        paid.pop()
+        fitted = replace(data, paid=tuple(paid))
     return fitted
