@@ -5,6 +5,13 @@ card data placed after exception formatting and before the renderer, so no
 PAN, track data or PIN block reaches a log line -- not in a message, a
 bound value or a traceback.  Twisted's own log events are routed through
 the same pipeline.
+
+Log volume is bounded per event: a string value longer than
+:data:`MAX_VALUE_CHARS` (a biller's 100 KB fault text, a giant frame's dump)
+is cut, saying how much was left out, so a peer sending bad frames cannot
+fill the disk faster than it sends bytes.  The console renderer also shows
+terminal control characters escaped (the JSON renderer escapes them anyway),
+so a terminal id carrying ANSI codes cannot drive an operator's terminal.
 """
 from __future__ import annotations
 
@@ -18,10 +25,14 @@ from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogBeginne
 from zope.interface import provider
 
 from billgw.iso8583.dump import redact
-from billgw.iso8583.masking import mask_pan, mask_text
+from billgw.iso8583.masking import escape_control, mask_pan, mask_text
 
 # Keys whose values are card data: never rendered.
-_DROP_KEYS = frozenset({"track2", "track_2", "pin_block", "pinblock", "cvv", "f35", "f52"})
+_DROP_KEYS = frozenset({"track1", "track_1", "track2", "track_2", "pin_block", "pinblock", "pin", "cvv",
+                        "cvv2", "f14", "f35", "f36", "f45", "f52", "f55"})
+# Longest string value rendered (tracebacks get more room).
+MAX_VALUE_CHARS = 2000
+MAX_EXCEPTION_CHARS = 20000
 _PAN_KEYS = frozenset({"pan", "card_number", "f2"})
 # In raw bytes a PAN can touch other digits (its LL prefix, F3): any long
 # digit run keeps only its first 6 and last 4 digits.
@@ -55,10 +66,24 @@ def _mask(value: Any, key: str | None = None) -> Any:
 
 def mask_card_data(_logger, _method, event_dict: dict) -> dict:
     """structlog processor: mask PANs everywhere, drop track data and PINs."""
-    return {key: _mask(value, key) for key, value in event_dict.items()}
+    return {key: _bound(_mask(value, key), key) for key, value in event_dict.items()}
 
 
-def processors(renderer) -> list:
+def _bound(value: Any, key: str) -> Any:
+    """Cut an over-long string (after masking, so a PAN is never cut in two
+    and left unmasked)."""
+    limit = MAX_EXCEPTION_CHARS if key in ("exception", "stack") else MAX_VALUE_CHARS
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]}...[{len(value) - limit} more characters not logged]"
+    return value
+
+
+def escape_controls(_logger, _method, event_dict: dict) -> dict:
+    """structlog processor for console output: control characters escaped."""
+    return {key: escape_control(value) if isinstance(value, str) else value for key, value in event_dict.items()}
+
+
+def processors(renderer, *, escape: bool = False) -> list:
     return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -66,6 +91,7 @@ def processors(renderer) -> list:
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
         mask_card_data,
+        *([escape_controls] if escape else []),
         renderer,
     ]
 
@@ -79,7 +105,7 @@ def configure(fmt: str = "json", level: str = "info", stream=None) -> None:
     renderer = (structlog.processors.JSONRenderer(ensure_ascii=False) if fmt == "json"
                 else structlog.dev.ConsoleRenderer(colors=False))
     structlog.configure(
-        processors=processors(renderer),
+        processors=processors(renderer, escape=fmt != "json"),
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=True,

@@ -1,0 +1,121 @@
+"""Who may connect, and for which acquirers and terminals (docs/security.md).
+
+A *peer* is a bank switch or an ATM network the gateway has an agreement
+with.  It is known by the addresses it connects from; it may speak only for
+its own acquirers (F32) and terminals (F41).  The listener identifies the
+peer of each connection when it is accepted -- a connection from no
+configured peer is refused then, before a byte is read -- and checks every
+financial message against its peer before the processor sees it.  Because
+the journal's keys begin with the acquirer id, a peer that may use only its
+own acquirers can find, advise or reverse only its own acquirers' payments.
+
+Pure: no Twisted, no I/O.  The configuration builds a :class:`PeerTable`
+(gateway/config.py, ``[peers.NAME]``); with no ``[peers]`` at all the
+built-in :data:`DEFAULT_PEERS` apply, the same single loopback peer as the
+packaged configuration, so no configuration lets every acquirer in.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from billgw.iso8583.messages import normalise_institution_id
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One peer: where it connects from, what it may speak for, its caps."""
+
+    name: str
+    sources: tuple[IPNetwork, ...]
+    acquirers: frozenset[str]  # normalised (leading zeros stripped)
+    terminals: tuple[re.Pattern, ...]  # full match on F41 as sent
+    require_sign_on: bool = True
+    max_connections: int = 64
+    max_in_flight: int | None = None  # None: only the connection and gateway caps
+
+    def connects_from(self, host: str) -> bool:
+        address = _address(host)
+        return address is not None and any(address in network for network in self.sources)
+
+    def may_use_acquirer(self, acquirer_id: str | None) -> bool:
+        return acquirer_id is not None and normalise_institution_id(acquirer_id) in self.acquirers
+
+    def may_use_terminal(self, terminal_id: str | None) -> bool:
+        return terminal_id is not None and any(p.fullmatch(terminal_id) for p in self.terminals)
+
+    def refuses(self, acquirer_ids: Iterable[str | None], terminal_id: str | None) -> str | None:
+        """Why this peer may not send a message for these acquirers and this
+        terminal (for the log), or None when it may."""
+        for acquirer_id in acquirer_ids:
+            if not self.may_use_acquirer(acquirer_id):
+                return "acquirer"
+        if not self.may_use_terminal(terminal_id):
+            return "terminal"
+        return None
+
+
+def _address(host: str):
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    # An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped or address
+
+
+class PeerTable:
+    """The configured peers, looked up by source address in file order."""
+
+    def __init__(self, peers: Iterable[Peer]):
+        self.peers = tuple(peers)
+        if not self.peers:
+            raise ValueError("at least one peer is needed")
+
+    def identify(self, host: str) -> Peer | None:
+        """The first peer whose ranges hold ``host`` (None: nobody's)."""
+        for peer in self.peers:
+            if peer.connects_from(host):
+                return peer
+        return None
+
+
+def make_peer(name: str, *, sources: Iterable[str], acquirers: Iterable[str], terminals: Iterable[str],
+              require_sign_on: bool = True, max_connections: int = 64,
+              max_in_flight: int | None = None) -> Peer:
+    """A peer from configuration values; ValueError names what is wrong."""
+    networks = []
+    for source in sources:
+        try:
+            networks.append(ipaddress.ip_network(source, strict=False))
+        except ValueError:
+            raise ValueError(f"sources: {source!r} is not an address or CIDR range") from None
+    patterns = []
+    for terminal in terminals:
+        try:
+            patterns.append(re.compile(terminal))
+        except re.error as exc:
+            raise ValueError(f"terminals: {terminal!r} is not a valid regular expression ({exc})") from None
+    ids = []
+    for acquirer in acquirers:
+        if not (acquirer.isascii() and acquirer.isdigit() and 1 <= len(acquirer) <= 11):
+            raise ValueError(f"acquirers: {acquirer!r} is not an institution id (1 to 11 digits)")
+        ids.append(normalise_institution_id(acquirer))
+    if not networks:
+        raise ValueError("sources: a peer needs at least one address range")
+    if not ids:
+        raise ValueError("acquirers: a peer needs at least one acquirer id")
+    if not patterns:
+        raise ValueError("terminals: a peer needs at least one terminal pattern")
+    return Peer(name, tuple(networks), frozenset(ids), tuple(patterns), require_sign_on=require_sign_on,
+                max_connections=max_connections, max_in_flight=max_in_flight)
+
+
+# The demo's and atm-sim's switch: loopback, acquirer 123456, ATM00001...
+DEFAULT_PEERS = PeerTable([make_peer("local", sources=["127.0.0.0/8", "::1/128"], acquirers=["123456"],
+                                     terminals=[r"ATM[0-9]{5}"])])
