@@ -29,6 +29,7 @@ from billgw.billing_adapters.interface import (
     PaymentOrder,
     PaymentStatusKind,
 )
+from billgw.iso8583.masking import mask_text
 
 from . import biller_outbox, settle
 from .biller_outbox import BillerWork
@@ -147,7 +148,7 @@ class BillerWorker(Service):
             await self._retry(item, f"{type(exc).__name__}", log)
             return
         applied = await self._run(settle.apply_event, item.transaction_id, event, self._clock.seconds(),
-                                  self._processor.context, values=values, detail=detail, work_item=item.id)
+                                  self._processor.context, values=values, detail=mask_text(detail), work_item=item.id)
         log.info("biller work done", machine_event=event.value, state=applied.view.state.value)
         self._after(applied)
 
@@ -193,6 +194,7 @@ class BillerWorker(Service):
         raise ValueError(f"unknown biller action {item.action!r}")
 
     async def _retry(self, item: BillerWork, error: str, log) -> None:
+        error = mask_text(error)  # a biller's error text may echo card data
         now = self._clock.seconds()
         delay = biller_outbox.backoff(item.attempts, base=self._retry_base, cap=self._retry_cap,
                                       jitter=self._rng.random())

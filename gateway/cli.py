@@ -10,6 +10,7 @@ Sub-commands::
     billgw [--config FILE] db upgrade
     billgw [--config FILE] audit --ledger CODE=PATH [--ledger CODE=PATH ...] [--json]
     billgw telecom-sim [--listen ENDPOINT] [--db PATH] [--reversal-policy allowed|never]
+    billgw json-biller-sim [--listen ENDPOINT] [--service NAME ...] [--behaviour KIND] [--reversal-policy P]
     billgw smsc-sim [--listen ENDPOINT] [--system-id ID] [--password PW] [--record PATH]
     billgw demo [--workdir DIR]
 """
@@ -22,7 +23,7 @@ import sys
 
 from twisted.internet import defer, task
 
-from .config import ConfigError, load_settings
+from .config import ConfigError, load_settings, validate_adapters
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     from billgw.billing_adapters.telecom_sim import add_fault_arguments
 
     add_fault_arguments(tel)  # --fault-*-rate, --seed, --extra-subscribers
+
+    jsim = sub.add_parser("json-biller-sim",
+                          help="run a JSON biller simulator (the bill-pull interface of docs/billers.md)")
+    from billgw.billing_adapters.json_biller.sim import add_arguments as add_json_sim_arguments
+
+    add_json_sim_arguments(jsim)  # --listen, --service, --behaviour, --reversal-policy, ...
 
     smsc = sub.add_parser("smsc-sim", help="run the SMSC simulator (SMPP 3.4 server)")
     smsc.add_argument("--listen", default="tcp:2775:interface=127.0.0.1")
@@ -85,11 +92,13 @@ def _ensure_parent(path: str) -> None:
 
 def _upgrade(settings) -> None:
     from .db import make_engine
+    from .exposure import secure_sqlite_file
     from .migrate import upgrade
 
     url = settings.database.url
     if url.startswith("sqlite:///"):
         _ensure_parent(url[len("sqlite:///"):])
+    secure_sqlite_file(url)  # owner-only before SQLite creates it
     engine = make_engine(url, 1)
     try:
         upgrade(engine)
@@ -131,6 +140,25 @@ def _telecom_sim(reactor, args):
     return d.addCallback(started)
 
 
+def _json_biller_sim(reactor, args):
+    from billgw.billing_adapters.json_biller.sim import (
+        describe,
+        ledger_from_args,
+        listen_json_biller,
+        resource_from_args,
+    )
+
+    d = listen_json_biller(reactor, args.listen, ledger=ledger_from_args(args), base_path=args.base_path,
+                           resource_class=resource_from_args(args))
+
+    def started(result):
+        port, _resource = result
+        print(describe(port, args), flush=True)
+        return defer.Deferred()
+
+    return d.addCallback(started)
+
+
 def _smsc_sim(reactor, args):
     from billgw.sms.smsc_sim import listen_smsc
 
@@ -158,6 +186,9 @@ def _run(reactor, args):
     if args.command == "smsc-sim":
         _configure_logging(fmt="json")
         return _smsc_sim(reactor, args)
+    if args.command == "json-biller-sim":
+        _configure_logging(fmt="json")
+        return _json_biller_sim(reactor, args)
     if args.command == "demo":
         from .demo import run_demo
 
@@ -178,6 +209,7 @@ def main(argv=None) -> None:
     try:
         if args.command == "check-config":
             settings = _settings(args)
+            validate_adapters(settings)  # adapter kinds and their settings, nothing started
             print(f"{settings.source}: OK ({len(settings.billers)} biller(s))")
             return
         if args.command == "db":
@@ -190,7 +222,7 @@ def main(argv=None) -> None:
 
             raise SystemExit(run_command(_settings(args), args.ledger, as_json=args.json))
         if args.command in ("serve",):
-            _settings(args)  # fail on bad config before the reactor starts
+            validate_adapters(_settings(args))  # fail on bad config before the reactor starts
     except ConfigError as exc:
         print(f"billgw: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2)

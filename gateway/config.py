@@ -8,6 +8,7 @@ String values may name environment variables, ``${NAME}`` or
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -16,9 +17,23 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+from billgw.billing_adapters.breaker import BreakerSettings
+from billgw.billing_adapters.maintenance import WEEKDAYS, MaintenanceWindow
 from billgw.iso8583.codes import ResponseCodes
 from billgw.iso8583.framing import HEADERS
+from billgw.sms.status_table import StatusTable, load_status_table
 from billgw.sms.templates import DEFAULT_REVERSAL_TEMPLATES, DEFAULT_TEMPLATES, validate_templates
+
+from .bill_rules import AMOUNT_RULES, ANY, SURCHARGE_KINDS, AmountRule, SurchargeRule
+from .peers import DEFAULT_PEERS, PeerTable, make_peer
+
+POSTPAID = "postpaid"
+PREPAID = "prepaid"
+FEE_CUSTOMER = "customer"  # added to the customer's debit
+FEE_BILLER = "biller"  # deducted from what the biller is paid at settlement
+REFERENCE_IGNORED = "ignored"  # a payment's IR is not looked at
+REFERENCE_CHECKED = "checked"  # checked when the payment quotes one
+REFERENCE_REQUIRED = "required"  # every payment quotes a fresh one
 
 
 class ConfigError(ValueError):
@@ -124,6 +139,11 @@ class ListenerSettings:
     require_sign_on: bool = True
     max_in_flight_per_connection: int = 64
     max_in_flight: int = 512
+    # Connections open at once over all peers (each peer has its own cap),
+    # the listen backlog, and the seconds a begun frame may take to complete.
+    max_connections: int = 256
+    backlog: int = 512
+    frame_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +151,9 @@ class DatabaseSettings:
     url: str = "sqlite:///var/billgw.sqlite"
     pool_size: int = 4
     auto_upgrade: bool = True
+    # Journal operations queued at most before new requests are answered
+    # "busy" (back-pressure in front of the writer; see gateway/db.py).
+    max_queued: int = 1024
 
 
 @dataclass(frozen=True)
@@ -151,9 +174,33 @@ class ServiceSettings:
     min_amount: int
     max_amount: int
     fee: int
+    # The bill rules (gateway/bill_rules.py, docs/bill-rules.md).
+    kind: str = POSTPAID
+    amount_rule: AmountRule = AmountRule()
+    surcharge: SurchargeRule | None = None
+    fee_bearer: str = FEE_CUSTOMER
+    topup_amounts: tuple[int, ...] = ()
+    topup_step: int = 0
+    inquiry_reference: str = REFERENCE_IGNORED
+    inquiry_reference_ttl: float = 900.0
 
     def billing_number_ok(self, number: str) -> bool:
         return re.fullmatch(self.billing_number_pattern, number) is not None
+
+    @property
+    def prepaid(self) -> bool:
+        return self.kind == PREPAID
+
+    @property
+    def needs_bills(self) -> bool:
+        """A payment must see the open bills before it is posted: its amount
+        is judged against them, or a surcharge is added to them."""
+        return not self.prepaid and (self.amount_rule.needs_bills or self.surcharge is not None)
+
+    @property
+    def customer_fee(self) -> int:
+        """The fee added to the customer's debit (0 when the biller bears it)."""
+        return self.fee if self.fee_bearer == FEE_CUSTOMER else 0
 
 
 @dataclass(frozen=True)
@@ -167,6 +214,11 @@ class BillerSettings:
     adapter_settings: Mapping[str, Any]
     services: Mapping[str, ServiceSettings]
     reversal_policy: str = "allowed"
+    # Resilience (billing_adapters/guarded.py): calls in flight at most,
+    # the circuit breaker, and the windows in which the biller is offline.
+    max_concurrent: int = 32
+    breaker: BreakerSettings = BreakerSettings()
+    maintenance: tuple[MaintenanceWindow, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,12 +227,19 @@ class SmsSettings:
     host: str = "127.0.0.1"
     port: int = 2775
     system_id: str = "billgw"
-    password: str = "secret"
+    password: str = ""  # no default: required when enabled (see require_sms_password)
     system_type: str = ""
     source_addr: str = "BILLGW"
     source_addr_ton: int = 5
     source_addr_npi: int = 0
     bind: str = "transmitter"
+    country: str = "JO"
+    window: int = 10
+    rate: float = 50.0
+    throttle_pause: float = 1.0
+    throttle_pause_cap: float = 30.0
+    part_retries: int = 3
+    validity_period: float = 86400.0
     poll_interval: float = 2.0
     batch_size: int = 20
     lease_seconds: float = 60.0
@@ -189,8 +248,26 @@ class SmsSettings:
     retry_cap: float = 600.0
     submit_timeout: float = 10.0
     enquire_link_interval: float = 30.0
+    enquire_link_timeout: float = 10.0
+    pdu_read_timeout: float = 10.0
+    max_pdu_length: int = 4096
+    reconnect_initial: float = 1.0
+    reconnect_max: float = 60.0
+    status_table: StatusTable = field(default_factory=load_status_table)
     receipt_templates: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_TEMPLATES))
     reversal_templates: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_REVERSAL_TEMPLATES))
+
+
+def require_sms_password(sms: SmsSettings) -> None:
+    """No default SMPP password: with SMS enabled, an empty one stops start-up.
+
+    Checked when the gateway is built rather than when the file is parsed,
+    so that tools and tests which only read the configuration (and the
+    demo, which sets its simulator's password) need no secret.
+    """
+    if sms.enabled and not sms.password:
+        raise ConfigError("sms.password: required when sms.enabled is true "
+                          "(set it, e.g. password = \"${BILLGW_SMPP_PASSWORD}\")")
 
 
 @dataclass(frozen=True)
@@ -215,6 +292,8 @@ class Settings:
     response_codes: ResponseCodes
     recovery: RecoverySettings = RecoverySettings()
     source: str = "<defaults>"
+    # Who may connect and for which acquirers/terminals (gateway/peers.py).
+    peers: PeerTable = DEFAULT_PEERS
 
 
 def _listener(s: _Section) -> ListenerSettings:
@@ -228,9 +307,45 @@ def _listener(s: _Section) -> ListenerSettings:
         max_in_flight_per_connection=s.get("max_in_flight_per_connection", int,
                                            d.max_in_flight_per_connection, check=_in_flight_cap),
         max_in_flight=s.get("max_in_flight", int, d.max_in_flight, check=_in_flight_cap),
+        max_connections=s.get("max_connections", int, d.max_connections,
+                              check=lambda v: None if 1 <= v <= 100_000 else "must be 1..100000"),
+        backlog=s.get("backlog", int, d.backlog, check=lambda v: None if 1 <= v <= 65535 else "must be 1..65535"),
+        frame_timeout=s.get("frame_timeout", float, d.frame_timeout, check=_positive),
     )
+    if out.frame_timeout > out.idle_timeout:
+        raise ConfigError(f"{s._key('frame_timeout')}: must not exceed idle_timeout")
     s.done()
     return out
+
+
+def _strings(value: list) -> str | None:
+    return None if all(isinstance(x, str) for x in value) else "expected a list of strings"
+
+
+def _peers(s: _Section, default_sign_on: bool) -> PeerTable:
+    """``[peers.NAME]`` tables; none at all: the built-in loopback peer."""
+    names = s.keys()
+    if not names:
+        return PeerTable(dataclasses.replace(p, require_sign_on=default_sign_on) for p in DEFAULT_PEERS.peers)
+    peers = []
+    for name in names:
+        t = s.section(name)
+        values = dict(
+            sources=t.get("sources", list, check=_strings),
+            acquirers=t.get("acquirers", list, check=_strings),
+            terminals=t.get("terminals", list, check=_strings),
+            require_sign_on=t.get("require_sign_on", bool, default_sign_on),
+            max_connections=t.get("max_connections", int, 64,
+                                  check=lambda v: None if 1 <= v <= 100_000 else "must be 1..100000"),
+            max_in_flight=t.get("max_in_flight", int, None, check=_in_flight_cap),
+        )
+        try:
+            peer = make_peer(name, **values)
+        except ValueError as exc:
+            raise ConfigError(f"{t.path}.{exc}") from None
+        t.done()
+        peers.append(peer)
+    return PeerTable(peers)
 
 
 def _in_flight_cap(value: int) -> str | None:
@@ -246,6 +361,8 @@ def _database(s: _Section, base: Path) -> DatabaseSettings:
         url=url,
         pool_size=s.get("pool_size", int, d.pool_size, check=lambda v: None if 1 <= v <= 64 else "must be 1..64"),
         auto_upgrade=s.get("auto_upgrade", bool, d.auto_upgrade),
+        max_queued=s.get("max_queued", int, d.max_queued,
+                         check=lambda v: None if 1 <= v <= 1_000_000 else "must be 1..1000000"),
     )
     s.done()
     return out
@@ -271,6 +388,14 @@ def _templates(s: _Section, defaults: Mapping[str, str]) -> dict[str, str]:
     return templates
 
 
+def _country(value: str) -> str | None:
+    import phonenumbers
+
+    if value not in phonenumbers.SUPPORTED_REGIONS:
+        return "must be an ISO 3166 alpha-2 country code phonenumbers knows, such as \"JO\""
+    return None
+
+
 def _sms(s: _Section) -> SmsSettings:
     d = SmsSettings()
     values = {}
@@ -285,6 +410,13 @@ def _sms(s: _Section) -> SmsSettings:
         ("source_addr_ton", int, _non_negative),
         ("source_addr_npi", int, _non_negative),
         ("bind", str, _one_of("transmitter", "transceiver")),
+        ("country", str, _country),
+        ("window", int, lambda v: None if 1 <= v <= 1000 else "must be 1..1000"),
+        ("rate", float, _positive),
+        ("throttle_pause", float, _positive),
+        ("throttle_pause_cap", float, _positive),
+        ("part_retries", int, _non_negative),
+        ("validity_period", float, lambda v: None if 0 <= v <= 7 * 86400 else "must be 0..604800 s (0: none)"),
         ("poll_interval", float, _positive),
         ("batch_size", int, _positive),
         ("lease_seconds", float, _positive),
@@ -293,15 +425,30 @@ def _sms(s: _Section) -> SmsSettings:
         ("retry_cap", float, _positive),
         ("submit_timeout", float, _positive),
         ("enquire_link_interval", float, _positive),
+        ("enquire_link_timeout", float, _positive),
+        ("pdu_read_timeout", float, _positive),
+        ("max_pdu_length", int, lambda v: None if 64 <= v <= 1 << 20 else "must be 64..1048576"),
+        ("reconnect_initial", float, _positive),
+        ("reconnect_max", float, _positive),
     ):
         values[name] = s.get(name, kind, getattr(d, name), check=check)
+    table_path = s.get("status_table", str, "")
+    try:
+        values["status_table"] = load_status_table(table_path or None)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{s.path}.status_table: {exc}") from None
     templates = s.section("templates")
     values["receipt_templates"] = _templates(templates.section("receipt"), DEFAULT_TEMPLATES)
     values["reversal_templates"] = _templates(templates.section("reversal"), DEFAULT_REVERSAL_TEMPLATES)
     templates.done()
-    if values["submit_timeout"] >= values["lease_seconds"]:
-        raise ConfigError(f"{s.path}.submit_timeout: must be shorter than lease_seconds, "
-                          "or a receipt could be claimed twice while in flight")
+    # A receipt stays claimed while it waits behind a window of others at
+    # the paced rate and its part is answered (or times out).  A lease that
+    # runs out first is safe -- the row becomes UNCERTAIN, never resent --
+    # but turns a good receipt into one a person must look at.
+    in_flight = values["submit_timeout"] + values["window"] / values["rate"]
+    if in_flight >= values["lease_seconds"]:
+        raise ConfigError(f"{s.path}.lease_seconds: must exceed submit_timeout + window / rate "
+                          f"({in_flight:g} s), or a receipt still with the link would be taken for abandoned")
     s.done()
     return SmsSettings(**values)
 
@@ -334,21 +481,86 @@ def _service(code: str, s: _Section, biller_names: tuple[str, str]) -> ServiceSe
         min_amount=s.get("min_amount", int, 1, check=_positive),
         max_amount=s.get("max_amount", int, 999_999_999_999, check=_positive),
         fee=s.get("fee", int, 0, check=_non_negative),
+        **_bill_rules(s),
     )
     if out.min_amount > out.max_amount:
         raise ConfigError(f"{s.path}.min_amount: greater than max_amount")
+    if out.prepaid:
+        outside = [a for a in out.topup_amounts if not out.min_amount <= a <= out.max_amount]
+        if outside:
+            raise ConfigError(f"{s.path}.topup_amounts: {outside[0]} is outside min_amount..max_amount")
     s.done()
     return out
+
+
+def _amount_list(value):
+    if not value or not all(isinstance(a, int) and not isinstance(a, bool) and a > 0 for a in value):
+        return "must be a non-empty list of positive integers (minor units)"
+    return None
+
+
+def _bill_rules(s: _Section) -> dict[str, Any]:
+    """The service's bill rules: amount rule, top-ups, surcharge, fee bearer."""
+    kind = s.get("kind", str, POSTPAID, check=_one_of(POSTPAID, PREPAID))
+    rule_kind = s.get("amount_rule", str, ANY, check=_one_of(*AMOUNT_RULES))
+    partial_min = s.get("partial_min", int, 0, check=_non_negative)
+    over_max = s.get("over_max", int, 0, check=_non_negative)
+    if partial_min and rule_kind not in ("partial", "partial_or_over"):
+        raise ConfigError(f"{s.path}.partial_min: only with amount_rule \"partial\" or \"partial_or_over\"")
+    if over_max and rule_kind not in ("over", "partial_or_over"):
+        raise ConfigError(f"{s.path}.over_max: only with amount_rule \"over\" or \"partial_or_over\"")
+    if rule_kind in ("over", "partial_or_over") and not over_max:
+        raise ConfigError(f"{s.path}.over_max: required with amount_rule \"{rule_kind}\" (minor units above the due)")
+    topup_amounts = tuple(s.get("topup_amounts", list, [], check=_amount_list) if "topup_amounts" in s.data else ())
+    topup_step = s.get("topup_step", int, 0, check=_non_negative)
+    if kind == PREPAID:
+        if rule_kind != ANY:
+            raise ConfigError(f"{s.path}.amount_rule: a prepaid service has no bill to judge the amount by")
+        if topup_amounts and topup_step:
+            raise ConfigError(f"{s.path}.topup_step: give topup_amounts or topup_step, not both")
+    elif topup_amounts or topup_step:
+        key = "topup_amounts" if topup_amounts else "topup_step"
+        raise ConfigError(f"{s.path}.{key}: only for kind = \"prepaid\"")
+    surcharge = None
+    if "late_surcharge" in s.data:
+        if kind == PREPAID:
+            raise ConfigError(f"{s.path}.late_surcharge: a prepaid service has no due date")
+        surcharge = _surcharge(s.section("late_surcharge"))
+    return dict(
+        kind=kind, amount_rule=AmountRule(rule_kind, partial_min=partial_min, over_max=over_max),
+        surcharge=surcharge,
+        fee_bearer=s.get("fee_bearer", str, FEE_CUSTOMER, check=_one_of(FEE_CUSTOMER, FEE_BILLER)),
+        topup_amounts=topup_amounts, topup_step=topup_step,
+        inquiry_reference=s.get("inquiry_reference", str, REFERENCE_IGNORED,
+                                check=_one_of(REFERENCE_IGNORED, REFERENCE_CHECKED, REFERENCE_REQUIRED)),
+        inquiry_reference_ttl=s.get("inquiry_reference_ttl", float, 900.0,
+                                    check=lambda v: None if 0 < v <= 86400 else "must be 0..86400 s"),
+    )
+
+
+def _surcharge(s: _Section) -> SurchargeRule:
+    kind = s.get("kind", str, check=_one_of(*SURCHARGE_KINDS))
+    needs = "amount" if kind == "fixed" else "rate_bp"
+    rate_bp = s.get("rate_bp", int, 0, check=lambda v: None if 0 <= v <= 100_000 else "must be 0..100000 (basis points)")
+    amount = s.get("amount", int, 0, check=_non_negative)
+    grace_days = s.get("grace_days", int, 0, check=_non_negative)
+    other = "rate_bp" if needs == "amount" else "amount"
+    if other in s.data:
+        raise ConfigError(f"{s.path}.{other}: not used by kind = \"{kind}\" (give {needs})")
+    if not (amount if needs == "amount" else rate_bp):
+        raise ConfigError(f"{s.path}.{needs}: required and greater than zero for kind = \"{kind}\"")
+    s.done()
+    return SurchargeRule(kind, rate_bp=rate_bp, amount=amount, grace_days=grace_days)
 
 
 def _biller(code: str, s: _Section) -> BillerSettings:
     name_en = s.get("name_en", str)
     name_ar = s.get("name_ar", str, name_en)
     adapter = s.get("adapter", str)
+    # The adapter's own settings may nest (column maps, code tables); they
+    # are checked against the adapter kind's schema by validate_adapters.
     settings_section = s.section("settings")
-    adapter_settings = {}
-    for key in settings_section.keys():
-        adapter_settings[key] = settings_section.get(key, (str, int, float, bool))
+    adapter_settings = _plain(settings_section.data, settings_section.path, s.environ)
     services_section = s.section("services", required=True)
     services = {
         svc: _service(svc, services_section.section(svc), (name_en, name_ar))
@@ -366,9 +578,85 @@ def _biller(code: str, s: _Section) -> BillerSettings:
         reversal_policy=s.get("reversal_policy", str, "allowed", check=_one_of("allowed", "never")),
         adapter_settings=adapter_settings,
         services=services,
+        max_concurrent=s.get("max_concurrent", int, BillerSettings.max_concurrent,
+                             check=lambda v: None if 1 <= v <= 10_000 else "must be 1..10000"),
+        breaker=_breaker(s.section("breaker")),
+        maintenance=_maintenance(s),
     )
+    _bill_lookup_fits(out, s.path)
     s.done()
     return out
+
+
+def _bill_lookup_fits(biller: "BillerSettings", path: str) -> None:
+    """A service judged against its bills calls the biller twice per payment
+    (list the bills, then post): both calls must fit the switch's 30 s."""
+    looked_up = [svc for svc in biller.services.values() if svc.needs_bills]
+    if looked_up and 2 * biller.timeout > 25:
+        raise ConfigError(f"{path}.timeout: service {looked_up[0].code} lists the bills before it posts, "
+                          "two biller calls per payment: at most 12.5 s so both fit under the switch's 30 s")
+
+
+def _breaker(s: _Section) -> BreakerSettings:
+    d = BreakerSettings()
+    values = dict(
+        enabled=s.get("enabled", bool, d.enabled),
+        failure_threshold=s.get("failure_threshold", int, d.failure_threshold, check=_positive),
+        open_seconds=s.get("open_seconds", float, d.open_seconds, check=_positive),
+        max_open_seconds=s.get("max_open_seconds", float, d.max_open_seconds, check=_positive),
+    )
+    if values["open_seconds"] > values["max_open_seconds"]:
+        raise ConfigError(f"{s.path}.open_seconds: greater than max_open_seconds")
+    s.done()
+    return BreakerSettings(**values)
+
+
+def _maintenance(biller: _Section) -> tuple[MaintenanceWindow, ...]:
+    """``[[billers.X.maintenance]]``: start, end (HH:MM UTC), days, reason."""
+    entries = biller.get("maintenance", list, [])
+    windows = []
+    for i, entry in enumerate(entries):
+        s = _Section(entry, f"{biller.path}.maintenance[{i}]", biller.environ)
+        start = s.get("start", str)
+        end = s.get("end", str)
+        days = s.get("days", list, [])
+        reason = s.get("reason", str, "")
+        for day in days:
+            if day not in WEEKDAYS:
+                raise ConfigError(f"{s.path}.days: {day!r} is not one of {', '.join(WEEKDAYS)}")
+        try:
+            windows.append(MaintenanceWindow.parse(start, end, days=days, reason=reason))
+        except ValueError as exc:
+            raise ConfigError(f"{s.path}: {exc}") from None
+        s.done()
+    return tuple(windows)
+
+
+def _plain(value: Any, path: str, environ: Mapping[str, str]) -> Any:
+    """A settings value as plain dicts, tuples and scalars, with ``${NAME}``
+    interpolated in every string at any depth."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{path}.{k}", environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v, f"{path}[{i}]", environ) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        return _interpolate(value, path, environ)
+    return value
+
+
+def validate_adapters(settings: Settings) -> None:
+    """Check each biller's adapter kind and its settings against the kind's
+    schema, without building anything; ConfigError naming the key
+    (``billers.TEL.settings.pool_size``) otherwise.  ``check-config`` and
+    ``serve`` call it; parsing alone does not, so tools that only read the
+    file (the audit) work with kinds this process cannot build."""
+    from billgw.billing_adapters.registry import AdapterConfigError, check_adapter
+
+    for code, biller in settings.billers.items():
+        try:
+            check_adapter(biller.adapter, dict(biller.adapter_settings))
+        except AdapterConfigError as exc:
+            raise ConfigError(f"billers.{code}.{exc.key}: {exc.problem}") from None
 
 
 def parse_settings(data: Mapping[str, Any], *, base: Path | None = None,
@@ -385,8 +673,9 @@ def parse_settings(data: Mapping[str, Any], *, base: Path | None = None,
         )
     except ValueError as exc:
         raise ConfigError(f"response_codes: {exc}") from None
+    listener = _listener(root.section("gateway"))
     settings = Settings(
-        listener=_listener(root.section("gateway")),
+        listener=listener,
         database=_database(root.section("database"), base),
         logging=_logging(root.section("logging")),
         sms=_sms(root.section("sms")),
@@ -394,6 +683,7 @@ def parse_settings(data: Mapping[str, Any], *, base: Path | None = None,
         response_codes=codes,
         recovery=_recovery(root.section("recovery"), billers),
         source=source,
+        peers=_peers(root.section("peers"), listener.require_sign_on),
     )
     root.done()
     return settings

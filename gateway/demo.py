@@ -56,12 +56,13 @@ async def run_demo(reactor, workdir: str = "var/demo", config_path: str | None =
 
     from . import log_setup
     from .cli import _upgrade
+    from .exposure import open_private
     from .service import GatewayService
 
     work = Path(workdir).resolve()
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    log_file = open(work / "gateway.log", "w", encoding="utf-8")
+    log_file = open_private(work / "gateway.log")  # owner-only, like the journal
     log_setup.configure("json", "info", stream=log_file)
 
     tel_port, telecom = await listen_telecom_sim(reactor, LOOPBACK, db_path=str(work / "telecom-ledger.sqlite"))

@@ -34,6 +34,7 @@ import structlog
 from twisted.internet import defer
 
 from billgw.billing_adapters.interface import (
+    BillAmount,
     BillerAdapter,
     BillerDeclined,
     BillerOutcomeUnknown,
@@ -46,16 +47,20 @@ from billgw.iso8583.bill_data import (
     BILL_NUMBER_MAX,
     RECEIPT_NUMBER_MAX,
     BillLine,
+    BillPaid,
     BillResponseData,
     fit_bills,
+    fit_paid,
 )
 from billgw.iso8583.codes import Outcome, ResponseCodes
+from billgw.iso8583.masking import mask_text
 from billgw.iso8583.messages import BillRequest, RequestKind, Response, ReversalRequest
 from billgw.sms.outbox import OutboxKind
 
 from . import journal as journal_ops
-from . import rules, settle
-from .config import BillerSettings, ServiceSettings
+from . import bill_rules, rules, settle
+from .config import FEE_CUSTOMER, REFERENCE_IGNORED, REFERENCE_REQUIRED, BillerSettings, ServiceSettings
+from .db import JournalBusy
 from .journal import NewTransaction, TransactionView
 from .machine import Event
 from .receipts import ReceiptComposer
@@ -184,7 +189,7 @@ class TransactionProcessor:
         render = self._receipts.receipt_text if kind is OutboxKind.RECEIPT else self._receipts.reversal_text
         return render(language=view.language or "en", biller=route.settings, service=service,
                       billing_number=view.billing_number or "", bill_number=view.bill_number,
-                      amount=view.amount, fee=view.fee,
+                      amount=view.amount, fee=view.fee if service.fee_bearer == FEE_CUSTOMER else 0,
                       paid_at=view.created_at.replace(tzinfo=_dt.timezone.utc).timestamp(),
                       receipt_number=view.biller_receipt or "-", reference=view.id,
                       masked_pan=view.masked_pan)
@@ -206,8 +211,17 @@ class TransactionProcessor:
         else:
             work = self._handle(request, log.bind(kind=request.kind.value))
         d = defer.ensureDeferred(work)
+        d.addErrback(self._journal_busy, request, log)
         d.addErrback(self._unexpected, request, log)
         return d
+
+    def _journal_busy(self, failure, request, log) -> Response:
+        """New work the journal refused (its queue is full): nothing was
+        written, so "busy, send again" is the whole truth (a 0420 or 0220 is
+        repeated by the switch; a 0200 is a new attempt)."""
+        failure.trap(JournalBusy)
+        log.warning("busy: journal queue full, request refused", detail=str(failure.value))
+        return request.respond(self._codes.code(Outcome.GATEWAY_BUSY))
 
     def _unexpected(self, failure, request, log) -> Response:
         log.error("request failed unexpectedly", exc_info=(failure.type, failure.value, failure.tb))
@@ -221,7 +235,7 @@ class TransactionProcessor:
         problem, route, service = local_check(request, self._billers)
         new = self._new_transaction(request, service, problem)
         reversed_first = request.respond_bill(self._code(Outcome.TRANSACTION_REVERSED))
-        recorded, was_reversed = await self._journal.run(
+        recorded, was_reversed = await self._journal.admit(
             settle.record_request, new, now, self.context, (reversed_first.mti, reversed_first.fields),
             posting=problem is None and request.kind is RequestKind.PAYMENT)
         if not recorded.is_new:
@@ -249,6 +263,7 @@ class TransactionProcessor:
                             log) -> Response:
         """Decline without the biller, through the state machine: an advice
         that came meanwhile makes the payment an EXCEPTION, never lost."""
+        detail = mask_text(detail)  # a biller's error text may echo card data
         response = request.respond_bill(self._code(outcome))
         applied = await self._journal.run(
             settle.apply_event, new.id, Event.NOT_POSTED, self._clock.seconds(), self.context,
@@ -273,8 +288,10 @@ class TransactionProcessor:
             amount=request.amount, currency=request.currency,
             fee=service.fee if service else 0,
             biller_code=bill.biller_code[:10], service_code=bill.service_code[:10],
-            billing_number=bill.billing_number[:30],
-            bill_number=bill.bill_number[:30] if bill.bill_number else None,
+            # Card data never journaled (docs/security.md): a billing number
+            # that broke the rules is never posted, so it is kept masked.
+            billing_number=(bill.billing_number if problem is None else mask_text(bill.billing_number))[:30],
+            bill_number=mask_text(bill.bill_number)[:30] if bill.bill_number else None,
             msisdn=bill.msisdn, language=bill.language[:5],
             local_problem=problem.value if problem is not None else None,
         )
@@ -330,29 +347,35 @@ class TransactionProcessor:
             return await self._decline_here(request, new, outcome, detail, log)
         bills = sorted(result.bills, key=lambda b: b.due_date)
         problem = next(filter(None, (unusable("bill number", b.bill_number, BILL_NUMBER_MAX, required=True)
-                                     for b in bills)), None)
+                                     or bill_rules.due_date_problem(b.due_date) for b in bills)), None)
         if problem is not None:
             log.warning("inquiry: biller answer unusable", problem=problem)
             return await self._decline_here(request, new, Outcome.SYSTEM_MALFUNCTION,
                                             f"biller answer unusable: {problem}", log)
-        if not bills or result.total_due <= 0:
+        if (not bills or result.total_due <= 0) and not service.prepaid:
             return await self._decline_here(request, new, Outcome.NO_BILL_DUE, "nothing due", log)
+        # Each bill with its late surcharge today (bill_rules; none for a
+        # prepaid account, which has no bill: its inquiry names the customer).
+        priced = () if service.prepaid else bill_rules.price_bills(
+            bill_rules.open_bills(bills), service.surcharge, bill_rules.bill_day(self._clock.seconds()))
         # F48 holds 999 bytes: the oldest bills that fit, the rest counted in MB.
         data = fit_bills(BillResponseData(
             customer_name=result.customer_name,
-            due_amount=result.total_due,
-            due_date=bills[0].due_date,
-            fee=service.fee,
-            bills=tuple(BillLine(b.bill_number, b.amount_due, b.due_date) for b in bills),
+            due_amount=None if service.prepaid else result.total_due,
+            due_date=priced[0].bill.due_date.strftime("%Y%m%d") if priced else None,
+            fee=service.customer_fee,
+            surcharge=sum(p.surcharge for p in priced) or None,
+            bills=tuple(BillLine(p.bill.bill_number, p.bill.amount_due, p.bill.due_date.strftime("%Y%m%d"),
+                                 p.surcharge) for p in priced),
             inquiry_reference=new.id,
         ))
         response = request.respond_bill(self._code(Outcome.APPROVED), bill=data)
         if not encodes(response):
             return await self._decline_here(request, new, Outcome.SYSTEM_MALFUNCTION,
                                             "the answer cannot be encoded", log)
-        await self._journal.transition(new.id, State.ANSWERED, self._clock.seconds(),
-                                       response=(response.mti, response.fields),
-                                       detail=f"{len(bills)} bill(s), due {result.total_due}")
+        await self._journal.run(settle.apply_event, new.id, Event.INQUIRY_ANSWERED, self._clock.seconds(),
+                                self.context, respond=lambda _state: (response.mti, response.fields),
+                                detail=f"{len(bills)} bill(s), due {result.total_due}")
         log.info("inquiry answered", bills=len(bills), due=result.total_due)
         return response
 
@@ -362,11 +385,23 @@ class TransactionProcessor:
         # noted on the row and wins when the biller answers (machine.py).
         now = self._clock.seconds()
         bill = request.bill
+        if service.inquiry_reference != REFERENCE_IGNORED:
+            declined = await self._check_reference(request, new, service, log)
+            if declined is not None:
+                return declined
+        plan = None
+        if service.needs_bills or len(bill.named_bills) > 1:
+            plan = await self._plan(request, new, route, service, log)
+            if isinstance(plan, Response):
+                return plan  # a bill rule broken, or the bills could not be listed
         order = PaymentOrder(
             payment_id=new.id, biller_code=bill.biller_code, service_code=bill.service_code,
-            billing_number=bill.billing_number, bill_number=bill.bill_number,
+            billing_number=bill.billing_number,
+            bill_number=plan.shares[0].bill_number if plan and plan.shares else bill.bill_number,
             amount=request.amount, currency=request.currency,
             paid_at=_dt.datetime.fromtimestamp(now, _dt.timezone.utc).isoformat(timespec="seconds"),
+            bills=tuple(BillAmount(s.bill_number, s.amount, s.surcharge) for s in plan.shares) if plan else (),
+            surcharge=plan.surcharge if plan else 0,
         )
         try:
             confirmation = await self._call_biller(route.adapter.pay(order), route)
@@ -383,12 +418,74 @@ class TransactionProcessor:
             log.error("biller adapter failed", exc_info=True)
             return await self._settle(request, new, Event.BILLER_NO_ANSWER, Outcome.SYSTEM_MALFUNCTION,
                                       f"adapter error: {type(exc).__name__}", log)
-        return await self._confirm(request, new, route, service, confirmation, log)
+        return await self._confirm(request, new, route, service, confirmation, log, order)
+
+    async def _check_reference(self, request, new, service, log) -> Response | None:
+        """The inquiry reference the payment quotes, where the service checks
+        it: an answered inquiry of this account, fresh enough
+        (bill_rules.reference_problem); the decline otherwise, as for a
+        broken bill rule (nothing posted, an advice for it never posted)."""
+        bill = request.bill
+        reference = bill.inquiry_reference
+        if reference is None and service.inquiry_reference != REFERENCE_REQUIRED:
+            return None
+        view = await self._journal.get(reference) if reference else None
+        record = None if view is None else bill_rules.InquiryRecord(
+            kind=view.kind, answered=view.state is State.ANSWERED, biller_code=view.biller_code,
+            service_code=view.service_code, billing_number=view.billing_number,
+            at=view.created_at.replace(tzinfo=_dt.timezone.utc).timestamp())
+        problem = bill_rules.reference_problem(
+            record, biller_code=bill.biller_code, service_code=bill.service_code,
+            billing_number=bill.billing_number, now=self._clock.seconds(), ttl=service.inquiry_reference_ttl)
+        if problem is None:
+            return None
+        log.info("declined on the inquiry reference", outcome=problem.value)
+        return await self._settle(request, new, Event.BILLER_DECLINED, problem,
+                                  f"inquiry reference: {problem.value}", log, values={"local_problem": problem.value})
+
+    async def _plan(self, request, new, route, service, log):
+        """The bill rules, before the posting: the open bills are listed by
+        the biller and the payment judged against them (gateway/bill_rules.py).
+        Returns the :class:`~.bill_rules.PaymentPlan`, or the decline.
+
+        The payment is journaled POSTING already; nothing was sent to the
+        biller but an inquiry, so a decline here is the biller-declined
+        event (DECLINED, or an EXCEPTION when the switch advised it
+        meanwhile) with the broken rule journaled as the request's local
+        problem: a later advice for it is never posted."""
+        bill = request.bill
+        # Every open bill, whichever the payment names: the rules judge the
+        # bills named among all of them.
+        query = BillQuery(bill.biller_code, bill.service_code, bill.billing_number)
+        try:
+            result = await self._call_biller(route.adapter.inquire(query), route)
+        except BillerDeclined as exc:
+            return await self._settle(request, new, Event.BILLER_DECLINED, DECLINE_OUTCOMES[exc.reason],
+                                      f"bills not listed: {exc}", log)
+        except (BillerUnavailable, BillerOutcomeUnknown, defer.TimeoutError) as exc:
+            # Only an inquiry went out: the payment certainly was not posted.
+            return await self._settle(request, new, Event.BILLER_UNAVAILABLE, Outcome.BILLER_UNAVAILABLE,
+                                      f"bills not listed: {type(exc).__name__}: {exc}", log)
+        unusable_bill = next(filter(None, (unusable("bill number", b.bill_number, BILL_NUMBER_MAX, required=True)
+                                           or bill_rules.due_date_problem(b.due_date) for b in result.bills)), None)
+        if unusable_bill is not None:
+            return await self._settle(request, new, Event.BILLER_UNAVAILABLE, Outcome.SYSTEM_MALFUNCTION,
+                                      f"biller answer unusable: {unusable_bill}", log)
+        problem, plan = bill_rules.plan_payment(
+            bill_rules.open_bills(result.bills), amount=request.amount, rule=service.amount_rule,
+            surcharge_rule=service.surcharge, named=bill.named_bills,
+            today=bill_rules.bill_day(self._clock.seconds()))
+        if problem is not None:
+            log.info("declined on the bill rules", outcome=problem.value)
+            return await self._settle(request, new, Event.BILLER_DECLINED, problem,
+                                      f"bill rules: {problem.value}", log, values={"local_problem": problem.value})
+        return plan
 
     async def _settle(self, request, new, event: Event, outcome: Outcome, detail: str, log,
                       approved: Response | None = None, values=None) -> Response:
         """Apply the biller's answer through the state machine, storing the
         answer the switch gets for the state the payment ends in."""
+        detail = mask_text(detail)  # a biller's error text may echo card data
         declined = request.respond_bill(self._code(outcome))
 
         def respond(state: State):
@@ -409,26 +506,36 @@ class TransactionProcessor:
         if applied.biller_work:
             self.on_biller_work()
 
-    async def _confirm(self, request, new, route, service, confirmation, log) -> Response:
+    async def _confirm(self, request, new, route, service, confirmation, log, order: PaymentOrder) -> Response:
         """The biller confirmed: answer 00, once the answer is known to fit
         the wire.  A confirmation whose values cannot travel in our 0210 is
         an answer we cannot use -- outcome unknown (IN_DOUBT, 91), settled
         by a status query and a reversal, never a CONFIRMED payment whose
-        switch gets no answer."""
+        switch gets no answer.  So is a confirmation of another amount than
+        the one posted (bill_rules.confirmation_problem): never approved."""
         problem = (unusable("receipt number", confirmation.receipt_number, RECEIPT_NUMBER_MAX, required=True)
-                   or unusable("bill number", confirmation.bill_number, BILL_NUMBER_MAX))
+                   or unusable("bill number", confirmation.bill_number, BILL_NUMBER_MAX)
+                   or bill_rules.confirmation_problem(order.amount, confirmation.amount,
+                                                      [b.amount for b in confirmation.settled])
+                   or next(filter(None, (unusable("settled bill number", b.bill_number, BILL_NUMBER_MAX,
+                                                  required=True) for b in confirmation.settled)), None))
+        if problem is not None and problem.startswith("amount"):
+            log.warning("biller confirmed another amount than was posted: not approved", problem=problem)
         if problem is not None:
             return await self._settle(request, new, Event.BILLER_NO_ANSWER, Outcome.BILLER_UNAVAILABLE,
                                       f"biller answer unusable: {problem}", log)
         now = self._clock.seconds()
         auth_code = self._new_auth()
         settlement = business_date(now)
-        data = BillResponseData(
-            bill_number=confirmation.bill_number or new.bill_number,
+        settled = confirmation.settled or order.bills  # the biller's word, else the plan's
+        data = fit_paid(BillResponseData(
+            bill_number=confirmation.bill_number or order.bill_number,
             receipt_number=confirmation.receipt_number,
             payment_reference=new.id,
-            fee=service.fee or None,
-        )
+            fee=service.customer_fee or None,
+            surcharge=sum(b.surcharge for b in settled) or None,
+            paid=tuple(BillPaid(b.bill_number, b.amount, b.surcharge) for b in settled),
+        ))
         approved = request.respond_bill(self._code(Outcome.APPROVED), bill=data, auth_code=auth_code,
                                         settlement_date=settlement)
         if not encodes(approved):
@@ -436,10 +543,12 @@ class TransactionProcessor:
                                       "biller answer unusable: the approval cannot be encoded", log)
         values = {"biller_receipt": confirmation.receipt_number, "auth_code": auth_code,
                   "settlement_date": settlement}
-        if confirmation.bill_number and not new.bill_number:
-            values["bill_number"] = confirmation.bill_number[:30]
+        if (confirmation.bill_number or order.bill_number) and not new.bill_number:
+            values["bill_number"] = (confirmation.bill_number or order.bill_number)[:30]
+        paid = "".join(f"; {b.bill_number} {b.amount}" + (f" (surcharge {b.surcharge})" if b.surcharge else "")
+                       for b in settled)
         return await self._settle(request, new, Event.BILLER_CONFIRMED, Outcome.BILLER_UNAVAILABLE,
-                                  f"receipt {confirmation.receipt_number}", log, approved=approved,
+                                  f"receipt {confirmation.receipt_number}{paid}", log, approved=approved,
                                   values=values)
 
     async def _reverse(self, request: ReversalRequest, log) -> Response:
@@ -451,7 +560,7 @@ class TransactionProcessor:
             orig_transmission_dt=keys.transmission_datetime, stan=request.stan,
             transmission_dt=request.transmission_datetime, amount=request.amount,
             currency=request.currency)
-        outcome = await self._journal.run(settle.record_reversal, rev, self._clock.seconds(), self.context,
+        outcome = await self._journal.admit(settle.record_reversal, rev, self._clock.seconds(), self.context,
                                           ack_code=self._code(Outcome.APPROVED))
         log.info("reversal recorded", payment_id=outcome.transaction_id, state=outcome.state,
                  repeat=outcome.repeat, orig_stan=keys.stan)
@@ -470,7 +579,7 @@ class TransactionProcessor:
             response = request.respond_bill(code)
             return response.mti, response.fields
 
-        outcome = await self._journal.run(
+        outcome = await self._journal.admit(
             settle.record_advice, new, self._clock.seconds(), self.context, respond=respond,
             ok_code=self._code(Outcome.APPROVED), mismatch_code=self._code(Outcome.DUPLICATE_TRANSMISSION))
         log.info("advice recorded", payment_id=outcome.transaction_id, repeat=outcome.repeat,

@@ -13,12 +13,31 @@ journaled and the switch may send it again.  Without the caps one peer's
 pipelined flood queued without bound and pushed another switch's inquiry
 past its 30 s.
 
+Who is talking is settled per connection (gateway/peers.py): the factory
+refuses a connection from no configured peer, and one past the
+connection caps (overall, per peer), when it is accepted -- no protocol is
+built, nothing is read -- with a log line and a counter.  Sign-on, when the
+peer requires it, comes before any financial message (0200, 0220, 0420:
+an advice or a reversal moves money too).  A message for an acquirer (F32,
+or the original's in F90) or a terminal (F41) the peer may not use is
+answered with the ``not_permitted`` code and never reaches the processor,
+so it is neither journaled nor sent to a biller.
+
+Two timers guard the connection: the idle timeout, reset by complete frames
+only (a byte every few seconds is not traffic), and the frame timeout: a
+frame begun must be complete within ``frame_timeout`` seconds, whatever
+trickles meanwhile (slowloris), or the connection is closed.
+
 A frame that decodes but is invalid is answered with the format-error code
-and the keys it had.  A frame that cannot be answered at all (no request
+and the keys it had (its dump logged for the first few of a connection
+only, so a peer sending garbage cannot fill the log).  A frame that cannot be answered at all (no request
 MTI could be read) and a broken length header close the connection: after
 that the byte stream cannot be trusted.
 """
 from __future__ import annotations
+
+import collections
+import dataclasses
 
 import structlog
 from twisted.internet.protocol import Factory, Protocol
@@ -32,10 +51,16 @@ from billgw.iso8583.messages import (
     MessageFormatError,
     NetworkRequest,
     Response,
+    ReversalRequest,
     decode_request,
     echo_fields,
     format_error_response,
 )
+
+from .peers import DEFAULT_PEERS, Peer, PeerTable
+
+# Format errors of one connection logged with their dump; later ones without.
+DUMPED_FORMAT_ERRORS = 3
 
 
 class Session:
@@ -60,10 +85,11 @@ class Session:
 
 
 class Iso8583ServerProtocol(Protocol, TimeoutMixin):
-    def __init__(self, factory: "Iso8583ServerFactory"):
+    def __init__(self, factory: "Iso8583ServerFactory", peer: Peer):
         self.factory = factory
+        self.peer = peer
         self.framer = Framer(factory.framing, factory.max_frame)
-        self.session = Session(factory.require_sign_on)
+        self.session = Session(peer.require_sign_on)
         self.log = factory.log
         # TimeoutMixin schedules through this; the factory's clock is injected.
         self.callLater = factory.clock.callLater
@@ -71,30 +97,56 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
         # ``connected``, never the protocol's, so ``send`` checks this.
         self._gone = False
         self.in_flight = 0
+        self.format_errors = 0
+        self._frame_deadline = None  # DelayedCall while a frame is incomplete
 
     def connectionMade(self):
-        peer = self.transport.getPeer()
-        self.log = self.factory.log.bind(peer=f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}")
+        address = self.transport.getPeer()
+        self.log = self.factory.log.bind(peer=f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}",
+                                         peer_name=self.peer.name)
+        self.factory.connection_opened(self.peer)
         self.log.info("connection opened")
         self.setTimeout(self.factory.idle_timeout)
 
     def connectionLost(self, reason=None):
         self._gone = True
         self.setTimeout(None)
+        self._stop_frame_timer()
+        self.factory.connection_closed(self.peer)
         self.log.info("connection closed", reason=reason.getErrorMessage() if reason else None)
+
+    def _stop_frame_timer(self):
+        if self._frame_deadline is not None and self._frame_deadline.active():
+            self._frame_deadline.cancel()
+        self._frame_deadline = None
+
+    def _frame_timed_out(self):
+        self._frame_deadline = None
+        self.factory.count("closed_incomplete_frame")
+        self.log.warning("no complete frame in time: closing connection", frame_timeout=self.factory.frame_timeout,
+                         buffered=self.framer.buffered)
+        self.transport.loseConnection()
 
     def timeoutConnection(self):
         self.log.info("idle timeout: closing connection", idle_timeout=self.factory.idle_timeout)
         self.transport.loseConnection()
 
     def dataReceived(self, data: bytes):
-        self.resetTimeout()
+        if self._gone:
+            return
         try:
             frames = self.framer.feed(data)
         except FramingError as exc:
+            self.factory.count("bad_frame_header")
             self.log.warning("bad frame header: closing connection", error=str(exc))
             self.transport.loseConnection()
             return
+        if frames:
+            # Only complete frames are traffic: a byte at a time is not.
+            self.resetTimeout()
+            self._stop_frame_timer()
+        if self.framer.buffered and self._frame_deadline is None:
+            self._frame_deadline = self.factory.clock.callLater(self.factory.frame_timeout, self._frame_timed_out)
         for frame in frames:
             self.frame_received(frame)
 
@@ -111,21 +163,34 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
                      signed_on=self.session.signed_on)
             self.send(response)
             return
-        if request.mti == "0200" and not self.session.may_transact():
-            # Only new work is refused: advices and reversals concern money
-            # already moved, and are taken whenever they come.
-            log.warning("financial request before sign-on")
-            self.send(request.respond(self.factory.codes.code(Outcome.NOT_SIGNED_ON)))
-            return
         factory = self.factory
-        if self.in_flight >= factory.max_in_flight_per_connection or factory.in_flight >= factory.max_in_flight:
+        if not self.session.may_transact():
+            # Advices and reversals too: they move money as much as a 0200
+            # does; the switch signs on and sends them again (0221/0421).
+            factory.count("not_signed_on")
+            log.warning("financial request before sign-on")
+            self._refuse(request, Outcome.NOT_SIGNED_ON)
+            return
+        refused = self._not_permitted(request)
+        if refused is not None:
+            factory.count("not_permitted")
+            log.warning("request refused: not permitted for this peer", refused=refused,
+                        acquirer=request.fields.get("32"), terminal=request.fields.get("41"),
+                        refusals=factory.counters["not_permitted"])
+            self._refuse(request, Outcome.NOT_PERMITTED)
+            return
+        peer_in_flight = factory.peer_in_flight[self.peer.name]
+        if (self.in_flight >= factory.max_in_flight_per_connection or factory.in_flight >= factory.max_in_flight
+                or (self.peer.max_in_flight is not None and peer_in_flight >= self.peer.max_in_flight)):
             factory.refused_busy += 1
-            log.warning("busy: request refused", in_flight=self.in_flight, gateway_in_flight=factory.in_flight)
-            busy = factory.codes.code(Outcome.GATEWAY_BUSY)
-            self.send(request.respond_bill(busy) if isinstance(request, BillRequest) else request.respond(busy))
+            factory.count("busy")
+            log.warning("busy: request refused", in_flight=self.in_flight, gateway_in_flight=factory.in_flight,
+                        peer_in_flight=peer_in_flight)
+            self._refuse(request, Outcome.GATEWAY_BUSY)
             return
         self.in_flight += 1
         factory.in_flight += 1
+        factory.peer_in_flight[self.peer.name] += 1
         d = factory.processor.handle(request, log)
         d.addBoth(self._done)
         d.addCallback(self.send)
@@ -134,7 +199,26 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
     def _done(self, result):
         self.in_flight -= 1
         self.factory.in_flight -= 1
+        self.factory.peer_in_flight[self.peer.name] -= 1
         return result
+
+    def _refuse(self, request, outcome: Outcome):
+        code = self.factory.codes.code(outcome)
+        self.send(request.respond_bill(code) if isinstance(request, BillRequest) else request.respond(code))
+
+    def _not_permitted(self, request) -> str | None:
+        """Why this connection's peer may not send ``request`` (None: it may).
+
+        A payment or advice speaks for its F32; a reversal for the acquirer
+        of the original it names in F90 (its own F32, when present, too), so
+        no peer can reverse another's payments.  F41 in either case."""
+        if isinstance(request, ReversalRequest):
+            acquirers = [request.original_keys.acquirer_id]
+            if request.fields.get("32"):
+                acquirers.append(request.fields["32"])
+        else:
+            acquirers = [request.fields.get("32")]
+        return self.peer.refuses(acquirers, request.fields.get("41"))
 
     def _format_error(self, payload: bytes, exc: MessageFormatError):
         response = format_error_response(exc, self.factory.codes.code(Outcome.FORMAT_ERROR))
@@ -142,6 +226,10 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
             dump = annotate(payload)
         except Exception:  # the dump of an undecodable frame may itself fail
             dump = f"{len(payload)} bytes, not decodable"
+        self.format_errors += 1
+        self.factory.count("format_error")
+        if self.format_errors > DUMPED_FORMAT_ERRORS:
+            dump = f"{len(payload)} bytes (dump not logged: format error {self.format_errors} of this connection)"
         if response is None:
             self.log.warning("undecodable frame: closing connection", error=str(exc), dump=dump)
             self.transport.loseConnection()
@@ -173,7 +261,8 @@ class Iso8583ServerFactory(Factory):
 
     def __init__(self, *, processor, codes: ResponseCodes, clock, framing: str = "binary2",
                  max_frame: int = 4096, idle_timeout: float = 300.0, require_sign_on: bool = True,
-                 max_in_flight_per_connection: int = 64, max_in_flight: int = 512, log=None):
+                 max_in_flight_per_connection: int = 64, max_in_flight: int = 512, log=None,
+                 peers: PeerTable | None = None, max_connections: int = 256, frame_timeout: float = 30.0):
         self.processor = processor
         self.codes = codes
         self.clock = clock
@@ -186,6 +275,48 @@ class Iso8583ServerFactory(Factory):
         self.in_flight = 0  # over all connections
         self.refused_busy = 0
         self.log = log or structlog.get_logger("billgw.iso8583")
+        if peers is None:
+            # The built-in loopback peer, with the listener's sign-on rule.
+            peers = PeerTable(dataclasses.replace(p, require_sign_on=require_sign_on) for p in DEFAULT_PEERS.peers)
+        self.peers = peers
+        self.max_connections = max_connections
+        self.frame_timeout = frame_timeout
+        self.connections = 0
+        self.peer_connections: collections.Counter[str] = collections.Counter()
+        self.peer_in_flight: collections.Counter[str] = collections.Counter()
+        # Refusals and closes by reason, for the operator (docs/security.md).
+        self.counters: collections.Counter[str] = collections.Counter()
+
+    def count(self, reason: str) -> None:
+        self.counters[reason] += 1
+
+    def connection_opened(self, peer: Peer) -> None:
+        self.connections += 1
+        self.peer_connections[peer.name] += 1
+
+    def connection_closed(self, peer: Peer) -> None:
+        self.connections -= 1
+        self.peer_connections[peer.name] -= 1
 
     def buildProtocol(self, addr):
-        return Iso8583ServerProtocol(self)
+        """The protocol for an accepted connection, or None to close it at
+        once: from no configured peer, or past a connection cap."""
+        host = getattr(addr, "host", None) or ""
+        shown = f"{host}:{getattr(addr, 'port', '?')}"
+        peer = self.peers.identify(host)
+        if peer is None:
+            self.count("unknown_peer")
+            self.log.warning("connection refused: no configured peer for this address", peer=shown,
+                             refusals=self.counters["unknown_peer"])
+            return None
+        if self.connections >= self.max_connections:
+            self.count("connection_cap")
+            self.log.warning("connection refused: gateway connection cap reached", peer=shown, peer_name=peer.name,
+                             connections=self.connections, max_connections=self.max_connections)
+            return None
+        if self.peer_connections[peer.name] >= peer.max_connections:
+            self.count("peer_connection_cap")
+            self.log.warning("connection refused: peer connection cap reached", peer=shown, peer_name=peer.name,
+                             connections=self.peer_connections[peer.name], max_connections=peer.max_connections)
+            return None
+        return Iso8583ServerProtocol(self, peer)

@@ -1,7 +1,8 @@
 """The composition of a running gateway: a tree of services.
 
 ``GatewayService`` (a MultiService) owns, in start order: the journal's
-database pool, the biller adapters, the SMPP link and the outbox sender, and
+database pool, the biller adapters (each behind its maintenance windows,
+bulkhead and circuit breaker: billing_adapters/guarded.py), the SMPP link and the outbox sender, and
 last the ISO 8583 listener -- so nothing accepts a request before what it
 needs is running.  A listener that cannot bind fails ``start()`` at once.
 """
@@ -15,17 +16,23 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 
-from billgw.billing_adapters.registry import build_adapter
+from billgw.billing_adapters.guarded import GuardedAdapter
+from billgw.billing_adapters.registry import AdapterConfigError, BuildContext, build_adapter
 from billgw.sms.sender import OutboxSender
 from billgw.sms.smpp_link import SmppLink, SmppLinkConfig
 
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, require_sms_password
 from .biller_worker import BillerWorker
 from .db import DatabasePool, make_engine
+from .exposure import exposure_warning, listen_endpoint, secure_sqlite_file
 from .journal import Journal
 from .processor import BillerRoute, TransactionProcessor
 from .protocol import Iso8583ServerFactory
 from .receipts import ReceiptComposer
+
+# Journal look-ups (a payment's inquiry reference; later the console and
+# metrics) run on threads of their own, never behind the writer.
+READ_THREADS = 2
 
 
 class ListenerService(Service):
@@ -55,16 +62,35 @@ class ListenerService(Service):
             return port.stopListening()
 
 
-class _AdapterCloser(Service):
-    """Closes the adapters' connection pools when the gateway stops."""
+class BillerAdapters(Service):
+    """The billers' adapters as one service: started before anything can
+    call them (a persistent link opens, a pool fills), stopped after the
+    listener and the workers (reverse start order), so no call is cut off
+    by its own adapter closing.  ``health()`` reports each biller."""
 
-    def __init__(self, adapters):
-        self._adapters = adapters
+    name = "biller-adapters"
+
+    def __init__(self, adapters: dict, log):
+        self.adapters = adapters
+        self._log = log
+
+    def startService(self):
+        super().startService()
+        starting = []
+        for code, adapter in self.adapters.items():
+            d = defer.maybeDeferred(adapter.start)
+            d.addErrback(lambda f, c=code: self._log.error("biller adapter failed to start", biller=c,
+                                                           exc_info=(f.type, f.value, f.tb)))
+            starting.append(d)
+        return defer.DeferredList(starting)
 
     def stopService(self):
         super().stopService()
-        closing = [a.close() for a in self._adapters if hasattr(a, "close")]
-        return defer.DeferredList([d for d in closing if isinstance(d, defer.Deferred)])
+        stopping = [defer.maybeDeferred(a.stop) for a in self.adapters.values()]
+        return defer.DeferredList(stopping)
+
+    def health(self) -> dict:
+        return {code: adapter.health() for code, adapter in self.adapters.items()}
 
 
 class GatewayService(MultiService):
@@ -73,8 +99,20 @@ class GatewayService(MultiService):
         self.settings = settings
         self.reactor = reactor
         self.log = log or structlog.get_logger("billgw")
-        self.engine = make_engine(settings.database.url, settings.database.pool_size)
-        self.pool = DatabasePool(self.engine, reactor, settings.database.pool_size)
+        # The journal holds masked PANs and payments: owner-only, before
+        # SQLite creates it (or its WAL) with the process's umask.
+        loosened = secure_sqlite_file(settings.database.url)
+        if loosened is not None:
+            self.log.warning("journal file was readable by others: mode changed to owner-only",
+                             path=loosened[0], old_mode=oct(loosened[1]))
+        db = settings.database
+        sqlite = db.url.startswith("sqlite")
+        # Readers have threads (and connections) of their own: on SQLite a
+        # read-only engine of their own, on PostgreSQL room in the pool.
+        self.engine = make_engine(db.url, db.pool_size if sqlite else db.pool_size + READ_THREADS)
+        self.read_engine = make_engine(db.url, READ_THREADS, read_only=True) if sqlite else self.engine
+        self.pool = DatabasePool(self.engine, reactor, db.pool_size, read_engine=self.read_engine,
+                                 read_threads=READ_THREADS, max_queued=db.max_queued)
         self.pool.setServiceParent(self)
         self.journal = Journal(self.pool)
 
@@ -82,11 +120,17 @@ class GatewayService(MultiService):
         for code, biller in settings.billers.items():
             try:
                 adapter = build_adapter(biller.adapter, reactor, dict(biller.adapter_settings),
-                                        self.log.bind(biller=code))
-            except ValueError as exc:
-                raise ConfigError(f"billers.{code}: {exc}") from None
-            routes[code] = BillerRoute(biller, adapter)
-        _AdapterCloser([r.adapter for r in routes.values()]).setServiceParent(self)
+                                        self.log.bind(biller=code),
+                                        context=BuildContext(biller_code=code, timeout=biller.timeout))
+            except AdapterConfigError as exc:
+                raise ConfigError(f"billers.{code}.{exc.key}: {exc.problem}") from None
+            guarded = GuardedAdapter(adapter, clock=reactor, max_concurrent=biller.max_concurrent,
+                                     breaker=biller.breaker, maintenance=biller.maintenance,
+                                     log=self.log.bind(biller=code), name=code)
+            routes[code] = BillerRoute(biller, guarded)
+        self.billers = BillerAdapters({code: r.adapter for code, r in routes.items()},
+                                      self.log.bind(component="billers"))
+        self.billers.setServiceParent(self)
 
         owner = f"{socket.gethostname()}:{os.getpid()}"
         self.sender = None
@@ -94,12 +138,19 @@ class GatewayService(MultiService):
         wake = lambda: None  # noqa: E731
         sms = settings.sms
         if sms.enabled:
+            require_sms_password(sms)
             self.link = SmppLink(reactor, SmppLinkConfig(
                 host=sms.host, port=sms.port, system_id=sms.system_id, password=sms.password,
                 system_type=sms.system_type, bind_mode=sms.bind, source_addr=sms.source_addr,
                 source_addr_ton=sms.source_addr_ton, source_addr_npi=sms.source_addr_npi,
-                enquire_link_interval=sms.enquire_link_interval,
-            ), logger=self.log.bind(component="smpp"))
+                country=sms.country, window=sms.window, rate=sms.rate, throttle_pause=sms.throttle_pause,
+                throttle_pause_cap=sms.throttle_pause_cap, part_retries=sms.part_retries,
+                validity_period=sms.validity_period, response_timeout=sms.submit_timeout,
+                enquire_link_interval=sms.enquire_link_interval, enquire_link_timeout=sms.enquire_link_timeout,
+                pdu_read_timeout=sms.pdu_read_timeout, max_pdu_length=sms.max_pdu_length,
+                reconnect_initial=sms.reconnect_initial, reconnect_max=sms.reconnect_max,
+                stop_timeout=sms.submit_timeout + 5.0,
+            ), status_table=sms.status_table, logger=self.log.bind(component="smpp"))
             self.link.setServiceParent(self)
             self.sender = OutboxSender(
                 run_in_db=self.pool.run, link=self.link, clock=reactor,
@@ -107,7 +158,7 @@ class GatewayService(MultiService):
                 poll_interval=sms.poll_interval, batch_size=sms.batch_size,
                 lease_seconds=sms.lease_seconds, max_attempts=sms.max_attempts,
                 retry_base=sms.retry_base, retry_cap=sms.retry_cap,
-                submit_timeout=sms.submit_timeout, logger=self.log.bind(component="sms-sender"),
+                logger=self.log.bind(component="sms-sender"),
             )
             self.sender.setServiceParent(self)
             wake = self.sender.wake
@@ -136,8 +187,11 @@ class GatewayService(MultiService):
             max_in_flight_per_connection=listener.max_in_flight_per_connection,
             max_in_flight=listener.max_in_flight,
             log=self.log.bind(component="iso8583"),
+            peers=settings.peers, max_connections=listener.max_connections,
+            frame_timeout=listener.frame_timeout,
         )
-        self.listener = ListenerService(reactor, listener.endpoint, self.factory)
+        self.listener = ListenerService(reactor, listen_endpoint(listener.endpoint, listener.backlog),
+                                        self.factory)
         self.listener.setServiceParent(self)
 
     def stopService(self):
@@ -159,12 +213,16 @@ class GatewayService(MultiService):
         def listening(port):
             host = port.getHost()
             self.log.info("gateway listening", host=host.host, port=host.port,
-                          framing=self.settings.listener.framing, config=self.settings.source)
+                          framing=self.settings.listener.framing, config=self.settings.source,
+                          peers=[p.name for p in self.settings.peers.peers])
+            exposed = exposure_warning(self.settings.listener.endpoint)
+            if exposed:
+                self.log.warning(exposed, endpoint=self.settings.listener.endpoint)
             return port
 
         return d.addCallback(listening)
 
     def stop(self) -> defer.Deferred:
         d = defer.maybeDeferred(self.stopService)
-        d.addBoth(lambda r: (self.engine.dispose(), r)[1])
+        d.addBoth(lambda r: (self.engine.dispose(), self.read_engine.dispose(), r)[2])
         return d

@@ -21,6 +21,17 @@ class Outcome(enum.Enum):
     # its reversal, or a repeat of a reversed payment (never its old 00).
     TRANSACTION_REVERSED = "transaction_reversed"
     INVALID_AMOUNT = "invalid_amount"
+    # The service's bill rules (gateway/bill_rules.py, docs/bill-rules.md):
+    # less than due where partial payment is not allowed or below its lower
+    # bound; more than due beyond what the service allows; a top-up amount
+    # the biller does not offer.
+    AMOUNT_BELOW_DUE = "amount_below_due"
+    AMOUNT_ABOVE_DUE = "amount_above_due"
+    AMOUNT_NOT_OFFERED = "amount_not_offered"
+    # A payment's inquiry reference (IR) where the service checks it: not an
+    # answered inquiry of this account, or older than the service allows.
+    INQUIRY_REFERENCE_UNKNOWN = "inquiry_reference_unknown"
+    INQUIRY_REFERENCE_EXPIRED = "inquiry_reference_expired"
     INVALID_BILLING_NUMBER = "invalid_billing_number"
     RECORD_NOT_FOUND = "record_not_found"
     FORMAT_ERROR = "format_error"
@@ -34,6 +45,10 @@ class Outcome(enum.Enum):
     # Past the gateway's cap of requests in flight: refused at once, nothing
     # journaled; the switch may send it again (same keys) a little later.
     GATEWAY_BUSY = "gateway_busy"
+    # The connection's peer may not speak for this acquirer (F32, or the
+    # original's in F90) or terminal (F41): refused before anything is
+    # journaled or sent to a biller (gateway/peers.py, docs/security.md).
+    NOT_PERMITTED = "not_permitted"
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,11 @@ DEFAULT_CODES: Mapping[Outcome, CodeEntry] = {
     Outcome.INVALID_TRANSACTION: CodeEntry("12", "Invalid transaction"),
     Outcome.TRANSACTION_REVERSED: CodeEntry("12", "Invalid transaction: reversed by the acquirer"),
     Outcome.INVALID_AMOUNT: CodeEntry("13", "Invalid amount"),
+    Outcome.AMOUNT_BELOW_DUE: CodeEntry("13", "Invalid amount: less than the service allows for the bills due"),
+    Outcome.AMOUNT_ABOVE_DUE: CodeEntry("13", "Invalid amount: more than the service allows for the bills due"),
+    Outcome.AMOUNT_NOT_OFFERED: CodeEntry("13", "Invalid amount: not a top-up amount the biller offers"),
+    Outcome.INQUIRY_REFERENCE_UNKNOWN: CodeEntry("76", "Inquiry reference unknown or of another account"),
+    Outcome.INQUIRY_REFERENCE_EXPIRED: CodeEntry("77", "Inquiry reference expired: inquire again"),
     Outcome.INVALID_BILLING_NUMBER: CodeEntry("14", "Invalid billing number"),
     Outcome.RECORD_NOT_FOUND: CodeEntry("25", "Record not found"),
     Outcome.FORMAT_ERROR: CodeEntry("30", "Format error"),
@@ -59,6 +79,7 @@ DEFAULT_CODES: Mapping[Outcome, CodeEntry] = {
     Outcome.DUPLICATE_TRANSMISSION: CodeEntry("94", "Duplicate transmission"),
     Outcome.SYSTEM_MALFUNCTION: CodeEntry("96", "System malfunction"),
     Outcome.GATEWAY_BUSY: CodeEntry("91", "Gateway busy: send again later"),
+    Outcome.NOT_PERMITTED: CodeEntry("58", "Transaction not permitted: acquirer or terminal not allowed for this peer"),
 }
 
 

@@ -19,7 +19,7 @@ def test_packaged_default_loads_with_telecom_biller():
     assert tel.adapter == "telecom_soap"
     assert tel.services["MOBILE"].exponent == 3
     assert tel.adapter_settings["pool_size"] == 4  # ints stay ints
-    assert settings.sms.password == "secret"  # ${BILLGW_SMPP_PASSWORD:-secret}
+    assert settings.sms.password == ""  # no default: GatewayService refuses to start without one
     assert settings.response_codes.code(Outcome.BILLER_UNAVAILABLE) == "91"
 
 

@@ -271,8 +271,7 @@ def test_confirmation_and_sms_are_one_transaction(engine, setup):
         biller_code="TEL", service_code="MOBILE", billing_number="1", bill_number=None,
         msisdn="962791234567", language="en")
     with engine.begin() as conn:
-        journal_ops.record_received(conn, new, 1.0)
-        journal_ops.transition(conn, "p1", State.POSTING, 2.0)
+        journal_ops.record_received(conn, new, 1.0, state=State.POSTING)
 
     def broken_template(view, kind):
         raise KeyError("template")
@@ -325,3 +324,17 @@ async def test_the_approved_path_runs_a_handful_of_statements(setup):
         event.remove(engine, "before_cursor_execute", listener)
     assert response.fields["39"] == "00"
     assert len(statements) <= 13, statements
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_journal_queue_answers_busy_and_writes_nothing(setup):
+    """Back-pressure in front of the writer: a 0200 the journal cannot admit
+    gets 91 at once, with its echo fields, and leaves no row behind."""
+    from billgw.gateway.db import JournalBusy
+
+    processor, biller, _, engine, _ = setup
+    processor._journal._pool.admit = lambda fn, *a, **k: defer.fail(JournalBusy("queue full"))
+    response = await processor.handle(request())
+    assert (response.mti, response.fields["39"], response.fields["11"]) == ("0210", "91", "000123")
+    assert rows(engine, transactions) == []
+    assert biller.pay_calls == []

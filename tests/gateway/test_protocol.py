@@ -183,10 +183,19 @@ def reversal_frame(**over):
     return encode_fields("0420", {k: v for k, v in fields.items() if v is not None})
 
 
-def test_reversal_and_advice_are_taken_before_sign_on(wire):
-    """Money already moved: a switch's 0420/0220 is never refused for lack of
-    a sign-on (only new 0200 work is)."""
+def test_reversal_and_advice_before_sign_on_are_refused_then_taken(wire):
+    """Advices and reversals move money too (a 0220 made a biller post
+    what no bank had debited, a 0420 reversed another acquirer's payment):
+    before sign-on they get 05 and never reach the processor; the switch
+    signs on and repeats them."""
     proto, transport, _, processor = wire
+    proto.dataReceived(encode_frame(reversal_frame()))
+    proto.dataReceived(encode_frame(payment().replace(b"0200", b"0220", 1)))
+    [r1, r2] = answers(transport)
+    assert (r1.mti, r1.fields["39"], r2.mti, r2.fields["39"]) == ("0430", "05", "0230", "05")
+    assert processor.requests == []
+    proto.dataReceived(encode_frame(sign_on()))
+    answers(transport)
     proto.dataReceived(encode_frame(reversal_frame()))
     proto.dataReceived(encode_frame(payment().replace(b"0200", b"0220", 1)))
     [(rev, d1), (adv, d2)] = processor.pending
