@@ -150,50 +150,19 @@ _INSERT = sms_outbox.insert()
 _CLAIMABLE = (OutboxState.QUEUED.value, OutboxState.FAILED.value)
 
 
-def claim_due(
-    conn: Connection, *, now: float, owner: str, lease_seconds: float, limit: int
-) -> list[OutboxItem]:
-    """Lease up to ``limit`` due messages to ``owner``.
-
-    Due means QUEUED or FAILED, ``next_attempt_at`` reached, and not leased
-    to a live sender.  A claim is only a reservation: the row becomes
-    SENDING in :func:`begin_submit`, right before its own submit_sm, so a
-    sender that dies with a claimed batch leaves the untouched rows to be
-    claimed again once the lease expires.  A SENDING row whose lease expired
-    (its sender died mid-submit) becomes UNCERTAIN instead of being sent
-    again.  On PostgreSQL the rows are selected ``FOR UPDATE SKIP LOCKED``
-    so that several gateway processes sharing one database never claim the
-    same row.  The items carry the attempt number they would be.
-    """
-    at = utc(now)
-    t = sms_outbox
-    _expire_dead_senders(conn, at)
-    due = and_(t.c.state.in_(_CLAIMABLE), t.c.next_attempt_at <= at,
-               or_(t.c.lease_until.is_(None), t.c.lease_until < at))
-    query = select(t).where(due).order_by(t.c.id).limit(limit)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = conn.execute(query).all()
-    if not rows:
-        return []
-    conn.execute(
-        update(t)
-        .where(t.c.id.in_([r.id for r in rows]))
-        .values(lease_until=utc(now + lease_seconds), lease_owner=owner, updated_at=at)
-    )
-    return [replace(_item(r), attempts=r.attempts + 1) for r in rows]
-
-
 def claim_for_submit(
     conn: Connection, *, now: float, owner: str, lease_seconds: float, limit: int
 ) -> list[OutboxItem]:
     """Claim up to ``limit`` due messages and mark them SENDING, in one statement pair.
 
     What the windowed sender uses: the rows go to the SMPP link at once (its
-    window holds them), so the separate reservation of :func:`claim_due` +
-    :func:`begin_submit` would only cost a transaction per receipt.  The
-    price: a sender that dies leaves at most one window of rows UNCERTAIN
-    (never resent), instead of only the one in mid-submit.
+    window holds them), so a separate reservation before each submit_sm
+    would only cost a transaction per receipt.  The price: a sender that
+    dies leaves at most one window of rows UNCERTAIN (never resent), instead
+    of only the one in mid-submit.  A SENDING row whose lease expired (its
+    sender died) becomes UNCERTAIN here instead of being sent again; on
+    PostgreSQL the rows are selected ``FOR UPDATE SKIP LOCKED`` so that
+    several gateway processes never claim the same row.
     """
     at = utc(now)
     t = sms_outbox
@@ -272,76 +241,6 @@ def record_outcomes(conn: Connection, outcomes: list[Outcome], *, owner: str, no
         )
         done.append(result.rowcount == 1)
     return done
-
-
-def begin_submit(conn: Connection, item_id: int, *, owner: str, now: float) -> bool:
-    """Mark a claimed row SENDING just before its submit_sm.
-
-    False when the row is no longer ours to send: cancelled meanwhile (its
-    payment was reversed) or the lease expired and another sender took it.
-    """
-    t = sms_outbox
-    result = conn.execute(
-        update(t)
-        .where(t.c.id == item_id, t.c.lease_owner == owner, t.c.state.in_(_CLAIMABLE),
-               t.c.lease_until >= utc(now))
-        .values(state=OutboxState.SENDING.value, attempts=t.c.attempts + 1, updated_at=utc(now))
-    )
-    return result.rowcount == 1
-
-
-def mark_sent(
-    conn: Connection,
-    item_id: int,
-    *,
-    owner: str,
-    message_ids: list[str],
-    data_coding: int,
-    parts: int,
-    now: float,
-) -> bool:
-    """Record the SMSC's acceptance.  False when the lease was lost meanwhile."""
-    t = sms_outbox
-    result = conn.execute(
-        update(t)
-        .where(t.c.id == item_id, t.c.state == OutboxState.SENDING.value, t.c.lease_owner == owner)
-        .values(
-            state=OutboxState.SENT.value,
-            smsc_message_ids=",".join(message_ids),
-            data_coding=data_coding,
-            parts=parts,
-            lease_until=None,
-            last_error=None,
-            updated_at=utc(now),
-        )
-    )
-    return result.rowcount == 1
-
-
-def mark_failed(
-    conn: Connection,
-    item_id: int,
-    *,
-    owner: str,
-    error: str,
-    now: float,
-    retry_at: float | None,
-) -> bool:
-    """Record a failed attempt: retried at ``retry_at``, or ABANDONED if None."""
-    t = sms_outbox
-    state = OutboxState.FAILED if retry_at is not None else OutboxState.ABANDONED
-    result = conn.execute(
-        update(t)
-        .where(t.c.id == item_id, t.c.state == OutboxState.SENDING.value, t.c.lease_owner == owner)
-        .values(
-            state=state.value,
-            next_attempt_at=utc(retry_at if retry_at is not None else now),
-            lease_until=None,
-            last_error=error[:400],
-            updated_at=utc(now),
-        )
-    )
-    return result.rowcount == 1
 
 
 def cancel_unsent(conn: Connection, payment_id: str, *, now: float) -> int:

@@ -180,13 +180,16 @@ class JsonBillerAdapter:
         return read_json_ledger(source or self.url, page_size=self._page_size, headers=self._headers)
 
 
+MAX_LEDGER_PAGES = 100_000
+
+
 def read_json_ledger(url: str, *, page_size: int = 500, headers: Mapping[str, str] | None = None,
                      timeout: float = LEDGER_TIMEOUT) -> list[LedgerEntry]:
     """The reconciliation listing of the JSON biller at ``url`` (blocking)."""
     entries: list[LedgerEntry] = []
     cursor: str | None = None
     base = url.rstrip("/") + codec.PAYMENTS_PATH
-    while True:
+    for _ in range(MAX_LEDGER_PAGES):  # a listing whose cursor never ends is refused, not followed forever
         query = {"limit": str(page_size)}
         if cursor:
             query["after"] = cursor
@@ -204,3 +207,4 @@ def read_json_ledger(url: str, *, page_size: int = 500, headers: Mapping[str, st
         entries += page
         if cursor is None:
             return entries
+    raise LedgerUnavailable(f"{base}: listing longer than {MAX_LEDGER_PAGES} pages")

@@ -17,6 +17,8 @@ from billgw.iso8583.masking import (
     mask_text,
 )
 
+# A public test card (Visa's published test PAN), never a real one; the
+# track data built around it below is made up.
 VISA = "4761739001010010"
 
 

@@ -11,40 +11,41 @@ def states(engine):
         return dict(conn.execute(select(sms_outbox.c.payment_id, sms_outbox.c.state)).all())
 
 
-def test_dead_sender_rows_uncertain_if_submitting_else_claimed_again():
+def test_a_dead_senders_rows_become_uncertain_and_are_never_sent_again():
     engine = create_engine("sqlite://")
     outbox.metadata.create_all(engine)
     with engine.begin() as conn:
         for pid in ("p1", "p2"):
             outbox.enqueue(conn, payment_id=pid, kind=OutboxKind.RECEIPT, msisdn="962791234567",
                            language="en", text="Paid", now=100.0)
-        first, second = outbox.claim_due(conn, now=100.0, owner="dead", lease_seconds=60, limit=10)
-        assert (first.attempts, second.attempts) == (1, 1)
-        assert outbox.begin_submit(conn, first.id, owner="dead", now=100.0)  # p1 went to the SMSC
-    assert states(engine) == {"p1": "SENDING", "p2": "QUEUED"}  # p2 only reserved
-    with engine.begin() as conn:  # leases still live: nobody else takes either
-        assert outbox.claim_due(conn, now=150.0, owner="alive", lease_seconds=60, limit=10) == []
-    with engine.begin() as conn:  # the dead sender's lease expired
-        [again] = outbox.claim_due(conn, now=161.0, owner="alive", lease_seconds=60, limit=10)
-        assert again.payment_id == "p2"
+        [first] = outbox.claim_for_submit(conn, now=100.0, owner="dead", lease_seconds=60, limit=1)
+    assert states(engine) == {"p1": "SENDING", "p2": "QUEUED"}
+    with engine.begin() as conn:  # its lease still live: nobody else takes p1
+        [p2] = outbox.claim_for_submit(conn, now=150.0, owner="alive", lease_seconds=60, limit=10)
+        assert p2.payment_id == "p2"
+    with engine.begin() as conn:  # the dead sender's lease expired: p1 may be at the SMSC
+        assert outbox.claim_for_submit(conn, now=161.0, owner="alive", lease_seconds=60, limit=10) == []
     assert states(engine)["p1"] == OutboxState.UNCERTAIN.value
-    with engine.begin() as conn:  # the late sender can neither finish p1 nor send p2
-        assert not outbox.mark_sent(conn, first.id, owner="dead", message_ids=["m1"], data_coding=0,
-                                    parts=1, now=170.0)
-        assert not outbox.begin_submit(conn, second.id, owner="dead", now=170.0)
-        assert outbox.begin_submit(conn, again.id, owner="alive", now=170.0)
+    with engine.begin() as conn:  # the late sender cannot record p1 over the verdict
+        assert outbox.record_outcomes(conn, [outbox.Outcome(first.id, OutboxState.SENT, ("m1",), 0, 1)],
+                                      owner="dead", now=170.0) == [False]
+    assert states(engine)["p1"] == OutboxState.UNCERTAIN.value
 
 
-def test_receipt_cancelled_after_its_claim_is_not_submitted():
+def test_a_receipt_cancelled_before_its_claim_is_never_submitted_and_one_claimed_is_left():
     engine = create_engine("sqlite://")
     outbox.metadata.create_all(engine)
     with engine.begin() as conn:
-        outbox.enqueue(conn, payment_id="p1", kind=OutboxKind.RECEIPT, msisdn="962791234567",
-                       language="en", text="Paid", now=100.0)
-        [item] = outbox.claim_due(conn, now=100.0, owner="me", lease_seconds=60, limit=10)
+        for pid in ("p1", "p2"):
+            outbox.enqueue(conn, payment_id=pid, kind=OutboxKind.RECEIPT, msisdn="962791234567",
+                           language="en", text="Paid", now=100.0)
         assert outbox.cancel_unsent(conn, "p1", now=101.0) == 1  # the payment was reversed
-        assert not outbox.begin_submit(conn, item.id, owner="me", now=102.0)
-    assert states(engine) == {"p1": OutboxState.CANCELLED.value}
+        [claimed] = outbox.claim_for_submit(conn, now=102.0, owner="me", lease_seconds=60, limit=10)
+        assert claimed.payment_id == "p2"
+        # Claimed is on its way to the SMSC: it counts as left (a reversal
+        # notice follows), it is not cancelled under the sender.
+        assert outbox.cancel_unsent(conn, "p2", now=103.0) == 0
+    assert states(engine) == {"p1": OutboxState.CANCELLED.value, "p2": OutboxState.SENDING.value}
 
 
 def test_windowed_claim_and_batched_outcomes_on_each_database(engine):
