@@ -156,6 +156,9 @@ def gateway_config(*, port: int, db_url: str, smsc_port: int, biller: str, telec
             f'[database]\nurl = "{db_url}"\n'
             '[logging]\nformat = "json"\nlevel = "warning"\n'
             f'[sms]\nhost = "127.0.0.1"\nport = {smsc_port}\npassword = "bench-pw"\npoll_interval = 0.5\n'
+            # The simulator has no contracted rate: the drain measures the
+            # sender and its database work, not the pacer's 50/s default.
+            'rate = 5000.0\n'
             + billers)
 
 
