@@ -352,10 +352,30 @@ def _decode(payload: bytes) -> tuple[str | None, dict]:
     except _pyiso8583.DecodeError as exc:
         partial = {k: v for k, v in (exc.doc_dec or {}).items() if k != exc.field}
         raise MessageFormatError(exc.msg, field=exc.field, position=exc.pos,
-                                 mti=partial.get("t"), fields=_safe_fields(partial)) from None
+                                 mti=partial.get("t"), fields=_trusted_prefix(_safe_fields(partial))) from None
     except Exception as exc:  # pyiso8583 may raise plain errors on garbage
         raise MessageFormatError(f"undecodable message: {type(exc).__name__}") from None
     return doc.get("t"), doc
+
+
+def _trusted_prefix(fields: Mapping[str, str]) -> dict[str, str]:
+    """What a format-error answer may echo of a body that could not be read
+    to its end: the fields before the first one that breaks its type or
+    names no date -- a field sent longer than its fixed length (a 13-digit
+    F4) shifts every field after it, and an answer must never carry keys
+    or an amount read out of place.  F4 is never echoed from such a body:
+    its digits may be a tenth of the amount sent."""
+    out = {}
+    for f in sorted(fields, key=int):
+        value = fields[f]
+        for group, ok, _reason in _FIELD_CHECKS:
+            if f in group and not ok(value):
+                return out
+        if f in _DATE_FIELDS and not _valid_clock(*_DATE_FIELDS[f](value)):
+            return out
+        if f != "4":
+            out[f] = value
+    return out
 
 
 def _is_alphanumeric(value: str) -> bool:
@@ -388,23 +408,30 @@ def _valid_clock(mmdd: str | None, hhmmss: str | None) -> bool:
     """MMDD and hhmmss that name a real moment (29 February allowed: F7 and
     F13 carry no year)."""
     if mmdd is not None:
+        if len(mmdd) != 4 or not mmdd.isdigit():
+            return False
         month, day = int(mmdd[:2]), int(mmdd[2:4])
         if not 1 <= month <= 12 or not 1 <= day <= (29, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month]:
             return False
     if hhmmss is not None:
+        if len(hhmmss) != 6 or not hhmmss.isdigit():
+            return False
         if int(hhmmss[:2]) > 23 or int(hhmmss[2:4]) > 59 or int(hhmmss[4:6]) > 59:
             return False
     return True
+
+
+# The date fields and how they split into (MMDD, hhmmss).
+_DATE_FIELDS = {"7": lambda v: (v[:4], v[4:]), "12": lambda v: (None, v), "13": lambda v: (v, None),
+                "15": lambda v: (v, None)}
 
 
 def _check_semantics(mti: str, doc: Mapping[str, str], safe: Mapping[str, str]) -> None:
     """What the types alone let through: dates that name no moment, and (for
     bill requests, F3's type checked by the caller) the to-account positions
     of F3 and an inquiry that carries an amount."""
-    dates = {"7": (doc.get("7", "")[:4], doc.get("7", "")[4:]), "12": (None, doc.get("12")),
-             "13": (doc.get("13"), None)}
-    for f, (mmdd, hhmmss) in dates.items():
-        if doc.get(f) and not _valid_clock(mmdd or None, hhmmss or None):
+    for f, split in _DATE_FIELDS.items():
+        if doc.get(f) and not _valid_clock(*split(doc[f])):
             # Still digits of the right length: echoed, so the switch can
             # match the answer by its keys (F7 is one of them).
             raise MessageFormatError("not a valid date/time", field=f, mti=mti, fields=safe)

@@ -285,8 +285,10 @@ def test_f90_of_the_wrong_length_is_answered_0430_with_the_keys():
     assert info.value.field == "90" and info.value.mti == "0420"
     response = format_error_response(info.value, "30")
     assert response.mti == "0430"
+    # The keys, not F4: an amount read from a body that could not be read
+    # to its end may be shifted (test_field_types.py).
     assert dict(response.fields) == {
-        "3": "500000", "4": "000000012500", "7": "0203140610", "11": "000127", "12": "170610", "13": "0203",
+        "3": "500000", "7": "0203140610", "11": "000127", "12": "170610", "13": "0203",
         "32": "123456", "37": "403414000125", "41": "ATM00001", "49": "400", "39": "30"}
     assert decode_response(response.encode()).fields["11"] == "000127"
 

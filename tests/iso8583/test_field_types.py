@@ -58,3 +58,33 @@ def test_semantics_the_types_let_through_are_format_errors(over, field):
 def test_29_february_and_the_last_second_of_the_day_are_valid():
     request = decode(**{"7": "0229235959", "12": "235959", "13": "0229", "3": "371000", "4": "000000000000"})
     assert request.kind.value == "inquiry"
+
+
+@pytest.mark.parametrize("amount", [b"0000000125000", b"1000000000000", b"9999999999999", b"00000001250"])
+def test_an_amount_that_does_not_fit_f4_is_a_format_error_never_shifted(amount):
+    """A 13-digit F4 (or 11) shifts every later field by one: never read as
+    a tenth of the amount, and no key read out of place is echoed."""
+    raw = encode_fields("0200", FIELDS)
+    with pytest.raises(MessageFormatError) as caught:
+        decode_request(raw.replace(b"000000012500", amount, 1))
+    answer = format_error_response(caught.value, ResponseCodes().code(Outcome.FORMAT_ERROR))
+    assert answer.mti == "0210" and answer.fields["39"] == "30"
+    assert "4" not in answer.fields  # not the shifted amount
+    assert not {"7", "11", "12", "13"} & set(answer.fields)  # shifted keys could match another request
+    answer.encode()
+
+
+def test_a_body_broken_late_still_echoes_the_keys_read_before_it():
+    raw = encode_fields("0200", FIELDS)
+    f49 = raw.rindex(b"400")  # F49 is the last field: cut the message inside it
+    with pytest.raises(MessageFormatError) as caught:
+        decode_request(raw[:f49 + 1])
+    answer = format_error_response(caught.value, "30")
+    assert {k: answer.fields[k] for k in ("7", "11", "32", "41")} == {
+        "7": "1122193000", "11": "000123", "32": "123456", "41": "ATM00001"}
+    assert "4" not in answer.fields
+
+
+def test_an_amount_longer_than_f4_cannot_be_sent():
+    with pytest.raises(MessageFormatError):
+        encode_fields("0210", {**FIELDS, "4": "0000000125000", "39": "00"})
