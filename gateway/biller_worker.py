@@ -32,6 +32,7 @@ from billgw.billing_adapters.interface import (
 from billgw.iso8583.masking import mask_text
 
 from . import biller_outbox, settle
+from .bill_rules import confirmation_problem
 from .biller_outbox import BillerWork
 from .journal import get
 from .machine import Event
@@ -160,6 +161,10 @@ class BillerWorker(Service):
             d.addTimeout(timeout, self._clock)
             status = await d
             if status.status is PaymentStatusKind.POSTED:
+                if status.amount is not None and status.amount != view.amount:
+                    # Cross-check: held, but not what the journal says.
+                    return (Event.BILLER_AMOUNT_MISMATCH, None,
+                            f"biller holds {status.amount}, the journal {view.amount}")
                 values = {"biller_receipt": status.receipt_number} if status.receipt_number else None
                 return Event.STATUS_POSTED, values, f"receipt {status.receipt_number}"
             if status.status is PaymentStatusKind.REVERSED:
@@ -185,6 +190,9 @@ class BillerWorker(Service):
                 confirmation = await d
             except BillerDeclined as exc:
                 return Event.BILLER_DECLINED, None, str(exc)
+            problem = confirmation_problem(view.amount, confirmation.amount, [b.amount for b in confirmation.settled])
+            if problem is not None:  # cross-check: never confirmed as if it matched
+                return Event.BILLER_AMOUNT_MISMATCH, None, problem
             values = {"biller_receipt": confirmation.receipt_number}
             if confirmation.bill_number and not view.bill_number:
                 # The biller chose the bill: keep it, as the in-line path

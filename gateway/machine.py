@@ -51,6 +51,12 @@ class Event(enum.Enum):
     NOT_POSTED = "not_posted"
     ADVICE_ONLY = "advice_only"  # journaled from its 0220: the 0200 never came
     INQUIRY_ANSWERED = "inquiry_answered"  # the biller listed the bills; the 0210 is built
+    # Cross-checks against the journal (bill_rules.confirmation_problem): the
+    # biller says it holds another amount than was posted (an advised posting,
+    # a status query), or the switch reverses another amount than the
+    # payment's.  Never accepted silently: a person settles it.
+    BILLER_AMOUNT_MISMATCH = "biller_amount_mismatch"
+    REVERSAL_AMOUNT_MISMATCH = "reversal_amount_mismatch"
 
 
 class Action(enum.Enum):
@@ -131,6 +137,17 @@ def decide(facts: Facts, event: Event) -> Decision:
     keep = Decision(s, (), facts.reversal_requested, facts.advice_received, "no change")
     flags_rev = Decision(s, (), True, facts.advice_received, "reversal noted while in flight")
     flags_adv = Decision(s, (), facts.reversal_requested, True, "advice noted while in flight")
+
+    if event is Event.BILLER_AMOUNT_MISMATCH:
+        if s in (State.POSTING, State.IN_DOUBT):
+            return Decision(State.EXCEPTION, (), facts.reversal_requested, facts.advice_received,
+                            "the biller holds another amount than the journal's: a person settles it")
+        return keep
+    if event is Event.REVERSAL_AMOUNT_MISMATCH:
+        if s in (State.RECEIVED, State.POSTING, State.IN_DOUBT, State.CONFIRMED, State.REVERSING):
+            return Decision(State.EXCEPTION, (), True, facts.advice_received,
+                            "the switch reversed another amount than the payment's: a person settles it")
+        event = Event.REVERSAL_RECEIVED  # nothing held: nothing to reverse either way
 
     if s is State.RECEIVED:
         if event is Event.REVERSAL_RECEIVED:

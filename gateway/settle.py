@@ -236,23 +236,34 @@ def record_reversal(conn: Connection, rev: ReversalInput, now: float, ctx: Settl
     original = find_by_keys(conn, rev.orig_acquirer_id, rev.orig_terminal_id, rev.orig_stan,
                             rev.orig_transmission_dt)
     state = REV_NOT_FOUND if original is None else REV_ACKED
+    mismatch = reversal_amount_problem(original, rev.amount)
     conn.execute(insert(r).values(
         transaction_id=original.id if original else None, orig_mti=rev.orig_mti,
         orig_acquirer_id=rev.orig_acquirer_id, orig_terminal_id=rev.orig_terminal_id,
         orig_stan=rev.orig_stan, orig_transmission_dt=rev.orig_transmission_dt, stan=rev.stan,
         transmission_dt=rev.transmission_dt, amount=rev.amount, currency=rev.currency, state=state,
         repeat_count=0, response_fields=json.dumps({"39": ack_code}),
-        detail=None if original else "original never received", created_at=at, updated_at=at))
+        detail=mismatch or (None if original else "original never received"), created_at=at, updated_at=at))
     if original is None:
         return ReversalOutcome(ack_code, False, state, None, False, False)
-    applied = apply_event(conn, original.id, Event.REVERSAL_RECEIVED, now, ctx,
-                          detail=f"0420 STAN {rev.stan}")
+    event = Event.REVERSAL_RECEIVED if mismatch is None else Event.REVERSAL_AMOUNT_MISMATCH
+    applied = apply_event(conn, original.id, event, now, ctx,
+                          detail=f"0420 STAN {rev.stan}" + (f": {mismatch}" if mismatch else ""))
     final = {State.DECLINED: REV_NOTHING, State.ANSWERED: REV_NOTHING, State.REVERSED: REV_BILLER_REVERSED,
              State.EXCEPTION: REV_EXCEPTION}.get(applied.view.state)
     if final is not None:
         _move_reversal_rows(conn, original.id, REV_ACKED, final, at)
         state = final
     return ReversalOutcome(ack_code, False, state, original.id, applied.biller_work, applied.sms_queued)
+
+
+def reversal_amount_problem(original: TransactionView | None, amount: int) -> str | None:
+    """Why a reversal's F4 does not undo its original (pure): the switch
+    reverses a payment in full, so another amount than the journal's is a
+    discrepancy a person settles, never applied as if it matched."""
+    if original is None or original.kind != "payment" or amount == original.amount:
+        return None
+    return f"reversal amount {amount} is not the payment's {original.amount}"
 
 
 def reversed_before_arrival(conn: Connection, acquirer_id: str, terminal_id: str, stan: str,
