@@ -248,10 +248,11 @@ def topup_problem(amount: int, *, min_amount: int, max_amount: int, allowed: Seq
     return None
 
 
-def bill_day(now: float) -> _dt.date:
-    """The day a bill is paid on: the UTC date of ``now`` (the same day as
-    the settlement date in F15; a business timezone would change both)."""
-    return _dt.datetime.fromtimestamp(now, _dt.timezone.utc).date()
+def bill_day(now: float, tz: _dt.tzinfo = _dt.timezone.utc) -> _dt.date:
+    """The day a bill is paid on: the calendar date of ``now`` in the
+    gateway's timezone (``[business_day] timezone``) -- the customer's day,
+    whatever business date a cut-off books the payment on."""
+    return _dt.datetime.fromtimestamp(now, tz).date()
 
 
 def due_date_problem(text: str) -> str | None:

@@ -25,6 +25,7 @@ from billgw.sms.status_table import StatusTable, load_status_table
 from billgw.sms.templates import DEFAULT_REVERSAL_TEMPLATES, DEFAULT_TEMPLATES, validate_templates
 
 from .bill_rules import AMOUNT_RULES, ANY, SURCHARGE_KINDS, AmountRule, SurchargeRule
+from .business_day import AFTER_CUTOFF, NEXT_DAY, BusinessCalendar, CutOff, parse_time, zone
 from .peers import DEFAULT_PEERS, PeerTable, make_peer
 
 POSTPAID = "postpaid"
@@ -219,6 +220,8 @@ class BillerSettings:
     max_concurrent: int = 32
     breaker: BreakerSettings = BreakerSettings()
     maintenance: tuple[MaintenanceWindow, ...] = ()
+    # The biller's daily cut-off (gateway/business_day.py): None, none.
+    cutoff: CutOff | None = None
 
 
 @dataclass(frozen=True)
@@ -294,6 +297,8 @@ class Settings:
     source: str = "<defaults>"
     # Who may connect and for which acquirers/terminals (gateway/peers.py).
     peers: PeerTable = DEFAULT_PEERS
+    # The business day: timezone and daily cut-over (gateway/business_day.py).
+    business_day: BusinessCalendar = BusinessCalendar()
 
 
 def _listener(s: _Section) -> ListenerSettings:
@@ -582,8 +587,44 @@ def _biller(code: str, s: _Section) -> BillerSettings:
                              check=lambda v: None if 1 <= v <= 10_000 else "must be 1..10000"),
         breaker=_breaker(s.section("breaker")),
         maintenance=_maintenance(s),
+        cutoff=_cutoff(s),
     )
     _bill_lookup_fits(out, s.path)
+    s.done()
+    return out
+
+
+def _time_of_day(value: str) -> str | None:
+    try:
+        parse_time(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _cutoff(s: _Section) -> CutOff | None:
+    """``cutoff = "HH:MM[:SS]"`` (local, the business day's timezone) and
+    ``after_cutoff`` (next_day | decline) of a biller."""
+    text = s.get("cutoff", str, "", check=lambda v: None if v == "" else _time_of_day(v))
+    after = s.get("after_cutoff", str, NEXT_DAY, check=_one_of(*AFTER_CUTOFF))
+    if not text:
+        if "after_cutoff" in s.data:
+            raise ConfigError(f"{s._key('after_cutoff')}: only with cutoff")
+        return None
+    return CutOff(parse_time(text), after)
+
+
+def _business_day(s: _Section) -> BusinessCalendar:
+    """``[business_day]``: timezone (IANA) and the daily cut-over time."""
+    def known_zone(value):
+        try:
+            zone(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    out = BusinessCalendar(timezone=s.get("timezone", str, "UTC", check=known_zone),
+                           cutover=parse_time(s.get("cutover", str, "00:00", check=_time_of_day)))
     s.done()
     return out
 
@@ -684,6 +725,7 @@ def parse_settings(data: Mapping[str, Any], *, base: Path | None = None,
         recovery=_recovery(root.section("recovery"), billers),
         source=source,
         peers=_peers(root.section("peers"), listener.require_sign_on),
+        business_day=_business_day(root.section("business_day")),
     )
     root.done()
     return settings

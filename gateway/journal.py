@@ -71,6 +71,10 @@ class NewTransaction:
     # The local rule the request breaks (an Outcome name), decided when it
     # was journaled: an advice for it must never be posted (see machine.py).
     local_problem: str | None = None
+    # The business date (YYYYMMDD) by the schedule and the biller's cut-off;
+    # journaling raises it to the last cut-over's (gateway/business_day.py).
+    business_date: str | None = None
+    fee_bearer: str | None = None  # who bears ``fee``: customer | biller
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,9 @@ class TransactionView:
     advice_received: bool = False
     advice_response: str | None = None
     local_problem: str | None = None
+    business_date: str | None = None  # YYYYMMDD, decided when journaled
+    surcharge: int = 0  # the late surcharge the payment settled (within amount)
+    fee_bearer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,7 @@ def _view(row) -> TransactionView:
         settlement_date=row.settlement_date, created_at=row.created_at, detail=row.detail,
         reversal_requested=bool(row.reversal_requested), advice_received=bool(row.advice_received),
         advice_response=row.advice_response, local_problem=row.local_problem,
+        business_date=row.business_date, surcharge=row.surcharge or 0, fee_bearer=row.fee_bearer,
     )
 
 

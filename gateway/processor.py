@@ -23,6 +23,7 @@ settled from the journal.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import secrets
@@ -58,7 +59,7 @@ from billgw.iso8583.messages import BillRequest, RequestKind, Response, Reversal
 from billgw.sms.outbox import OutboxKind
 
 from . import journal as journal_ops
-from . import bill_rules, rules, settle
+from . import bill_rules, business_day, business_journal, rules, settle
 from .config import FEE_CUSTOMER, REFERENCE_IGNORED, REFERENCE_REQUIRED, BillerSettings, ServiceSettings
 from .db import JournalBusy
 from .journal import NewTransaction, TransactionView
@@ -138,9 +139,14 @@ def encodes(response: Response) -> bool:
     return True
 
 
-def business_date(now: float) -> str:
-    """Settlement date (F15, MMDD): today's UTC date until cut-over exists."""
-    return _dt.datetime.fromtimestamp(now, _dt.timezone.utc).strftime("%m%d")
+def cutoff_problem(calendar: business_day.BusinessCalendar, route: BillerRoute | None, now: float) -> Outcome | None:
+    """A biller whose cut-off has passed and that declines rather than
+    booking on the next business date (pure)."""
+    cutoff = route.settings.cutoff if route is not None else None
+    if cutoff is not None and cutoff.after == business_day.DECLINE and business_day.cutoff_passed(
+            calendar, cutoff, now):
+        return Outcome.CUTOFF_PASSED
+    return None
 
 
 class TransactionProcessor:
@@ -158,7 +164,9 @@ class TransactionProcessor:
         new_auth: Callable[[], str] = new_auth_code,
         status_delay: float = 30.0,
         expire_after: float = 86400.0,
+        calendar: business_day.BusinessCalendar = business_day.BusinessCalendar(),
     ):
+        self._calendar = calendar
         self._journal = journal
         self._billers = billers
         self._codes = codes
@@ -192,7 +200,7 @@ class TransactionProcessor:
                       amount=view.amount, fee=view.fee if service.fee_bearer == FEE_CUSTOMER else 0,
                       paid_at=view.created_at.replace(tzinfo=_dt.timezone.utc).timestamp(),
                       receipt_number=view.biller_receipt or "-", reference=view.id,
-                      masked_pan=view.masked_pan)
+                      masked_pan=view.masked_pan, surcharge=view.surcharge)
 
     def is_in_flight(self, txn_id: str) -> bool:
         return txn_id in self._in_flight
@@ -230,16 +238,56 @@ class TransactionProcessor:
     def _code(self, outcome: Outcome) -> str:
         return self._codes.code(outcome)
 
+    def _business_floor(self, route: BillerRoute | None, now: float) -> str:
+        """A request's business date by the schedule and its biller's
+        cut-off; journaling raises it to the last cut-over's."""
+        cutoff = route.settings.cutoff if route is not None else None
+        return business_day.as_text(business_day.payment_date(self._calendar, now, cutoff=cutoff))
+
+    def cut_over(self, request, *, by: str, log=None) -> defer.Deferred:
+        """0800 with F70 = 201 from peer ``by``: open the next business date
+        (or the one its F15 names) in the journal, for every process; the
+        0810 carries the date now open in F15.  A date that would go back or
+        skip a day is refused (invalid transaction)."""
+        log = log or self._log
+        now = self._clock.seconds()
+        requested = None
+        if request.fields.get("15"):
+            requested = business_day.date_of_mmdd(request.fields["15"],
+                                                  business_day.scheduled_date(self._calendar, now))
+            if requested is None:
+                return defer.succeed(request.respond(self._code(Outcome.INVALID_TRANSACTION)))
+        d = self._journal.run(business_journal.record_cut_over, self._calendar, now, requested=requested, by=by)
+
+        def answered(result):
+            if result.business_date is None:
+                log.warning("cut-over refused: it would skip or go back a business day",
+                            requested=request.fields.get("15"))
+                return request.respond(self._code(Outcome.INVALID_TRANSACTION))
+            log.info("cut-over", business_date=business_day.as_text(result.business_date), moved=result.moved,
+                     by=by)
+            return request.respond(self._code(Outcome.APPROVED), {"15": result.business_date.strftime("%m%d")})
+
+        d.addCallback(answered)
+        d.addErrback(self._unexpected, request, log)
+        return d
+
     async def _handle(self, request: BillRequest, log) -> Response:
         now = self._clock.seconds()
         problem, route, service = local_check(request, self._billers)
-        new = self._new_transaction(request, service, problem)
+        if problem is None and request.kind is RequestKind.PAYMENT:
+            # The biller's cut-off, where it declines rather than booking on
+            # the next business date: a local rule of this moment, journaled
+            # as such, so an advice for the payment is never posted.
+            problem = cutoff_problem(self._calendar, route, now)
+        new = self._new_transaction(request, service, problem, self._business_floor(route, now))
         reversed_first = request.respond_bill(self._code(Outcome.TRANSACTION_REVERSED))
         recorded, was_reversed = await self._journal.admit(
             settle.record_request, new, now, self.context, (reversed_first.mti, reversed_first.fields),
             posting=problem is None and request.kind is RequestKind.PAYMENT)
         if not recorded.is_new:
             return await self._answer_repeat(request, recorded.view, route, log)
+        new = dataclasses.replace(new, business_date=recorded.view.business_date)  # as journaled
         log = log.bind(payment_id=new.id)
         if was_reversed:
             log.warning("original arrived after its reversal: declined, not posted")
@@ -275,7 +323,7 @@ class TransactionProcessor:
         return response
 
     def _new_transaction(self, request: BillRequest, service: ServiceSettings | None,
-                         problem: Outcome | None) -> NewTransaction:
+                         problem: Outcome | None, business_date: str | None = None) -> NewTransaction:
         f = request.fields
         bill = request.bill
         keys = request.keys  # acquirer id normalised as reversals' F90 is
@@ -294,6 +342,7 @@ class TransactionProcessor:
             bill_number=mask_text(bill.bill_number)[:30] if bill.bill_number else None,
             msisdn=bill.msisdn, language=bill.language[:5],
             local_problem=problem.value if problem is not None else None,
+            business_date=business_date, fee_bearer=service.fee_bearer if service else None,
         )
 
     async def _answer_repeat(self, request: BillRequest, view: TransactionView,
@@ -357,7 +406,7 @@ class TransactionProcessor:
         # Each bill with its late surcharge today (bill_rules; none for a
         # prepaid account, which has no bill: its inquiry names the customer).
         priced = () if service.prepaid else bill_rules.price_bills(
-            bill_rules.open_bills(bills), service.surcharge, bill_rules.bill_day(self._clock.seconds()))
+            bill_rules.open_bills(bills), service.surcharge, bill_rules.bill_day(self._clock.seconds(), business_day.zone(self._calendar.timezone)))
         # F48 holds 999 bytes: the oldest bills that fit, the rest counted in MB.
         data = fit_bills(BillResponseData(
             customer_name=result.customer_name,
@@ -474,7 +523,7 @@ class TransactionProcessor:
         problem, plan = bill_rules.plan_payment(
             bill_rules.open_bills(result.bills), amount=request.amount, rule=service.amount_rule,
             surcharge_rule=service.surcharge, named=bill.named_bills,
-            today=bill_rules.bill_day(self._clock.seconds()))
+            today=bill_rules.bill_day(self._clock.seconds(), business_day.zone(self._calendar.timezone)))
         if problem is not None:
             log.info("declined on the bill rules", outcome=problem.value)
             return await self._settle(request, new, Event.BILLER_DECLINED, problem,
@@ -524,9 +573,10 @@ class TransactionProcessor:
         if problem is not None:
             return await self._settle(request, new, Event.BILLER_NO_ANSWER, Outcome.BILLER_UNAVAILABLE,
                                       f"biller answer unusable: {problem}", log)
-        now = self._clock.seconds()
         auth_code = self._new_auth()
-        settlement = business_date(now)
+        # F15: the business date the payment was journaled on (the schedule,
+        # the last cut-over and the biller's cut-off decided it).
+        settlement = business_day.f15(new.business_date) if new.business_date else None
         settled = confirmation.settled or order.bills  # the biller's word, else the plan's
         data = fit_paid(BillResponseData(
             bill_number=confirmation.bill_number or order.bill_number,
@@ -542,7 +592,7 @@ class TransactionProcessor:
             return await self._settle(request, new, Event.BILLER_NO_ANSWER, Outcome.BILLER_UNAVAILABLE,
                                       "biller answer unusable: the approval cannot be encoded", log)
         values = {"biller_receipt": confirmation.receipt_number, "auth_code": auth_code,
-                  "settlement_date": settlement}
+                  "settlement_date": settlement, "surcharge": sum(b.surcharge for b in settled)}
         if (confirmation.bill_number or order.bill_number) and not new.bill_number:
             values["bill_number"] = (confirmation.bill_number or order.bill_number)[:30]
         paid = "".join(f"; {b.bill_number} {b.amount}" + (f" (surcharge {b.surcharge})" if b.surcharge else "")
@@ -559,7 +609,8 @@ class TransactionProcessor:
             orig_terminal_id=keys.terminal_id, orig_stan=keys.stan,
             orig_transmission_dt=keys.transmission_datetime, stan=request.stan,
             transmission_dt=request.transmission_datetime, amount=request.amount,
-            currency=request.currency)
+            currency=request.currency,
+            business_date=business_day.as_text(business_day.payment_date(self._calendar, self._clock.seconds())))
         outcome = await self._journal.admit(settle.record_reversal, rev, self._clock.seconds(), self.context,
                                           ack_code=self._code(Outcome.APPROVED))
         log.info("reversal recorded", payment_id=outcome.transaction_id, state=outcome.state,
@@ -573,7 +624,7 @@ class TransactionProcessor:
     async def _advise(self, request: BillRequest, log) -> Response:
         """0220/0221: the customer was debited; see the payment completed."""
         problem, route, service = local_check(request, self._billers)  # the codec refuses non-payment advices
-        new = self._new_transaction(request, service, problem)
+        new = self._new_transaction(request, service, problem, self._business_floor(route, self._clock.seconds()))
 
         def respond(code: str):
             response = request.respond_bill(code)

@@ -158,6 +158,9 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
             return
         log = self.log.bind(mti=request.mti, stan=request.fields.get("11"))
         if isinstance(request, NetworkRequest):
+            if request.action == "cut_over":
+                self._cut_over(request, log)
+                return
             response = self.session.network(request, self.factory.codes)
             log.info("network management", code=request.code, response_code=response.response_code,
                      signed_on=self.session.signed_on)
@@ -195,6 +198,24 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
         d.addBoth(self._done)
         d.addCallback(self.send)
         d.addErrback(lambda f: log.error("could not answer", exc_info=(f.type, f.value, f.tb)))
+
+    def _cut_over(self, request: NetworkRequest, log) -> None:
+        """0800 with F70 = 201: the peer closes its business day.  The new
+        date is the journal's (every process reads it), so the processor
+        records it before the 0810 goes out; it moves every payment's date,
+        so it needs a signed-on peer, like a financial message."""
+        codes = self.factory.codes
+        cut_over = getattr(self.factory.processor, "cut_over", None)
+        if not self.session.may_transact():
+            log.warning("cut-over before sign-on")
+            self.send(request.respond(codes.code(Outcome.NOT_SIGNED_ON)))
+            return
+        if cut_over is None:
+            self.send(request.respond(codes.code(Outcome.INVALID_TRANSACTION)))
+            return
+        d = cut_over(request, by=self.peer.name, log=log)
+        d.addCallback(self.send)
+        d.addErrback(lambda f: log.error("could not answer a cut-over", exc_info=(f.type, f.value, f.tb)))
 
     def _done(self, result):
         self.in_flight -= 1

@@ -22,7 +22,7 @@ class ReceiptComposer:
     @staticmethod
     def data(*, biller: BillerSettings, service: ServiceSettings, billing_number: str,
              bill_number: str | None, amount: int, fee: int, paid_at: float, receipt_number: str,
-             reference: str, masked_pan: str | None) -> ReceiptData:
+             reference: str, masked_pan: str | None, surcharge: int = 0) -> ReceiptData:
         return ReceiptData(
             biller_name_en=service.name_en or biller.name_en,
             biller_name_ar=service.name_ar or biller.name_ar,
@@ -37,6 +37,7 @@ class ReceiptComposer:
             receipt_number=receipt_number,
             reference=reference,
             masked_pan=masked_pan or "",
+            surcharge=surcharge,
         )
 
     def receipt_text(self, *, language: str, **kwargs) -> str:

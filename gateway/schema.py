@@ -73,12 +73,20 @@ transactions = Table(
     # name, e.g. invalid_amount), NULL when it passed: an advice for such a
     # payment is acknowledged but never posted (an EXCEPTION for a person).
     Column("local_problem", String(40), nullable=True),
+    # The business date (YYYYMMDD) the payment settles on, decided when it
+    # was journaled (gateway/business_day.py); F15 is its MMDD.
+    Column("business_date", String(8), nullable=True),
+    # The late surcharge the payment settled (part of ``amount``), and who
+    # bore ``fee`` (customer | biller) when it was made.
+    Column("surcharge", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("fee_bearer", String(8), nullable=True),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     UniqueConstraint("acquirer_id", "terminal_id", "stan", "transmission_dt", name="uq_transactions_acquirer_keys"),
 )
 Index("ix_transactions_state", transactions.c.state)
 Index("ix_transactions_rrn", transactions.c.rrn)
+Index("ix_transactions_business_date", transactions.c.business_date)
 
 transaction_events = Table(
     "transaction_events",
@@ -113,6 +121,9 @@ reversals = Table(
     Column("repeat_count", Integer, nullable=False, default=0),
     Column("response_fields", Text, nullable=True),
     Column("detail", String(400), nullable=True),
+    # The original's business date (a late reversal keeps it); the current
+    # one when the original is unknown.
+    Column("business_date", String(8), nullable=True),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     UniqueConstraint("orig_acquirer_id", "orig_terminal_id", "orig_stan", "orig_transmission_dt",
@@ -140,5 +151,16 @@ biller_outbox = Table(
     UniqueConstraint("transaction_id", "action", name="uq_biller_outbox_transaction_action"),
 )
 Index("ix_biller_outbox_due", biller_outbox.c.state, biller_outbox.c.next_attempt_at)
+
+# One row per business date opened by a cut-over (an 0800 with F70 = 201):
+# the latest is the gateway's business date when it is ahead of the
+# schedule (gateway/business_day.py), for every process sharing the database.
+business_days = Table(
+    "business_days",
+    metadata,
+    Column("business_date", String(8), primary_key=True),
+    Column("opened_at", DateTime, nullable=False),
+    Column("opened_by", String(64), nullable=False),
+)
 
 ALL_METADATA = (metadata, outbox_metadata)

@@ -14,6 +14,7 @@ timing) and returns dataclasses.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -23,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from billgw.sms import outbox as sms_outbox
 
-from . import biller_outbox
+from . import biller_outbox, business_journal
 from .journal import (
     BY_ID_FOR_UPDATE,
     INSERT_EVENT,
@@ -198,6 +199,9 @@ class ReversalInput:
     transmission_dt: str
     amount: int
     currency: str | None
+    # The business date now (the schedule's, YYYYMMDD): a reversal of a
+    # known original keeps the original's instead.
+    business_date: str | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +240,9 @@ def record_reversal(conn: Connection, rev: ReversalInput, now: float, ctx: Settl
     original = find_by_keys(conn, rev.orig_acquirer_id, rev.orig_terminal_id, rev.orig_stan,
                             rev.orig_transmission_dt)
     state = REV_NOT_FOUND if original is None else REV_ACKED
+    # A late reversal belongs to its original's business date, not today's.
+    business_date = (original.business_date if original is not None and original.business_date
+                     else business_journal.stamp(conn, rev.business_date))
     mismatch = reversal_amount_problem(original, rev.amount)
     conn.execute(insert(r).values(
         transaction_id=original.id if original else None, orig_mti=rev.orig_mti,
@@ -243,7 +250,8 @@ def record_reversal(conn: Connection, rev: ReversalInput, now: float, ctx: Settl
         orig_stan=rev.orig_stan, orig_transmission_dt=rev.orig_transmission_dt, stan=rev.stan,
         transmission_dt=rev.transmission_dt, amount=rev.amount, currency=rev.currency, state=state,
         repeat_count=0, response_fields=json.dumps({"39": ack_code}),
-        detail=mismatch or (None if original else "original never received"), created_at=at, updated_at=at))
+        detail=mismatch or (None if original else "original never received"), business_date=business_date,
+        created_at=at, updated_at=at))
     if original is None:
         return ReversalOutcome(ack_code, False, state, None, False, False)
     event = Event.REVERSAL_RECEIVED if mismatch is None else Event.REVERSAL_AMOUNT_MISMATCH
@@ -289,6 +297,10 @@ def _journal_under_lock(conn: Connection, new: NewTransaction, now: float, *, po
                                              new.transmission_dt)
     if reversed_first:
         flags["reversal_requested"] = True
+    if new.business_date is not None:
+        # The business date is the journal's: the last cut-over any process
+        # recorded counts (business_journal.stamp).
+        new = dataclasses.replace(new, business_date=business_journal.stamp(conn, new.business_date))
     state = State.POSTING if posting and not reversed_first else State.RECEIVED
     recorded = record_received(conn, new, now, state=state, looked_up=True, **flags)
     if recorded.is_new and reversed_first:

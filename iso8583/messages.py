@@ -57,7 +57,7 @@ class RequestKind(enum.Enum):
 # Processing code (F3) positions 1-2: transaction type.
 PROCESSING_KINDS = {"37": RequestKind.INQUIRY, "50": RequestKind.PAYMENT}
 
-NETWORK_CODES = {"001": "sign_on", "002": "sign_off", "301": "echo"}
+NETWORK_CODES = {"001": "sign_on", "002": "sign_off", "201": "cut_over", "301": "echo"}
 
 
 class MessageFormatError(ValueError):

@@ -57,7 +57,7 @@ FIELD_USAGE: dict[str, dict[str, str]] = {
     "11": {"0800": "M", "0810": "E", "0200": "M", "0210": "E", "0220": "M", "0230": "E", "0420": "M", "0430": "E"},
     "12": {"0200": "M", "0210": "E", "0220": "M", "0230": "E", "0420": "O", "0430": "E"},
     "13": {"0200": "M", "0210": "E", "0220": "M", "0230": "E", "0420": "O", "0430": "E"},
-    "15": {"0210": "G"},
+    "15": {"0800": "O", "0810": "G", "0210": "G"},
     "18": {"0200": "O", "0220": "O"},
     "32": {"0800": "O", "0810": "E", "0200": "M", "0210": "E", "0220": "M", "0230": "E", "0420": "O", "0430": "E"},
     "33": {"0800": "O", "0810": "E", "0200": "O", "0210": "E", "0220": "O", "0230": "E", "0420": "O", "0430": "E"},
@@ -78,8 +78,10 @@ FIELD_USAGE: dict[str, dict[str, str]] = {
 
 USAGE_NOTES = {
     "2": "PAN of the card that paid; F2 or F102 must be present. Only its first 6 and last 4 digits are kept.",
-    "15": "Business date the payment settles on, MMDD (gateway's business day).",
-    "38": "Six-character approval code, on approval (F39 = 00) only.",
+    "15": "The business date the payment settles on, MMDD, in the gateway's timezone (section 4.1). Approved "
+          "payments only (F39 = 00 to a `50` request; not inquiries).",
+    "38": "Six-character approval code, on approved payments only (F39 = 00 to a `50` request); never on "
+          "an inquiry answer or a decline.",
     "102": "Account debited, when the customer paid from an account rather than a card.",
     "35": "Accepted for compatibility, never stored, logged or echoed.",
     "52": "Accepted for compatibility, never stored, logged or echoed.",

@@ -44,6 +44,15 @@ class ReceiptData:
     receipt_number: str
     reference: str
     masked_pan: str
+    surcharge: int = 0  # late-payment surcharge included in ``amount``
+
+
+# The surcharge sentence, only when there is one (a zero adds no
+# characters, so it never costs an SMS part).
+SURCHARGE_LINES = {
+    "en": " Incl. late surcharge {surcharge} {currency_code}.",
+    "ar": " يشمل غرامة تأخير {surcharge} {currency_code}.",
+}
 
 
 # Placeholders a template may use, with what they contain.
@@ -61,6 +70,8 @@ PLACEHOLDERS = {
     "receipt_number": "the biller's receipt number",
     "reference": "the gateway's payment id",
     "card": "the card as ****1234 (last four digits only)",
+    "surcharge": "late-payment surcharge included in the amount, with the currency's decimals",
+    "surcharge_line": "' Incl. late surcharge 0.263 JOD.' in the message language, empty when none",
 }
 
 DEFAULT_TEMPLATES: dict[str, str] = {
@@ -127,6 +138,10 @@ def _values(language: str, receipt: ReceiptData) -> dict[str, str]:
         "receipt_number": receipt.receipt_number,
         "reference": receipt.reference,
         "card": last_four(receipt.masked_pan),
+        "surcharge": format_minor_units(receipt.surcharge, receipt.exponent),
+        "surcharge_line": (SURCHARGE_LINES.get(lang, SURCHARGE_LINES["en"]).format(
+            surcharge=format_minor_units(receipt.surcharge, receipt.exponent), currency_code=receipt.currency_code)
+            if receipt.surcharge else ""),
     }
 
 

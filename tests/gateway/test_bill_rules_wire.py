@@ -265,6 +265,29 @@ def test_surcharge_shown_apart_at_inquiry_and_payment(gateway):
     assert "B-1 12763 (surcharge 263)" in gw.last().detail  # the journal says what it settled
 
 
+def test_surcharge_and_fee_are_journaled_apart_and_shown_in_the_receipt(gateway):
+    gw = gateway(amount_rule=AmountRule(br.EXACT), surcharge=SurchargeRule(br.YEARLY_RATE, rate_bp=3650),
+                 fee=250, fee_bearer="customer")
+    gw.proto.factory.processor._receipts = ReceiptComposer(
+        {"en": "Paid {amount} {currency_code}.{surcharge_line} Fee {fee}.",
+         "ar": "{amount}{surcharge_line}"}, {"en": "Reversed {amount}."})
+    assert gw.pay(12_763)[0] == "00"
+    row = gw.last()
+    assert (row.amount, row.surcharge, row.fee, row.fee_bearer) == (12_763, 263, 250, "customer")
+    [sms] = gw.rows(sms_outbox)
+    assert sms.text == "Paid 12.763 JOD. Incl. late surcharge 0.263 JOD. Fee 0.250."
+
+
+def test_no_surcharge_adds_nothing_to_the_receipt(gateway):
+    gw = gateway(fee=0)
+    gw.proto.factory.processor._receipts = ReceiptComposer(
+        {"en": "Paid {amount} {currency_code}.{surcharge_line} Fee {fee}."}, {"en": "Reversed {amount}."})
+    assert gw.pay(12_500)[0] == "00"
+    assert (gw.last().surcharge, gw.last().fee_bearer) == (0, "customer")
+    [sms] = gw.rows(sms_outbox)
+    assert sms.text == "Paid 12.500 JOD. Fee 0.000."
+
+
 def test_surcharge_across_29_february(gateway):
     gw = gateway(surcharge=SurchargeRule(br.YEARLY_RATE, rate_bp=3650))
     gw.biller.bills = [Bill("F-1", 100_000, "20280228", "400")]
