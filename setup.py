@@ -45,6 +45,9 @@ setup(
         "defusedxml>=0.7",
         # MSISDNs normalised to E.164 per country (Google's libphonenumber metadata).
         "phonenumbers>=8.13",
+        # F48 names for peers that take ASCII only: Unicode transliterated to
+        # ASCII (Arabic, accented Latin) by a maintained table, not our own.
+        "anyascii>=0.3",
         # Business dates in the operator's timezone (zoneinfo) on machines
         # without a system time-zone database.
         "tzdata>=2024.1",

@@ -343,7 +343,11 @@ def _peers(s: _Section, default_sign_on: bool) -> PeerTable:
             max_connections=t.get("max_connections", int, 64,
                                   check=lambda v: None if 1 <= v <= 100_000 else "must be 1..100000"),
             max_in_flight=t.get("max_in_flight", int, None, check=_in_flight_cap),
+            f48_encoding=t.get("f48_encoding", str, "utf-8", check=_one_of("utf-8", "ascii")),
+            f48_names=t.get("f48_names", str, "transliterate", check=_one_of("transliterate", "omit")),
         )
+        if values["f48_encoding"] != "ascii" and "f48_names" in t.data:
+            raise ConfigError(f"{t.path}.f48_names: only with f48_encoding = \"ascii\"")
         try:
             peer = make_peer(name, **values)
         except ValueError as exc:

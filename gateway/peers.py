@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from billgw.iso8583.bill_data import F48_ENCODINGS, F48_NAMES
 from billgw.iso8583.messages import normalise_institution_id
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -37,6 +38,10 @@ class Peer:
     require_sign_on: bool = True
     max_connections: int = 64
     max_in_flight: int | None = None  # None: only the connection and gateway caps
+    # F48's text as this peer's decoder takes it: "utf-8", or "ascii" with
+    # names transliterated ("transliterate") or left out ("omit").
+    f48_encoding: str = "utf-8"
+    f48_names: str = "transliterate"
 
     def connects_from(self, host: str) -> bool:
         address = _address(host)
@@ -87,7 +92,8 @@ class PeerTable:
 
 def make_peer(name: str, *, sources: Iterable[str], acquirers: Iterable[str], terminals: Iterable[str],
               require_sign_on: bool = True, max_connections: int = 64,
-              max_in_flight: int | None = None) -> Peer:
+              max_in_flight: int | None = None, f48_encoding: str = "utf-8",
+              f48_names: str = "transliterate") -> Peer:
     """A peer from configuration values; ValueError names what is wrong."""
     networks = []
     for source in sources:
@@ -106,6 +112,10 @@ def make_peer(name: str, *, sources: Iterable[str], acquirers: Iterable[str], te
         if not (acquirer.isascii() and acquirer.isdigit() and 1 <= len(acquirer) <= 11):
             raise ValueError(f"acquirers: {acquirer!r} is not an institution id (1 to 11 digits)")
         ids.append(normalise_institution_id(acquirer))
+    if f48_encoding not in F48_ENCODINGS:
+        raise ValueError(f"f48_encoding: must be one of {', '.join(F48_ENCODINGS)}")
+    if f48_names not in F48_NAMES:
+        raise ValueError(f"f48_names: must be one of {', '.join(F48_NAMES)}")
     if not networks:
         raise ValueError("sources: a peer needs at least one address range")
     if not ids:
@@ -113,7 +123,8 @@ def make_peer(name: str, *, sources: Iterable[str], acquirers: Iterable[str], te
     if not patterns:
         raise ValueError("terminals: a peer needs at least one terminal pattern")
     return Peer(name, tuple(networks), frozenset(ids), tuple(patterns), require_sign_on=require_sign_on,
-                max_connections=max_connections, max_in_flight=max_in_flight)
+                max_connections=max_connections, max_in_flight=max_in_flight, f48_encoding=f48_encoding,
+                f48_names=f48_names)
 
 
 # The demo's and atm-sim's switch: loopback, acquirer 123456, ATM00001...

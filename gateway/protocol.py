@@ -43,6 +43,7 @@ import structlog
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
 
+from billgw.iso8583.bill_data import ASCII, to_ascii
 from billgw.iso8583.codes import Outcome, ResponseCodes
 from billgw.iso8583.dump import annotate
 from billgw.iso8583.framing import Framer, FramingError, encode_frame
@@ -264,6 +265,10 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
                              stan=response.fields.get("11"), response_code=response.response_code)
             return
         try:
+            if self.peer.f48_encoding == ASCII and response.fields.get("48"):
+                # This peer's decoder takes ASCII only (conf/ f48_encoding).
+                response = Response(response.mti, {**response.fields,
+                                                   "48": to_ascii(response.fields["48"], self.peer.f48_names)})
             payload = response.encode()
         except Exception:
             # Every request gets an answer: the processor checks its answers

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from anyascii import anyascii
+
 # Request tags (0200/0220 from the acquirer).
 BILLER_CODE = "BC"
 SERVICE_CODE = "SC"
@@ -30,6 +32,16 @@ MORE_BILLS = "MB"
 SURCHARGE = "SG"
 BILL_PAID = "BP"
 
+# F48's text encoding towards a peer (conf/ ``[peers.NAME] f48_encoding``):
+# UTF-8, or ASCII only for strict decoders, with names transliterated or
+# left out (``f48_names``; see :func:`to_ascii`).
+UTF8 = "utf-8"
+ASCII = "ascii"
+F48_ENCODINGS = (UTF8, ASCII)
+TRANSLITERATE = "transliterate"
+OMIT = "omit"
+F48_NAMES = (TRANSLITERATE, OMIT)
+
 # F48 is LLLVAR: at most 999 bytes.  An answer is fitted to it before it is
 # journaled (see :func:`fit_bills`), so every answer can be sent.
 F48_MAX_BYTES = 999
@@ -44,14 +56,14 @@ TAG_DESCRIPTIONS = {
     BILL_NUMBER: ("both", "Bill number to pay; repeat the tag to pay several bills; absent = the oldest open bills first", "ans..30"),
     MSISDN: ("request", "Subscriber mobile number for the SMS receipt (international, digits)", "n..15"),
     LANGUAGE: ("request", "Receipt language: en or ar (default en)", "a2"),
-    INQUIRY_REFERENCE: ("both", "Reference of the inquiry a payment follows", "ans..32"),
-    CUSTOMER_NAME: ("response", "Customer name at the biller (UTF-8)", "ans..60"),
+    INQUIRY_REFERENCE: ("both", "Reference of the inquiry a payment follows: an opaque id of 32 characters", "ans..32"),
+    CUSTOMER_NAME: ("response", "Customer name at the biller (UTF-8, or ASCII per peer)", "ans..60"),
     DUE_AMOUNT: ("response", "Total due, minor units of F49's currency", "n..12"),
     DUE_DATE: ("response", "Due date of the oldest open bill, YYYYMMDD", "n8"),
     FEE: ("response", "Fee in minor units, carried apart from the bill amount", "n..12"),
     BILL_DETAIL: ("response", "One per open bill: bill number, amount, due date and, when overdue, its late surcharge, separated by '|'", "ans..60"),
     RECEIPT_NUMBER: ("response", "Biller's receipt number for the payment", "ans..32"),
-    PAYMENT_REFERENCE: ("response", "Gateway payment reference (quote it to support)", "ans..32"),
+    PAYMENT_REFERENCE: ("response", "Gateway payment reference (quote it to support): an opaque id of 32 characters", "ans..32"),
     MORE_BILLS: ("response", "Open bills left out of the BD list because F48 is full", "n..3"),
     SURCHARGE: ("response", "Late-payment surcharge in minor units, apart from the bill amounts", "n..12"),
     BILL_PAID: ("response", "One per bill a payment settled: bill number, amount put on it, of which surcharge, separated by '|'", "ans..60"),
@@ -306,3 +318,32 @@ def fit_paid(data: BillResponseData, budget: int = F48_MAX_BYTES) -> BillRespons
         paid.pop()
         fitted = replace(data, paid=tuple(paid))
     return fitted
+
+
+def _ascii_text(value: str, limit: int) -> str:
+    """``value`` transliterated to printable ASCII (anyascii: Arabic, Greek,
+    accented Latin ... each to its usual Latin spelling), at most ``limit``
+    characters."""
+    text = "".join(c for c in anyascii(value) if " " <= c <= "~")
+    return " ".join(text.split())[:limit]
+
+
+def to_ascii(f48: str, names: str = TRANSLITERATE) -> str:
+    """An answer's F48 for a peer that takes ASCII only.
+
+    Values already ASCII pass unchanged.  A customer name (CN) that is not
+    is transliterated (``names="transliterate"``) or left out (``"omit"``);
+    any other value that is not is transliterated.  No value grows beyond
+    its UTF-8 length, so what fitted F48's 999 bytes still fits.  A
+    transliterated name that comes out empty is left out."""
+    out = []
+    for tag, value in decode_tlv(f48):
+        if value.isascii():
+            out.append((tag, value))
+            continue
+        if tag == CUSTOMER_NAME and names == OMIT:
+            continue
+        text = _ascii_text(value, len(value.encode("utf-8")))
+        if text or tag != CUSTOMER_NAME:
+            out.append((tag, text))
+    return encode_tlv(out)

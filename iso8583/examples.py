@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .bill_data import BillLine, BillRequestData, BillResponseData
+from .bill_data import BillLine, BillPaid, BillRequestData, BillResponseData, to_ascii
 from .codes import DEFAULT_CODES, Outcome
 from .dump import annotate, hex_dump
 from .messages import MessageFormatError, OriginalData, decode_request, encode_fields, format_error_response
@@ -37,7 +37,9 @@ TRANSMISSION_DATETIME = "0203140509"  # 3 February, 14:05:09 UTC
 LOCAL_TIME = "170509"  # Amman, UTC+3
 LOCAL_DATE = "0203"
 CURRENCY_JOD = "400"
-INQUIRY_REFERENCE = "INQ-20240203-000124"
+# IR and PR are the gateway's journal ids: opaque, 32 characters (hex).
+INQUIRY_REFERENCE = "5c0f7e2a9d3b4e18a6c1f0b27d9e4a35"
+PAYMENT_REFERENCE = "b81d4c6e07f2493a9e5d2c1a8f3b6e70"
 # The reversal example is sent 31 s after the payment: the switch gave up
 # waiting for the 0210 (F39 68 in the 0420 says so).
 REVERSAL_DATETIME = "0203140540"
@@ -55,6 +57,25 @@ def _code(outcome: Outcome) -> str:
 
 def _network_request_fields(stan: str, code: str) -> dict[str, str]:
     return {"7": TRANSMISSION_DATETIME, "11": stan, "32": ACQUIRER_ID, "70": code}
+
+
+def cut_over_request() -> Example:
+    return (
+        "0800 cut-over",
+        "The switch closes its business day (F70 = 201), here naming the business date it opens "
+        "in F15 (optional: without it, the day after the current one).",
+        encode_fields("0800", {**_network_request_fields("000123", "201"), "15": "0204"}),
+    )
+
+
+def cut_over_response() -> Example:
+    request = decode_request(cut_over_request()[2])
+    return (
+        "0810 cut-over accepted",
+        "F39 = 00 once the new business date is journaled; F15 = the business date now open, "
+        "for every payment from now on, on every connection.",
+        request.respond(_code(Outcome.APPROVED), {"15": "0204"}).encode(),
+    )
 
 
 def _financial_fields(stan: str, processing_code: str, amount_minor: int, rrn: str,
@@ -147,6 +168,20 @@ def inquiry_response() -> Example:
     )
 
 
+def inquiry_response_ascii() -> Example:
+    request = decode_request(inquiry_request()[2])
+    utf8 = decode_request(inquiry_request()[2]).respond_bill(_code(Outcome.APPROVED), bill=BillResponseData(
+        customer_name="أحمد صالح", due_amount=12500, due_date="20240115", fee=250,
+        bills=(BillLine("2024-01", 7500, "20240115"), BillLine("2024-02", 5000, "20240215")),
+        inquiry_reference=INQUIRY_REFERENCE))
+    return (
+        "0210 inquiry answer to an ASCII-only peer",
+        "The same answer to a peer configured with `f48_encoding = \"ascii\"` (section 6.1): the "
+        "customer name transliterated to ASCII, every byte of the message ASCII.",
+        request.respond(utf8.response_code, {**utf8.fields, "48": to_ascii(utf8.fields["48"])}).encode(),
+    )
+
+
 def payment_request() -> Example:
     return (
         "0200 bill payment",
@@ -158,11 +193,13 @@ def payment_request() -> Example:
 
 def payment_approval() -> Example:
     request = decode_request(payment_request()[2])
-    bill = BillResponseData(bill_number="2024-01", receipt_number="ORJ-778", payment_reference="PAY-000042")
+    bill = BillResponseData(bill_number="2024-01", receipt_number="ORJ-778", payment_reference=PAYMENT_REFERENCE,
+                            paid=(BillPaid("2024-01", 12500, 0),))
     return (
         "0210 payment approved",
-        "F39 = 00 with the approval code (F38), the settlement date (F15), the biller's "
-        "receipt number (RN) and the gateway's payment reference (PR).",
+        "F39 = 00 with the approval code (F38), the business date the payment settles on (F15), "
+        "the bill it settled (BL, BP), the biller's receipt number (RN) and the gateway's payment "
+        "reference (PR).",
         request.respond_bill(_code(Outcome.APPROVED), bill=bill, auth_code="004711",
                              settlement_date="0203").encode(),
     )
@@ -243,8 +280,10 @@ def reversal_response() -> Example:
     request = decode_request(reversal_request()[2])
     return (
         "0430 reversal acknowledged",
-        "F39 = 00 once the reversal is durable, whatever the original's state (even unknown); "
-        "F90 and the other fields of the 0420 echoed.  A 0421 gets these same bytes.",
+        "F39 = 00 once the reversal is durable, whatever the original's state (even unknown), "
+        "with the fields of the 0420 that a 0430 echoes (section 5.8: F3, F4, F7, F11, F12, F13, "
+        "F32, F33, F37, F41, F49, F90, as the 0420 carried them) and no other: not the switch's "
+        "reason in F39, nor F2 or F48.  A 0421 gets these same bytes.",
         request.respond(_code(Outcome.APPROVED)).encode(),
     )
 
@@ -254,8 +293,11 @@ EXAMPLES: tuple[Callable[[], Example], ...] = (
     sign_on_response,
     echo_request,
     echo_response,
+    cut_over_request,
+    cut_over_response,
     inquiry_request,
     inquiry_response,
+    inquiry_response_ascii,
     payment_request,
     payment_approval,
     payment_decline,

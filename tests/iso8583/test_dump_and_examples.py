@@ -107,8 +107,8 @@ def test_examples_decode_with_our_codec_and_use_the_test_pan_only():
             decode_response(payload)
         assert title.startswith(mti) and description
         assert b"=" not in payload  # no track data anywhere
-    assert seen == ["0800", "0810", "0800", "0810", "0200", "0210", "0200", "0210", "0210", "0210",
-                    "0220", "0230", "0420", "0430"]
+    assert seen == ["0800", "0810", "0800", "0810", "0800", "0810", "0200", "0210", "0210", "0200", "0210",
+                    "0210", "0210", "0220", "0230", "0420", "0430"]
 
 
 def test_example_answers_say_what_their_titles_say():
@@ -122,7 +122,15 @@ def test_example_answers_say_what_their_titles_say():
     assert payment.amount == 12500 and payment.bill.msisdn == "962791234567" and payment.bill.language == "ar"
     approved = decode_response(by_title["0210 payment approved"])
     assert (approved.fields["39"], approved.fields["38"], approved.fields["15"]) == ("00", "004711", "0203")
-    assert approved.bill.receipt_number == "ORJ-778" and approved.bill.payment_reference == "PAY-000042"
+    assert approved.bill.receipt_number == "ORJ-778"
+    assert approved.bill.payment_reference == examples.PAYMENT_REFERENCE
+    for reference in (examples.INQUIRY_REFERENCE, examples.PAYMENT_REFERENCE):  # opaque journal ids
+        assert len(reference) == 32 and int(reference, 16) >= 0
+    ascii_answer = by_title["0210 inquiry answer to an ASCII-only peer"]
+    ascii_answer.decode("ascii")
+    assert decode_response(ascii_answer).bill.customer_name == "'hmd slh"
+    cut_over = decode_response(by_title["0810 cut-over accepted"])
+    assert (cut_over.fields["39"], cut_over.fields["70"], cut_over.fields["15"]) == ("00", "201", "0204")
     declined = decode_response(by_title["0210 payment declined (14)"])
     assert declined.fields["39"] == "14" and "38" not in declined.fields and declined.bill is None
     format_error = decode_response(by_title["0210 format error (30)"])

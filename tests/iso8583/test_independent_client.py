@@ -23,7 +23,7 @@ _spec.loader.exec_module(independent)
 
 PAYMENT = dict(stan="000125", amount_minor=12500, biller="TEL", service="MOBILE",
                billing_number="0791234567", msisdn="962791234567", language="ar",
-               bill_number="2024-01", inquiry_reference="INQ-20240203-000124")
+               bill_number="2024-01", inquiry_reference=examples.INQUIRY_REFERENCE)
 
 
 def test_it_really_is_independent():
@@ -44,7 +44,7 @@ def test_our_decoder_accepts_its_payment():
     assert (request.bill.biller_code, request.bill.service_code, request.bill.billing_number) == (
         "TEL", "MOBILE", "0791234567")
     assert (request.bill.bill_number, request.bill.msisdn, request.bill.language, request.bill.inquiry_reference) == (
-        "2024-01", "962791234567", "ar", "INQ-20240203-000124")
+        "2024-01", "962791234567", "ar", examples.INQUIRY_REFERENCE)
     assert request.keys.stan == "000125" and request.keys.transmission_datetime == "0203140509"
 
 

@@ -35,7 +35,7 @@ def test_generated_examples_match_the_codec(doc):
 
 def test_every_dump_in_the_doc_decodes_with_our_codec(doc):
     dumps = re.findall(r"```hexdump\n(.*?)```", doc, flags=re.S)
-    assert len(dumps) == 14
+    assert len(dumps) == 17
     mtis = []
     for dump in dumps:
         payload = parse_hex_dump(dump)
@@ -55,7 +55,7 @@ def test_dump_headers_announce_the_right_lengths(doc):
     region = generated_region(doc)
     sections = re.findall(r"(\d+) bytes; with the `binary2` header the frame starts `([0-9a-f ]+)`, "
                           r"with `ascii4` it starts `(\d{4})`.\n\n```hexdump\n(.*?)```", region, flags=re.S)
-    assert len(sections) == 14
+    assert len(sections) == 17
     for length, binary2, ascii4, dump in sections:
         size = len(parse_hex_dump(dump))
         assert int(length) == size
