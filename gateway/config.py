@@ -345,6 +345,7 @@ def _peers(s: _Section, default_sign_on: bool) -> PeerTable:
             max_in_flight=t.get("max_in_flight", int, None, check=_in_flight_cap),
             f48_encoding=t.get("f48_encoding", str, "utf-8", check=_one_of("utf-8", "ascii")),
             f48_names=t.get("f48_names", str, "transliterate", check=_one_of("transliterate", "omit")),
+            cut_over=t.get("cut_over", bool, True),
         )
         if values["f48_encoding"] != "ascii" and "f48_names" in t.data:
             raise ConfigError(f"{t.path}.f48_names: only with f48_encoding = \"ascii\"")

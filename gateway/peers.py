@@ -42,6 +42,9 @@ class Peer:
     # names transliterated ("transliterate") or left out ("omit").
     f48_encoding: str = "utf-8"
     f48_names: str = "transliterate"
+    # May close the gateway's business day (0800, F70 = 201): the switch
+    # that settles with the billers; another peer's 201 is refused.
+    cut_over: bool = True
 
     def connects_from(self, host: str) -> bool:
         address = _address(host)
@@ -93,7 +96,7 @@ class PeerTable:
 def make_peer(name: str, *, sources: Iterable[str], acquirers: Iterable[str], terminals: Iterable[str],
               require_sign_on: bool = True, max_connections: int = 64,
               max_in_flight: int | None = None, f48_encoding: str = "utf-8",
-              f48_names: str = "transliterate") -> Peer:
+              f48_names: str = "transliterate", cut_over: bool = True) -> Peer:
     """A peer from configuration values; ValueError names what is wrong."""
     networks = []
     for source in sources:
@@ -124,7 +127,7 @@ def make_peer(name: str, *, sources: Iterable[str], acquirers: Iterable[str], te
         raise ValueError("terminals: a peer needs at least one terminal pattern")
     return Peer(name, tuple(networks), frozenset(ids), tuple(patterns), require_sign_on=require_sign_on,
                 max_connections=max_connections, max_in_flight=max_in_flight, f48_encoding=f48_encoding,
-                f48_names=f48_names)
+                f48_names=f48_names, cut_over=cut_over)
 
 
 # The demo's and atm-sim's switch: loopback, acquirer 123456, ATM00001...

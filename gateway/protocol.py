@@ -211,7 +211,8 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
             log.warning("cut-over before sign-on")
             self.send(request.respond(codes.code(Outcome.NOT_SIGNED_ON)))
             return
-        if cut_over is None:
+        if cut_over is None or not self.peer.cut_over:
+            log.warning("cut-over refused: this peer may not close the business day", peer_may=self.peer.cut_over)
             self.send(request.respond(codes.code(Outcome.INVALID_TRANSACTION)))
             return
         d = cut_over(request, by=self.peer.name, log=log)

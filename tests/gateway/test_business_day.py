@@ -154,3 +154,12 @@ def test_business_day_and_cut_off_keys():
 def test_bad_business_day_keys_are_named(tables, key):
     with pytest.raises(ConfigError, match=f"^{key}:"):
         _settings(**tables)
+
+
+def test_which_peers_may_cut_over_is_a_peer_key():
+    base = {"sources": ["127.0.0.1"], "acquirers": ["1"], "terminals": ["T.*"]}
+    assert parse_settings({"peers": {"bank": base}}, environ={}).peers.peers[0].cut_over is True
+    peer = parse_settings({"peers": {"bank": {**base, "cut_over": False}}}, environ={}).peers.peers[0]
+    assert peer.cut_over is False
+    with pytest.raises(ConfigError, match="^peers.bank.cut_over:"):
+        parse_settings({"peers": {"bank": {**base, "cut_over": "no"}}}, environ={})

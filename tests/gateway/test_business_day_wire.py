@@ -14,6 +14,7 @@ from twisted.internet.testing import StringTransport
 from billgw.gateway import business_day as bd
 from billgw.gateway.config import load_settings
 from billgw.gateway.journal import Journal
+from billgw.gateway.peers import PeerTable, make_peer
 from billgw.gateway.processor import BillerRoute, TransactionProcessor
 from billgw.gateway.protocol import Iso8583ServerFactory
 from billgw.gateway.receipts import ReceiptComposer
@@ -36,7 +37,7 @@ class Switch:
     """One gateway process (processor + listener) on a shared journal, and a
     signed-on switch connection to it."""
 
-    def __init__(self, pool, clock, *, cutoff=None, cutover="00:00"):
+    def __init__(self, pool, clock, *, cutoff=None, cutover="00:00", peers=None):
         settings = load_settings(environ={})
         tel = dataclasses.replace(settings.billers["TEL"], cutoff=cutoff)
         self.biller = BillsBiller()
@@ -47,7 +48,7 @@ class Switch:
             clock=clock, receipts=ReceiptComposer(settings.sms.receipt_templates, settings.sms.reversal_templates),
             calendar=bd.BusinessCalendar(AMMAN, bd.parse_time(cutover)))
         factory = Iso8583ServerFactory(processor=self.processor, codes=ResponseCodes(), clock=clock,
-                                       idle_timeout=10**6)
+                                       idle_timeout=10**6, peers=peers)
         self.proto = factory.buildProtocol(PEER)
         self.transport = StringTransport(peerAddress=PEER)
         self.proto.makeConnection(self.transport)
@@ -64,11 +65,12 @@ class Switch:
         self.stan += 1
         return self.send("0800", {"7": "1122190000", "11": f"{self.stan:06d}", "70": code, **extra})
 
-    def pay(self, amount=12_500):
-        self.stan += 1
-        self.last_keys = (f"{self.stan:06d}", "1122190000")
-        return self.send("0200", {
-            "2": TEST_PAN, "3": "500000", "4": f"{amount:012d}", "7": "1122190000", "11": f"{self.stan:06d}",
+    def pay(self, amount=12_500, mti="0200", stan=None):
+        if stan is None:
+            self.stan += 1
+            stan = f"{self.stan:06d}"
+        return self.send(mti, {
+            "2": TEST_PAN, "3": "500000", "4": f"{amount:012d}", "7": "1122190000", "11": stan,
             "12": "190000", "13": "1122", "32": "123456", "37": "632619000123", "41": "ATM00001",
             "48": BillRequestData("TEL", "MOBILE", "0791234567").to_tlv(), "49": "400"})
 
@@ -128,6 +130,17 @@ def test_after_the_cut_off_a_declining_biller_gets_nothing_posted(sync_pool, clo
     assert sw.pay().fields["39"] == "00"
 
 
+def test_an_advice_for_a_payment_declined_at_the_cut_off_is_never_posted(sync_pool, clock):
+    sw = Switch(sync_pool, clock, cutoff=bd.CutOff(bd.parse_time("22:00"), bd.DECLINE))
+    clock.advance(1)
+    declined = sw.pay()
+    assert declined.fields["39"] == "90"
+    ack = sw.pay(mti="0220", stan=declined.fields["11"])  # the switch debited the customer anyway
+    assert (ack.mti, ack.fields["39"]) == ("0230", "00")
+    assert sw.row(declined.fields["11"]).state == "EXCEPTION"  # a person refunds it
+    assert sw.biller.pay_calls == []
+
+
 def test_a_cut_over_0800_moves_every_process_to_the_next_business_date(sync_pool, clock):
     a = Switch(sync_pool, clock)
     b = Switch(sync_pool, clock)  # another gateway process on the same journal
@@ -141,6 +154,17 @@ def test_a_cut_over_0800_moves_every_process_to_the_next_business_date(sync_pool
     assert (skip.fields["39"], "15" in skip.fields) == ("12", False)
     with sync_pool.engine.connect() as conn:
         assert [r.business_date for r in conn.execute(select(business_days))] == ["20261123"]
+
+
+def test_only_a_peer_allowed_to_cut_over_moves_the_business_date(sync_pool, clock):
+    peer = make_peer("atm-network", sources=["127.0.0.0/8"], acquirers=["123456"], terminals=["ATM[0-9]{5}"],
+                     cut_over=False)
+    sw = Switch(sync_pool, clock, peers=PeerTable([peer]))
+    refused = sw.network("201")
+    assert (refused.fields["39"], "15" in refused.fields) == ("12", False)
+    assert sw.pay().fields["15"] == "1122"
+    with sync_pool.engine.connect() as conn:
+        assert conn.execute(select(business_days)).all() == []
 
 
 def test_a_cut_over_needs_sign_on_like_a_financial_message(sync_pool, clock):
