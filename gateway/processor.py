@@ -238,6 +238,11 @@ class TransactionProcessor:
     def _code(self, outcome: Outcome) -> str:
         return self._codes.code(outcome)
 
+    def _today(self) -> _dt.date:
+        """The customer's day (surcharges count to it): the local date in
+        the gateway's timezone, whatever business date a cut-off books."""
+        return bill_rules.bill_day(self._clock.seconds(), business_day.zone(self._calendar.timezone))
+
     def _business_floor(self, route: BillerRoute | None, now: float) -> str:
         """A request's business date by the schedule and its biller's
         cut-off; journaling raises it to the last cut-over's."""
@@ -406,7 +411,7 @@ class TransactionProcessor:
         # Each bill with its late surcharge today (bill_rules; none for a
         # prepaid account, which has no bill: its inquiry names the customer).
         priced = () if service.prepaid else bill_rules.price_bills(
-            bill_rules.open_bills(bills), service.surcharge, bill_rules.bill_day(self._clock.seconds(), business_day.zone(self._calendar.timezone)))
+            bill_rules.open_bills(bills), service.surcharge, self._today())
         # F48 holds 999 bytes: the oldest bills that fit, the rest counted in MB.
         data = fit_bills(BillResponseData(
             customer_name=result.customer_name,
@@ -523,7 +528,7 @@ class TransactionProcessor:
         problem, plan = bill_rules.plan_payment(
             bill_rules.open_bills(result.bills), amount=request.amount, rule=service.amount_rule,
             surcharge_rule=service.surcharge, named=bill.named_bills,
-            today=bill_rules.bill_day(self._clock.seconds(), business_day.zone(self._calendar.timezone)))
+            today=self._today())
         if problem is not None:
             log.info("declined on the bill rules", outcome=problem.value)
             return await self._settle(request, new, Event.BILLER_DECLINED, problem,

@@ -11,7 +11,10 @@ from sqlalchemy import select
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from billgw.billing_adapters.interface import Bill
+from billgw.gateway import bill_rules as br
 from billgw.gateway import business_day as bd
+from billgw.gateway.bill_rules import SurchargeRule
 from billgw.gateway.config import load_settings
 from billgw.gateway.journal import Journal
 from billgw.gateway.peers import PeerTable, make_peer
@@ -37,9 +40,11 @@ class Switch:
     """One gateway process (processor + listener) on a shared journal, and a
     signed-on switch connection to it."""
 
-    def __init__(self, pool, clock, *, cutoff=None, cutover="00:00", peers=None):
+    def __init__(self, pool, clock, *, cutoff=None, cutover="00:00", peers=None, **service_rules):
         settings = load_settings(environ={})
-        tel = dataclasses.replace(settings.billers["TEL"], cutoff=cutoff)
+        tel = settings.billers["TEL"]
+        service = dataclasses.replace(tel.services["MOBILE"], **service_rules)
+        tel = dataclasses.replace(tel, cutoff=cutoff, services={"MOBILE": service})
         self.biller = BillsBiller()
         self.clock = clock
         self.engine = pool.engine
@@ -103,6 +108,18 @@ def test_f15_and_the_journal_carry_the_local_business_date(sync_pool, clock):
     assert (answer.fields["39"], answer.fields["15"]) == ("00", "1123")
     assert sw.row(answer.fields["11"]).business_date == "20261123"
     assert sw.row(answer.fields["11"]).settlement_date == "1123"
+
+
+def test_surcharges_count_to_the_customers_local_day(sync_pool, clock):
+    sw = Switch(sync_pool, clock, surcharge=SurchargeRule(br.FIXED, amount=500))
+    sw.biller.bills = [Bill("B-1", 12_500, "20261122", "400")]  # due today, 22 November
+    inquiry = {"3": "370000", "4": "000000000000", "7": "1122190000", "12": "190000", "13": "1122",
+               "2": TEST_PAN, "32": "123456", "37": "632619000123", "41": "ATM00001", "49": "400",
+               "48": BillRequestData("TEL", "MOBILE", "0791234567").to_tlv()}
+    clock.advance(amman(23, "00:00:00") - clock.seconds() - 1)  # 23:59:59 local: not overdue yet
+    assert sw.send("0200", {**inquiry, "11": "000901"}).bill.surcharge is None
+    clock.advance(1)  # 00:00:00 local on the 23rd (21:00 UTC on the 22nd): one day late
+    assert sw.send("0200", {**inquiry, "11": "000902"}).bill.surcharge == 500
 
 
 def test_after_the_cut_off_a_payment_is_booked_on_the_next_business_date(sync_pool, clock):
