@@ -46,6 +46,7 @@ class DeliveryRecorder(Service):
         self._loop: task.LoopingCall | None = None
         self.recorded = 0  # receipts matched to a part
         self.given_up = 0  # receipts never matched
+        self._recorded_waiters: list[tuple[int, defer.Deferred]] = []
 
     @property
     def held(self) -> int:
@@ -92,6 +93,19 @@ class DeliveryRecorder(Service):
         if self._queue:
             self._record_soon()
 
+    def wait_recorded(self, count: int) -> defer.Deferred:
+        """Fires once ``count`` receipts have been matched and committed
+        (tests, the demo).  The caller applies a timeout."""
+        d = defer.Deferred()
+        self._recorded_waiters.append((count, d))
+        self._fire_recorded()
+        return d
+
+    def _fire_recorded(self) -> None:
+        for waiter in [w for w in self._recorded_waiters if self.recorded >= w[0]]:
+            self._recorded_waiters.remove(waiter)
+            waiter[1].callback(self.recorded)
+
     def idle(self) -> defer.Deferred:
         """Fires once nothing is being recorded (tests; stop)."""
         if self._recording is None or self._recording.called:
@@ -130,6 +144,7 @@ class DeliveryRecorder(Service):
                                        duplicate=result.duplicate or None, source=incoming.receipt.source)
                     else:
                         self._hold(incoming, first)
+                self._fire_recorded()
         finally:
             self._recording = None
 
