@@ -335,6 +335,8 @@ def record_outcomes(conn: Connection, outcomes: list[Outcome], *, owner: str, no
             values.update(attempts=t.c.attempts - 1, lease_owner=None,
                           state=case((t.c.attempts > 1, OutboxState.FAILED.value),
                                      else_=OutboxState.QUEUED.value))
+            if o.retry_at is not None:  # not at once: its SMSC is down
+                values.update(next_attempt_at=utc(o.retry_at))
         result = conn.execute(
             update(t).where(t.c.id == o.item_id, t.c.state == OutboxState.SENDING.value,
                             t.c.lease_owner == owner).values(**values)

@@ -239,7 +239,10 @@ class OutboxSender(Service):
         error = result.value if isinstance(result, Failure) else result
         text = describe_error(result) if isinstance(result, Failure) else repr(result)
         if isinstance(error, SmppLinkDown):
-            return Outcome(item.id, OutboxState.QUEUED, error=text)
+            # Not claimed again before the next poll: with several SMSCs the
+            # sender goes on while one is down, and must not spin on its rows.
+            delay = min(self.poll_interval, self.retry_base)
+            return Outcome(item.id, OutboxState.QUEUED, error=text, retry_at=self._clock.seconds() + delay)
         if isinstance(error, SmppUncertain):
             return Outcome(item.id, OutboxState.UNCERTAIN, tuple(error.message_ids), error=text,
                            part_times=tuple(error.part_times), smsc=error.smsc, **keys)

@@ -60,11 +60,11 @@ class DlrPolicy:
         return message_id
 
     def stat(self, destination: str) -> str:
-        best = ""
+        best = None
         for prefix in self.stat_for:
-            if destination.startswith(prefix) and len(prefix) > len(best):
+            if destination.startswith(prefix) and (best is None or len(prefix) > len(best)):
                 best = prefix
-        return self.stat_for[best] if best else "DELIVRD"
+        return self.stat_for[best] if best is not None else "DELIVRD"
 
 
 def _date(seconds: float) -> str:
