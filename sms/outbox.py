@@ -88,7 +88,8 @@ sms_outbox = Table(
     Column("updated_at", DateTime, nullable=False),
     # When the row last became due (created, or resent by an operator): the
     # local expiry counts from here.
-    Column("queued_at", DateTime, nullable=False),
+    Column("queued_at", DateTime, nullable=False,
+           default=lambda ctx: ctx.get_current_parameters().get("created_at")),
     # Exactly one receipt (and one reversal notice) per payment, enforced by
     # the database rather than by process memory.
     UniqueConstraint("payment_id", "kind", name="uq_sms_outbox_payment_kind"),
@@ -390,3 +391,21 @@ def message_ids(conn: Connection, outbox_id: int) -> list[str]:
     return list(conn.execute(select(p.c.message_id).where(
         p.c.outbox_id == outbox_id, p.c.resend_no == latest.resend_no, p.c.attempt == latest.attempt)
         .order_by(p.c.part_number)).scalars())
+
+
+# Rows whose message may be on the subscriber's phone, whatever the receipts
+# said (an UNDELIVERABLE message may have shown some of its parts).
+_MAYBE_LEFT = frozenset({OutboxState.SENDING.value, OutboxState.SENT.value, OutboxState.UNCERTAIN.value,
+                         OutboxState.DELIVERED.value, OutboxState.UNDELIVERABLE.value})
+
+
+def may_have_left(conn: Connection, item: OutboxItem) -> bool:
+    """True when the SMSC may have this message: a reversal then needs a
+    notice.  EXPIRED is both the SMSC's verdict on a sent message (it has
+    parts) and the local expiry of one never submitted (none)."""
+    if item.state in _MAYBE_LEFT:
+        return True
+    if item.state == OutboxState.EXPIRED.value:
+        return conn.execute(select(sms_outbox_parts.c.id).where(sms_outbox_parts.c.outbox_id == item.id)
+                            .limit(1)).first() is not None
+    return False

@@ -187,3 +187,19 @@ def test_the_migration_moves_comma_joined_ids_into_parts(db_url):
         assert "smsc_message_ids" not in row._mapping
     finally:
         eng.dispose()
+
+
+def test_what_may_be_on_the_phone_for_a_reversal_notice(engine):
+    delivered = sent(engine, "P1", ["d1"])
+    receive(engine, "d1", "DELIVRD")
+    smsc_expired = sent(engine, "P2", ["e1"])
+    receive(engine, "e1", "EXPIRED")
+    with engine.begin() as conn:
+        outbox.enqueue(conn, payment_id="P3", kind=OutboxKind.RECEIPT, msisdn="962791234567", language="en",
+                       text="Paid", now=T0)
+        outbox.expire_stale(conn, now=T0 + 100_000, expire_after=86400)
+    with engine.connect() as conn:
+        left = {i.payment_id: outbox.may_have_left(conn, i)
+                for pid in ("P1", "P2", "P3") for i in outbox.get_for_payment(conn, pid)}
+    assert (state(engine, delivered), state(engine, smsc_expired)) == ("DELIVERED", "EXPIRED")
+    assert left == {"P1": True, "P2": True, "P3": False}  # P3 expired here, never submitted
