@@ -9,6 +9,8 @@ Sub-commands::
     billgw [--config FILE] check-config
     billgw [--config FILE] db upgrade
     billgw [--config FILE] audit --ledger CODE=PATH [--ledger CODE=PATH ...] [--json]
+    billgw [--config FILE] sms show PAYMENT_ID [--json]
+    billgw [--config FILE] sms resend PAYMENT_ID --reason WHY [--operator NAME]
     billgw telecom-sim [--listen ENDPOINT] [--db PATH] [--reversal-policy allowed|never]
     billgw json-biller-sim [--listen ENDPOINT] [--service NAME ...] [--behaviour KIND] [--reversal-policy P]
     billgw smsc-sim [--listen ENDPOINT] [--system-id ID] [--password PW] [--record PATH]
@@ -65,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--ledger", action="append", required=True, metavar="CODE=PATH",
                        help="a biller's ledger to compare, e.g. TEL=var/telecom-sim.sqlite (repeatable)")
     audit.add_argument("--json", action="store_true", help="print a machine-readable object")
+
+    sms = sub.add_parser("sms", help="SMS receipts: a payment's history, an operator's resend")
+    sms_sub = sms.add_subparsers(dest="sms_command", required=True)
+    from .sms_ops import add_sms_commands
+
+    add_sms_commands(sms_sub)  # show, resend
 
     demo = sub.add_parser("demo", help="gateway + simulators on loopback, one inquiry and payments")
     demo.add_argument("--workdir", default="var/demo", help="wiped and recreated on each run")
@@ -221,6 +229,10 @@ def main(argv=None) -> None:
             from .audit import run_command
 
             raise SystemExit(run_command(_settings(args), args.ledger, as_json=args.json))
+        if args.command == "sms":
+            from .sms_ops import run_command as run_sms_command
+
+            raise SystemExit(run_sms_command(_settings(args), args))
         if args.command in ("serve",):
             validate_adapters(_settings(args))  # fail on bad config before the reactor starts
     except ConfigError as exc:
