@@ -14,6 +14,7 @@ Sub-commands::
     billgw telecom-sim [--listen ENDPOINT] [--db PATH] [--reversal-policy allowed|never]
     billgw json-biller-sim [--listen ENDPOINT] [--service NAME ...] [--behaviour KIND] [--reversal-policy P]
     billgw smsc-sim [--listen ENDPOINT] [--system-id ID] [--password PW] [--record PATH]
+                    [--receipts tlv|text|none] [--receipts-early]
     billgw demo [--workdir DIR]
 """
 from __future__ import annotations
@@ -62,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     smsc.add_argument("--password", default=os.environ.get("BILLGW_SMPP_PASSWORD", "secret"))
     smsc.add_argument("--record", default="var/smsc-received.jsonl",
                       help="JSON lines file of every message received")
+    smsc.add_argument("--receipts", choices=("tlv", "text", "none"), default="tlv",
+                      help="delivery receipts sent back: with TLVs and text, text only, or none")
+    smsc.add_argument("--receipts-early", action="store_true",
+                      help="send each receipt before its submit_sm_resp (as some SMSCs do)")
 
     audit = sub.add_parser("audit", help="compare the journal with billers' ledgers and the SMS outbox")
     audit.add_argument("--ledger", action="append", required=True, metavar="CODE=PATH",
@@ -171,8 +176,11 @@ def _smsc_sim(reactor, args):
     from billgw.sms.smsc_sim import listen_smsc
 
     _ensure_parent(args.record)
+    from billgw.sms.smsc_dlr import DlrPolicy
+
+    dlr = None if args.receipts == "none" else DlrPolicy(form=args.receipts, early=args.receipts_early)
     d = listen_smsc(reactor, args.listen, system_id=args.system_id, password=args.password,
-                    record_path=args.record)
+                    record_path=args.record, dlr=dlr)
 
     def started(result):
         port, _factory = result
