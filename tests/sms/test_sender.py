@@ -310,3 +310,24 @@ def test_stop_waits_for_the_receipts_with_the_link(engine, clock, make_sender):
     assert stopped.called and row(engine, row_id).state == "SENT"
     clock.advance(60)
     assert len(link.submits) == 1
+
+
+class OneSmscDownLink(FakeLink):
+    """A router whose destination's SMSC is down while another is up: still
+    'bound', but every submit is handed back at once, unwritten."""
+
+    def submit(self, destination, text):
+        self.submits.append((destination, text, None))
+        return defer.fail(SmppLinkDown("SMSC zain: no transmitting bind is bound"))
+
+
+def test_rows_handed_back_at_once_are_not_claimed_again_in_a_loop(engine, clock, db, make_sender):
+    ids = [enqueue(engine, clock, f"PAY-{n}") for n in range(10)]
+    link = OneSmscDownLink(window=10)
+    make_sender(link, batch_size=10, poll_interval=5.0, retry_base=30.0).startService()
+    # One claim, one hand-back: the rows wait for the next poll instead of
+    # being claimed again at once, forever, within the same drain.
+    assert (len(link.submits), db.calls.count("_claim")) == (10, 2)
+    assert {(row(engine, i).state, row(engine, i).attempts) for i in ids} == {("QUEUED", 0)}
+    clock.advance(5)
+    assert len(link.submits) == 20
