@@ -71,12 +71,20 @@ def record_deliveries(conn: Connection, receipts: list[IncomingReceipt]) -> list
             results.append(DeliveryResult(False))
             continue
         receipt = incoming.receipt
+        # The row first, locked: receipts for two parts of one message may be
+        # recorded at once by two processes (each holding a bind of the
+        # account); each must see the other's part, or both would leave the
+        # row SENT.  (SQLite serialises writers anyway.)
+        row_query = select(t.c.state, t.c.parts).where(t.c.id == part.outbox_id)
+        if conn.dialect.name == "postgresql":
+            row_query = row_query.with_for_update()
+        row = conn.execute(row_query).one()
+        part = conn.execute(select(p).where(p.c.id == part.id)).one()  # as it is now, under the lock
         duplicate = part.dlr_stat in FINAL
         if not duplicate:
             conn.execute(update(p).where(p.c.id == part.id).values(
                 dlr_stat=receipt.stat, dlr_error=(receipt.error or None) and receipt.error[:10],
                 dlr_done_at=receipt.done_at, dlr_at=utc(incoming.received_at)))
-        row = conn.execute(select(t.c.state, t.c.parts).where(t.c.id == part.outbox_id)).one()
         state = row.state
         latest = conn.execute(
             select(p.c.resend_no, p.c.attempt).where(p.c.outbox_id == part.outbox_id)

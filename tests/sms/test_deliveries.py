@@ -203,3 +203,53 @@ def test_what_may_be_on_the_phone_for_a_reversal_notice(engine):
                 for pid in ("P1", "P2", "P3") for i in outbox.get_for_payment(conn, pid)}
     assert (state(engine, delivered), state(engine, smsc_expired)) == ("DELIVERED", "EXPIRED")
     assert left == {"P1": True, "P2": True, "P3": False}  # P3 expired here, never submitted
+
+
+def _wait_blocked_or_done(engine, thread, bound=200):
+    """Until the other transaction waits for a lock (PostgreSQL) or ended."""
+    import time
+
+    from sqlalchemy import text
+
+    for _ in range(bound):
+        if not thread.is_alive():
+            return
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as conn:
+                waiting = conn.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()")).scalar_one()
+            if waiting:
+                return
+        time.sleep(0.02)  # a bounded wait for the other thread, not an assertion on time
+
+
+def test_receipts_for_two_parts_recorded_at_once_both_count(engine):
+    """Two processes (each with a bind of the account) record the receipts of
+    a message's two parts at the same moment: each must see the other's, or
+    the row stays SENT for ever.  On PostgreSQL this fails without the row
+    lock in record_deliveries; SQLite's BEGIN IMMEDIATE serialises the two
+    writers by itself, and the test shows it stays so."""
+    import threading
+
+    row_id = sent(engine, "P1", ["p1", "p2"])
+    first = engine.connect()
+    tx = first.begin()
+    assert record_deliveries(first, [IncomingReceipt("main", DeliveryReceipt("p1", "DELIVRD"), T0 + 60)])[0].matched
+    results = []
+
+    def other():
+        with engine.begin() as conn:
+            results.append(record_deliveries(conn, [IncomingReceipt("main", DeliveryReceipt("p2", "DELIVRD"),
+                                                                    T0 + 61)])[0])
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    try:
+        _wait_blocked_or_done(engine, thread)
+    finally:
+        tx.commit()
+        first.close()
+        thread.join(30)
+    assert [r.matched for r in results] == [True]
+    assert state(engine, row_id) == "DELIVERED"
