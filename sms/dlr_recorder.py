@@ -63,6 +63,11 @@ class DeliveryRecorder(Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+        if self._held:
+            # Answered already, so the SMSC will not send them again: their
+            # parts keep no receipt (billgw sms show tells).
+            self._log.warning("sms.dlr_held_at_stop", receipts=len(self._held),
+                              message_ids=[i.receipt.message_id for i, _ in list(self._held)[:20]])
         return self.idle()
 
     # -- from the links ----------------------------------------------------
