@@ -491,6 +491,10 @@ def _sms(s: _Section) -> SmsSettings:
     # but turns a good receipt into one a person must look at.
     _sms_binds(s, values)
     in_flight = values["submit_timeout"] + values["window"] / values["rate"]
+    for c in values.get("connections", ()):
+        # Each transmitting bind is paced to its share of the account's rate.
+        transmitting = sum(1 for b in c.binds if b != "receiver")
+        in_flight = max(in_flight, values["submit_timeout"] + c.window * transmitting / c.rate)
     if in_flight >= values["lease_seconds"]:
         raise ConfigError(f"{s.path}.lease_seconds: must exceed submit_timeout + window / rate "
                           f"({in_flight:g} s), or a receipt still with the link would be taken for abandoned")

@@ -85,6 +85,7 @@ def test_a_transmitter_alone_is_fine_without_receipts():
     (lambda d: d["sms"]["smsc"][0].__setitem__("binds", ["transmitter"]),
      r"^sms\.smsc\[0\]\.binds: a transmitter bind never receives"),
     (lambda d: d["sms"]["smsc"][0].__setitem__("pasword", "x"), r"^sms\.smsc\[0\]\.pasword: unknown key"),
+    (lambda d: d["sms"]["smsc"][0].__setitem__("rate", 0.2), r"^sms\.lease_seconds: must exceed"),
 ])
 def test_bad_smsc_connections_are_named(mutate, message):
     d = several()
