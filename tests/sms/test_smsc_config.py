@@ -117,5 +117,6 @@ def test_the_gateway_builds_a_bind_per_configured_bind_and_routes_by_prefix(tmp_
     ]
     assert all(link.on_deliver == gateway.delivery_receipts.deliver_sm for link in router.links)
     assert gateway.sender.expire_after == 86400.0
+    assert {link.config.validity_period for link in router.links} == {86400.0}  # on every submit_sm
     gateway.engine.dispose()
     gateway.read_engine.dispose()
