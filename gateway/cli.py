@@ -9,9 +9,12 @@ Sub-commands::
     billgw [--config FILE] check-config
     billgw [--config FILE] db upgrade
     billgw [--config FILE] audit --ledger CODE=PATH [--ledger CODE=PATH ...] [--json]
+    billgw [--config FILE] sms show PAYMENT_ID [--json]
+    billgw [--config FILE] sms resend PAYMENT_ID --reason WHY [--operator NAME]
     billgw telecom-sim [--listen ENDPOINT] [--db PATH] [--reversal-policy allowed|never]
     billgw json-biller-sim [--listen ENDPOINT] [--service NAME ...] [--behaviour KIND] [--reversal-policy P]
     billgw smsc-sim [--listen ENDPOINT] [--system-id ID] [--password PW] [--record PATH]
+                    [--receipts tlv|text|none] [--receipts-early]
     billgw demo [--workdir DIR]
 """
 from __future__ import annotations
@@ -60,11 +63,21 @@ def _parser() -> argparse.ArgumentParser:
     smsc.add_argument("--password", default=os.environ.get("BILLGW_SMPP_PASSWORD", "secret"))
     smsc.add_argument("--record", default="var/smsc-received.jsonl",
                       help="JSON lines file of every message received")
+    smsc.add_argument("--receipts", choices=("tlv", "text", "none"), default="tlv",
+                      help="delivery receipts sent back: with TLVs and text, text only, or none")
+    smsc.add_argument("--receipts-early", action="store_true",
+                      help="send each receipt before its submit_sm_resp (as some SMSCs do)")
 
     audit = sub.add_parser("audit", help="compare the journal with billers' ledgers and the SMS outbox")
     audit.add_argument("--ledger", action="append", required=True, metavar="CODE=PATH",
                        help="a biller's ledger to compare, e.g. TEL=var/telecom-sim.sqlite (repeatable)")
     audit.add_argument("--json", action="store_true", help="print a machine-readable object")
+
+    sms = sub.add_parser("sms", help="SMS receipts: a payment's history, an operator's resend")
+    sms_sub = sms.add_subparsers(dest="sms_command", required=True)
+    from .sms_ops import add_sms_commands
+
+    add_sms_commands(sms_sub)  # show, resend
 
     demo = sub.add_parser("demo", help="gateway + simulators on loopback, one inquiry and payments")
     demo.add_argument("--workdir", default="var/demo", help="wiped and recreated on each run")
@@ -163,8 +176,11 @@ def _smsc_sim(reactor, args):
     from billgw.sms.smsc_sim import listen_smsc
 
     _ensure_parent(args.record)
+    from billgw.sms.smsc_dlr import DlrPolicy
+
+    dlr = None if args.receipts == "none" else DlrPolicy(form=args.receipts, early=args.receipts_early)
     d = listen_smsc(reactor, args.listen, system_id=args.system_id, password=args.password,
-                    record_path=args.record)
+                    record_path=args.record, dlr=dlr)
 
     def started(result):
         port, _factory = result
@@ -221,6 +237,10 @@ def main(argv=None) -> None:
             from .audit import run_command
 
             raise SystemExit(run_command(_settings(args), args.ledger, as_json=args.json))
+        if args.command == "sms":
+            from .sms_ops import run_command as run_sms_command
+
+            raise SystemExit(run_sms_command(_settings(args), args))
         if args.command in ("serve",):
             validate_adapters(_settings(args))  # fail on bad config before the reactor starts
     except ConfigError as exc:

@@ -6,7 +6,9 @@ UNIQUE constraint on the acquirer's keys (F32 + F41 + F11 + F7): duplicate
 detection rests on the database, not on process memory.  The masked PAN is
 the only card data kept.  ``transaction_events`` is the history of state
 transitions.  The SMS outbox table belongs to ``billgw.sms.outbox`` and is
-written in the same transactions.
+written in the same transactions; so do its children ``sms_outbox_parts``
+(one row per part the SMSC accepted: message id, submit time, delivery
+receipt) and ``sms_outbox_events`` (resends, expiries), migration 0010_i10a.
 
 The schema itself is created by the alembic migrations in ``migrations/``;
 these definitions are what the code reads and writes.

@@ -18,10 +18,12 @@ from twisted.internet.endpoints import serverFromString
 
 from billgw.billing_adapters.guarded import GuardedAdapter
 from billgw.billing_adapters.registry import AdapterConfigError, BuildContext, build_adapter
+from billgw.sms.dlr_recorder import DeliveryRecorder
 from billgw.sms.sender import OutboxSender
 from billgw.sms.smpp_link import SmppLink, SmppLinkConfig
+from billgw.sms.smpp_router import SmppRouter, SmscRoute
 
-from .config import ConfigError, Settings, require_sms_password
+from .config import ConfigError, Settings, require_sms_password, smsc_connections
 from .biller_worker import BillerWorker
 from .db import DatabasePool, make_engine
 from .exposure import exposure_warning, listen_endpoint, secure_sqlite_file
@@ -137,20 +139,18 @@ class GatewayService(MultiService):
         self.link = None
         wake = lambda: None  # noqa: E731
         sms = settings.sms
+        self.delivery_receipts = None
         if sms.enabled:
             require_sms_password(sms)
-            self.link = SmppLink(reactor, SmppLinkConfig(
-                host=sms.host, port=sms.port, system_id=sms.system_id, password=sms.password,
-                system_type=sms.system_type, bind_mode=sms.bind, source_addr=sms.source_addr,
-                source_addr_ton=sms.source_addr_ton, source_addr_npi=sms.source_addr_npi,
-                country=sms.country, window=sms.window, rate=sms.rate, throttle_pause=sms.throttle_pause,
-                throttle_pause_cap=sms.throttle_pause_cap, part_retries=sms.part_retries,
-                validity_period=sms.validity_period, response_timeout=sms.submit_timeout,
-                enquire_link_interval=sms.enquire_link_interval, enquire_link_timeout=sms.enquire_link_timeout,
-                pdu_read_timeout=sms.pdu_read_timeout, max_pdu_length=sms.max_pdu_length,
-                reconnect_initial=sms.reconnect_initial, reconnect_max=sms.reconnect_max,
-                stop_timeout=sms.submit_timeout + 5.0,
-            ), status_table=sms.status_table, logger=self.log.bind(component="smpp"))
+            # Started before the binds and stopped after them: no receipt
+            # arrives with nobody to record it.
+            self.delivery_receipts = DeliveryRecorder(
+                run_in_db=self.pool.run, clock=reactor, hold_seconds=sms.dlr_hold_seconds,
+                max_held=sms.dlr_max_held, logger=self.log.bind(component="sms-receipts"))
+            self.delivery_receipts.setServiceParent(self)
+            self.link = SmppRouter([self._smsc_route(reactor, sms, c) for c in smsc_connections(sms)],
+                                   country=sms.country)
+            self.link.on_deliver = self.delivery_receipts.deliver_sm
             self.link.setServiceParent(self)
             self.sender = OutboxSender(
                 run_in_db=self.pool.run, link=self.link, clock=reactor,
@@ -158,6 +158,8 @@ class GatewayService(MultiService):
                 poll_interval=sms.poll_interval, batch_size=sms.batch_size,
                 lease_seconds=sms.lease_seconds, max_attempts=sms.max_attempts,
                 retry_base=sms.retry_base, retry_cap=sms.retry_cap,
+                expire_after=sms.expire_after or None,
+                on_parts_recorded=self.delivery_receipts.parts_recorded,
                 logger=self.log.bind(component="sms-sender"),
             )
             self.sender.setServiceParent(self)
@@ -194,6 +196,27 @@ class GatewayService(MultiService):
         self.listener = ListenerService(reactor, listen_endpoint(listener.endpoint, listener.backlog),
                                         self.factory)
         self.listener.setServiceParent(self)
+
+    def _smsc_route(self, reactor, sms, connection) -> SmscRoute:
+        """One SMSC's binds; its contracted rate is shared by its transmitting binds."""
+        transmitting = sum(1 for b in connection.binds if b != "receiver") or 1
+        links = tuple(SmppLink(reactor, SmppLinkConfig(
+            host=connection.host, port=connection.port, system_id=connection.system_id,
+            password=connection.password, system_type=connection.system_type, bind_mode=mode,
+            name=connection.name, source_addr=connection.source_addr,
+            source_addr_ton=sms.source_addr_ton, source_addr_npi=sms.source_addr_npi,
+            registered_delivery=1 if sms.delivery_receipts else 0,
+            country=sms.country, window=connection.window, rate=connection.rate / transmitting,
+            throttle_pause=sms.throttle_pause,
+            throttle_pause_cap=sms.throttle_pause_cap, part_retries=sms.part_retries,
+            validity_period=sms.validity_period, response_timeout=sms.submit_timeout,
+            enquire_link_interval=sms.enquire_link_interval, enquire_link_timeout=sms.enquire_link_timeout,
+            pdu_read_timeout=sms.pdu_read_timeout, max_pdu_length=sms.max_pdu_length,
+            reconnect_initial=sms.reconnect_initial, reconnect_max=sms.reconnect_max,
+            stop_timeout=sms.submit_timeout + 5.0,
+        ), status_table=sms.status_table, logger=self.log.bind(component="smpp"))
+            for mode in connection.binds)
+        return SmscRoute(connection.name, connection.prefixes, links)
 
     def stopService(self):
         """Stop children one at a time, last started first: the listener

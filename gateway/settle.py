@@ -88,7 +88,7 @@ def _locked(conn: Connection, txn_id: str) -> TransactionView | None:
 
 def _receipt_left(conn: Connection, txn_id: str) -> bool:
     for item in sms_outbox.get_for_payment(conn, txn_id):
-        if item.kind == sms_outbox.OutboxKind.RECEIPT.value and item.state in ("SENT", "SENDING", "UNCERTAIN"):
+        if item.kind == sms_outbox.OutboxKind.RECEIPT.value and sms_outbox.may_have_left(conn, item):
             return True
     return False
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass, replace
 from sqlalchemy import (
     Column,
     DateTime,
+    ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -38,6 +40,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from billgw.sms.dlr import message_key
+
 metadata = MetaData()
 
 
@@ -50,6 +54,11 @@ class OutboxState(enum.Enum):
     ABANDONED = "ABANDONED"  # gave up; a person looks at it
     CANCELLED = "CANCELLED"  # the payment was reversed before its SMS left
     UNCERTAIN = "UNCERTAIN"  # its sender died mid-submit: maybe sent; never resent
+    # Final states from the SMSC's delivery receipts (billgw.sms.dlr.combine),
+    # and EXPIRED also for a receipt never submitted within ``expire_after``.
+    DELIVERED = "DELIVERED"
+    UNDELIVERABLE = "UNDELIVERABLE"
+    EXPIRED = "EXPIRED"
 
 
 class OutboxKind(enum.Enum):
@@ -66,20 +75,66 @@ sms_outbox = Table(
     Column("msisdn", String(20), nullable=False),
     Column("language", String(5), nullable=False),
     Column("text", UnicodeText, nullable=False),
-    Column("state", String(12), nullable=False),
+    Column("state", String(13), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", DateTime, nullable=False),
     Column("lease_until", DateTime, nullable=True),
     Column("lease_owner", String(64), nullable=True),
-    Column("smsc_message_ids", String(400), nullable=True),
+    # The SMSC's message ids are in sms_outbox_parts, one row per part.
     Column("data_coding", Integer, nullable=True),
     Column("parts", Integer, nullable=True),
     Column("last_error", String(400), nullable=True),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
+    # When the row last became due (created, or resent by an operator): the
+    # local expiry counts from here.
+    Column("queued_at", DateTime, nullable=False,
+           default=lambda ctx: ctx.get_current_parameters().get("created_at")),
     # Exactly one receipt (and one reversal notice) per payment, enforced by
     # the database rather than by process memory.
     UniqueConstraint("payment_id", "kind", name="uq_sms_outbox_payment_kind"),
+    # How many times an operator asked for this message again (billgw sms
+    # resend); each resend starts a fresh attempt budget.
+    Column("resends", Integer, nullable=False, default=0),
+)
+
+# One row per part the SMSC accepted: the id its submit_sm_resp gave, when,
+# and what its delivery receipt said.  ``message_key`` is the id in the form
+# receipts are matched in (billgw.sms.dlr.message_key).
+sms_outbox_parts = Table(
+    "sms_outbox_parts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("outbox_id", Integer, ForeignKey("sms_outbox.id"), nullable=False),
+    Column("resend_no", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("part_number", Integer, nullable=False),
+    Column("smsc", String(40), nullable=True),
+    Column("message_id", String(65), nullable=False),
+    Column("message_key", String(65), nullable=False),
+    Column("submitted_at", DateTime, nullable=False),
+    Column("dlr_stat", String(8), nullable=True),
+    Column("dlr_error", String(10), nullable=True),
+    Column("dlr_done_at", DateTime, nullable=True),  # the SMSC's "done date"
+    Column("dlr_at", DateTime, nullable=True),  # when the receipt reached us
+    UniqueConstraint("outbox_id", "resend_no", "attempt", "part_number", name="uq_sms_outbox_parts_part"),
+)
+Index("ix_sms_outbox_parts_key", sms_outbox_parts.c.message_key)
+Index("ix_sms_outbox_parts_outbox", sms_outbox_parts.c.outbox_id)
+
+# What happened to a receipt that is not in its row's columns: an operator's
+# resend (who, why), a local expiry.
+sms_outbox_events = Table(
+    "sms_outbox_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("outbox_id", Integer, ForeignKey("sms_outbox.id"), nullable=False, index=True),
+    Column("at", DateTime, nullable=False),
+    Column("event", String(20), nullable=False),
+    Column("from_state", String(13), nullable=True),
+    Column("to_state", String(13), nullable=True),
+    Column("actor", String(64), nullable=False),
+    Column("detail", String(400), nullable=True),
 )
 
 
@@ -98,7 +153,7 @@ class OutboxItem:
     text: str
     state: str
     attempts: int
-    smsc_message_ids: str | None = None
+    resends: int = 0
 
 
 def _item(row) -> OutboxItem:
@@ -111,7 +166,7 @@ def _item(row) -> OutboxItem:
         text=row.text,
         state=row.state,
         attempts=row.attempts,
-        smsc_message_ids=row.smsc_message_ids,
+        resends=row.resends,
     )
 
 
@@ -137,7 +192,8 @@ def enqueue(
     at = utc(now)
     result = conn.execute(_INSERT, {
         "payment_id": payment_id, "kind": kind.value, "msisdn": msisdn, "language": language, "text": text,
-        "state": state.value, "attempts": 0, "next_attempt_at": at, "created_at": at, "updated_at": at})
+        "state": state.value, "attempts": 0, "resends": 0, "next_attempt_at": at, "created_at": at, "updated_at": at,
+        "queued_at": at})
     return result.inserted_primary_key[0]
 
 
@@ -151,7 +207,8 @@ _CLAIMABLE = (OutboxState.QUEUED.value, OutboxState.FAILED.value)
 
 
 def claim_for_submit(
-    conn: Connection, *, now: float, owner: str, lease_seconds: float, limit: int
+    conn: Connection, *, now: float, owner: str, lease_seconds: float, limit: int,
+    expire_after: float | None = None,
 ) -> list[OutboxItem]:
     """Claim up to ``limit`` due messages and mark them SENDING, in one statement pair.
 
@@ -162,11 +219,15 @@ def claim_for_submit(
     of only the one in mid-submit.  A SENDING row whose lease expired (its
     sender died) becomes UNCERTAIN here instead of being sent again; on
     PostgreSQL the rows are selected ``FOR UPDATE SKIP LOCKED`` so that
-    several gateway processes never claim the same row.
+    several gateway processes never claim the same row.  With
+    ``expire_after``, a row still unsent that long after it was queued (or
+    resent) is not sent any more: it becomes EXPIRED (:func:`expire_stale`).
     """
     at = utc(now)
     t = sms_outbox
     _expire_dead_senders(conn, at)
+    if expire_after is not None:
+        expire_stale(conn, now=now, expire_after=expire_after)
     due = and_(t.c.state.in_(_CLAIMABLE), t.c.next_attempt_at <= at,
                or_(t.c.lease_until.is_(None), t.c.lease_until < at))
     query = select(t).where(due).order_by(t.c.id).limit(limit)
@@ -182,6 +243,38 @@ def claim_for_submit(
                 lease_until=utc(now + lease_seconds), lease_owner=owner, updated_at=at)
     )
     return [replace(_item(r), attempts=r.attempts + 1, state=OutboxState.SENDING.value) for r in rows]
+
+
+EXPIRE_BATCH = 500  # rows expired per claim at most: a claim stays short
+
+
+def expire_stale(conn: Connection, *, now: float, expire_after: float) -> int:
+    """Rows QUEUED or FAILED since more than ``expire_after`` seconds become
+    EXPIRED, each with an event: a receipt a day late is worse than none
+    (the subscriber has the ATM slip; an SMS tomorrow reads as a second
+    payment).  Counted from ``queued_at``: the row's creation, or the
+    operator's last resend.  Returns how many expired."""
+    t = sms_outbox
+    at = utc(now)
+    limit_at = utc(now - expire_after)
+    stale = and_(t.c.state.in_(_CLAIMABLE), t.c.queued_at < limit_at,
+                 or_(t.c.lease_until.is_(None), t.c.lease_until < at))
+    query = select(t.c.id, t.c.state, t.c.attempts).where(stale).order_by(t.c.id).limit(EXPIRE_BATCH)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = conn.execute(query).all()
+    if not rows:
+        return 0
+    reason = f"not submitted within {expire_after:g}s of being queued: not sent any more"
+    conn.execute(
+        update(t).where(t.c.id.in_([r.id for r in rows]), t.c.state.in_(_CLAIMABLE))
+        .values(state=OutboxState.EXPIRED.value, lease_until=None, lease_owner=None, updated_at=at,
+                last_error=reason)
+    )
+    conn.execute(sms_outbox_events.insert(), [
+        dict(outbox_id=r.id, at=at, event="EXPIRED", from_state=r.state, to_state=OutboxState.EXPIRED.value,
+             actor="sender", detail=f"{reason} (after {r.attempts} attempt(s))") for r in rows])
+    return len(rows)
 
 
 def _expire_dead_senders(conn: Connection, at: _dt.datetime) -> None:
@@ -200,7 +293,10 @@ class Outcome:
 
     ``state`` is SENT, FAILED (retry at ``retry_at``), ABANDONED, UNCERTAIN,
     or QUEUED for a row handed back untouched (the link went down before
-    writing it: the attempt is given back).
+    writing it: the attempt is given back).  ``message_ids`` are the parts
+    the SMSC accepted, in part order, with ``part_times`` (when each was
+    accepted) and the ``smsc`` that took them; ``attempt`` and ``resends``
+    are the row's when it was claimed (they key its parts).
     """
 
     item_id: int
@@ -210,21 +306,26 @@ class Outcome:
     parts: int | None = None
     error: str | None = None
     retry_at: float | None = None
+    part_times: tuple[float, ...] = ()
+    smsc: str | None = None
+    attempt: int = 0
+    resends: int = 0
 
 
 def record_outcomes(conn: Connection, outcomes: list[Outcome], *, owner: str, now: float) -> list[bool]:
     """Record many rows' outcomes in the caller's one transaction.
 
     Each update holds only if the row is still SENDING under ``owner`` (its
-    lease may have been lost meanwhile); returns one flag per outcome.
+    lease may have been lost meanwhile); returns one flag per outcome.  The
+    accepted parts go to ``sms_outbox_parts`` even when the lease was lost:
+    the SMSC has them, and their receipts must find their row.
     """
     t = sms_outbox
     at = utc(now)
     done = []
+    parts = []
     for o in outcomes:
         values = dict(state=o.state.value, lease_until=None, updated_at=at, last_error=(o.error or None) and o.error[:400])
-        if o.state is OutboxState.SENT or o.message_ids:
-            values.update(smsc_message_ids=",".join(o.message_ids)[:400] or None)
         if o.state is OutboxState.SENT:
             values.update(data_coding=o.data_coding, parts=o.parts, last_error=None)
         elif o.state is OutboxState.FAILED:
@@ -235,11 +336,26 @@ def record_outcomes(conn: Connection, outcomes: list[Outcome], *, owner: str, no
             values.update(attempts=t.c.attempts - 1, lease_owner=None,
                           state=case((t.c.attempts > 1, OutboxState.FAILED.value),
                                      else_=OutboxState.QUEUED.value))
+            if o.retry_at is not None:  # not at once: its SMSC is down
+                values.update(next_attempt_at=utc(o.retry_at))
         result = conn.execute(
             update(t).where(t.c.id == o.item_id, t.c.state == OutboxState.SENDING.value,
                             t.c.lease_owner == owner).values(**values)
         )
         done.append(result.rowcount == 1)
+        if o.message_ids and result.rowcount != 1 and conn.execute(
+                select(sms_outbox_parts.c.id).where(sms_outbox_parts.c.outbox_id == o.item_id,
+                                                    sms_outbox_parts.c.resend_no == o.resends,
+                                                    sms_outbox_parts.c.attempt == o.attempt).limit(1)).first():
+            continue  # this submission's parts are recorded already
+        for number, message_id in enumerate(o.message_ids, start=1):
+            times = o.part_times
+            submitted = utc(times[number - 1]) if len(times) >= number else at
+            parts.append(dict(outbox_id=o.item_id, resend_no=o.resends, attempt=o.attempt, part_number=number,
+                              smsc=o.smsc, message_id=message_id[:65], message_key=message_key(message_id)[:65],
+                              submitted_at=submitted))
+    if parts:
+        conn.execute(sms_outbox_parts.insert(), parts)
     return done
 
 
@@ -263,3 +379,33 @@ def get_for_payment(conn: Connection, payment_id: str) -> list[OutboxItem]:
         select(sms_outbox).where(sms_outbox.c.payment_id == payment_id).order_by(sms_outbox.c.id)
     ).all()
     return [_item(r) for r in rows]
+
+
+def message_ids(conn: Connection, outbox_id: int) -> list[str]:
+    """The SMSC's ids of the row's latest submission, in part order."""
+    p = sms_outbox_parts
+    latest = conn.execute(select(p.c.resend_no, p.c.attempt).where(p.c.outbox_id == outbox_id)
+                          .order_by(p.c.resend_no.desc(), p.c.attempt.desc()).limit(1)).one_or_none()
+    if latest is None:
+        return []
+    return list(conn.execute(select(p.c.message_id).where(
+        p.c.outbox_id == outbox_id, p.c.resend_no == latest.resend_no, p.c.attempt == latest.attempt)
+        .order_by(p.c.part_number)).scalars())
+
+
+# Rows whose message may be on the subscriber's phone, whatever the receipts
+# said (an UNDELIVERABLE message may have shown some of its parts).
+_MAYBE_LEFT = frozenset({OutboxState.SENDING.value, OutboxState.SENT.value, OutboxState.UNCERTAIN.value,
+                         OutboxState.DELIVERED.value, OutboxState.UNDELIVERABLE.value})
+
+
+def may_have_left(conn: Connection, item: OutboxItem) -> bool:
+    """True when the SMSC may have this message: a reversal then needs a
+    notice.  EXPIRED is both the SMSC's verdict on a sent message (it has
+    parts) and the local expiry of one never submitted (none)."""
+    if item.state in _MAYBE_LEFT:
+        return True
+    if item.state == OutboxState.EXPIRED.value:
+        return conn.execute(select(sms_outbox_parts.c.id).where(sms_outbox_parts.c.outbox_id == item.id)
+                            .limit(1)).first() is not None
+    return False

@@ -81,8 +81,14 @@ class OutboxSender(Service):
         max_attempts: int = 10,
         retry_base: float = 30.0,
         retry_cap: float = 3600.0,
+        expire_after: float | None = None,
+        on_parts_recorded=None,
         logger=None,
     ):
+        """``expire_after``: a receipt not submitted that many seconds after it
+        was queued is not sent any more (EXPIRED).  ``on_parts_recorded()``
+        is called after message ids were committed (the delivery recorder
+        then retries receipts that came before their ids)."""
         if batch_size < 1 or max_attempts < 1:
             raise ValueError("batch_size and max_attempts must be at least 1")
         self._run_in_db = run_in_db
@@ -95,6 +101,8 @@ class OutboxSender(Service):
         self.max_attempts = max_attempts
         self.retry_base = retry_base
         self.retry_cap = retry_cap
+        self.expire_after = expire_after
+        self._on_parts_recorded = on_parts_recorded
         self._log = (logger or structlog.get_logger()).bind(sms_sender=owner)
         self._loop: task.LoopingCall | None = None
         self._draining = False
@@ -201,7 +209,7 @@ class OutboxSender(Service):
 
     def _claim(self, conn, now, limit):
         return outbox.claim_for_submit(conn, now=now, owner=self.owner, lease_seconds=self.lease_seconds,
-                                       limit=limit)
+                                       limit=limit, expire_after=self.expire_after)
 
     def _submit(self, item) -> None:
         self._in_flight[item.id] = item
@@ -224,14 +232,20 @@ class OutboxSender(Service):
             d.callback(None)
 
     def _outcome(self, result, item) -> Outcome:
+        keys = dict(attempt=item.attempts, resends=getattr(item, "resends", 0))
         if isinstance(result, SubmitResult):
-            return Outcome(item.id, OutboxState.SENT, tuple(result.message_ids), result.data_coding, result.parts)
+            return Outcome(item.id, OutboxState.SENT, tuple(result.message_ids), result.data_coding, result.parts,
+                           part_times=tuple(result.part_times), smsc=result.smsc, **keys)
         error = result.value if isinstance(result, Failure) else result
         text = describe_error(result) if isinstance(result, Failure) else repr(result)
         if isinstance(error, SmppLinkDown):
-            return Outcome(item.id, OutboxState.QUEUED, error=text)
+            # Not claimed again before the next poll: with several SMSCs the
+            # sender goes on while one is down, and must not spin on its rows.
+            delay = min(self.poll_interval, self.retry_base)
+            return Outcome(item.id, OutboxState.QUEUED, error=text, retry_at=self._clock.seconds() + delay)
         if isinstance(error, SmppUncertain):
-            return Outcome(item.id, OutboxState.UNCERTAIN, tuple(error.message_ids), error=text)
+            return Outcome(item.id, OutboxState.UNCERTAIN, tuple(error.message_ids), error=text,
+                           part_times=tuple(error.part_times), smsc=error.smsc, **keys)
         if isinstance(error, SmppInvalidMessage) or (isinstance(error, SmppSubmitError) and error.permanent):
             return Outcome(item.id, OutboxState.ABANDONED, error=text)
         if isinstance(error, SmppSubmitError):
@@ -284,6 +298,8 @@ class OutboxSender(Service):
                     continue
                 for (o, item), recorded in zip(batch, done):
                     self._log_outcome(o, item, recorded, now)
+                if self._on_parts_recorded is not None and any(o.message_ids for o, _ in batch):
+                    self._on_parts_recorded()
         finally:
             self._recording = None  # (when asynchronous; see _record_soon)
 

@@ -92,12 +92,15 @@ class SmppInvalidMessage(Exception):
 
 
 class SmppUncertain(Exception):
-    """The SMSC may hold all or part of the message: never resend it blindly."""
+    """The SMSC may hold all or part of the message: never resend it blindly.
+    ``message_ids`` (and ``part_times``) are the parts it did accept."""
 
-    def __init__(self, reason: str, message_ids: list[str], parts: int):
+    def __init__(self, reason: str, message_ids: list[str], parts: int, part_times=(), smsc: str | None = None):
         super().__init__(reason)
         self.message_ids = list(message_ids)
         self.parts = parts
+        self.part_times = tuple(part_times)
+        self.smsc = smsc
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,32 @@ class SubmitResult:
     message_ids: list[str]  # one per part, in part order
     parts: int
     data_coding: int
+    part_times: tuple[float, ...] = ()  # when each part's submit_sm_resp came (clock seconds)
+    smsc: str | None = None  # the SMSC connection that took it (SmppLinkConfig.name)
+
+
+def part_fields(message: EncodedMessage, index: int) -> dict:
+    """The submit_sm fields one part carries, sent as they are.
+
+    A part is either the ``short_message`` octets (the message's esm_class
+    applies), or an object that carries its own ``short_message``, and may
+    carry ``esm_class`` and optional TLVs (``optional_params`` or ``tlvs``,
+    a mapping of smpplib parameter names, e.g. ``sar_msg_ref_num``): the
+    encoder decides how a message is split and joined, the link never
+    rebuilds it.
+    """
+    part = message.parts[index]
+    if isinstance(part, (bytes, bytearray)):
+        return {"short_message": bytes(part), "esm_class": message.esm_class}
+    fields = {"short_message": part.short_message, "esm_class": getattr(part, "esm_class", message.esm_class)}
+    for name in ("optional_params", "tlvs"):
+        extra = getattr(part, name, None)
+        if extra:
+            fields.update(extra)
+    return fields
+
+
+BIND_MODES = ("transceiver", "transmitter", "receiver")
 
 
 @dataclass(frozen=True)
@@ -114,14 +143,18 @@ class SmppLinkConfig:
     system_id: str
     password: str
     system_type: str = ""
-    bind_mode: str = "transceiver"  # or "transmitter"
+    # transceiver: submits and receives delivery receipts on one bind;
+    # transmitter: submits only (receipts need a receiver bind beside it);
+    # receiver: receipts only.
+    bind_mode: str = "transceiver"
+    name: str = "default"  # the SMSC connection this bind belongs to (receipts are matched within it)
     addr_ton: int = 0
     addr_npi: int = 0
     address_range: str = ""
     source_addr: str = "BillGW"
     source_addr_ton: int = 5
     source_addr_npi: int = 0
-    registered_delivery: int = 0
+    registered_delivery: int = 1  # 1: a final delivery receipt for every part
     validity_period: float = 0.0  # seconds; 0: the SMSC's default
     country: str = "JO"  # for national MSISDNs
     window: int = 10
@@ -141,8 +174,8 @@ class SmppLinkConfig:
     stop_timeout: float = 15.0
 
     def __post_init__(self):
-        if self.bind_mode not in ("transceiver", "transmitter"):
-            raise ValueError(f"bind_mode must be transceiver or transmitter, not {self.bind_mode!r}")
+        if self.bind_mode not in BIND_MODES:
+            raise ValueError(f"bind_mode must be transceiver, transmitter or receiver, not {self.bind_mode!r}")
         if self.stop_timeout <= self.response_timeout:
             raise ValueError(
                 f"stop_timeout ({self.stop_timeout}s) must exceed response_timeout ({self.response_timeout}s)"
@@ -175,6 +208,7 @@ class _Job:
     deferred: defer.Deferred = field(repr=False)
     next_part: int = 0  # index of the part to write next
     message_ids: list[str] = field(default_factory=list)
+    part_times: list[float] = field(default_factory=list)
     retries_left: int = 0
     cancelled: bool = False
 
@@ -189,7 +223,8 @@ class SmppLink(Service):
         self.config = config
         self.status_table = status_table or load_status_table()
         self._log = (logger or structlog.get_logger()).bind(
-            smsc=f"{config.host}:{config.port}", system_id=config.system_id
+            smsc=f"{config.host}:{config.port}", system_id=config.system_id, smsc_name=config.name,
+            bind_mode=config.bind_mode,
         )
         self._connect = connect or self._connect_tcp
         self._random = random
@@ -206,7 +241,9 @@ class SmppLink(Service):
         self._reference = int(self._random() * 256) & 0xFF
         self._state_waiters: list[tuple[frozenset, defer.Deferred]] = []
         self._stopping = False
-        self.on_deliver = None  # set by whoever handles delivery receipts
+        # Called with (deliver_sm PDU, SMSC name) after it was answered; set
+        # by whoever handles delivery receipts (the sender's recorder).
+        self.on_deliver = None
 
     # ------------------------------------------------------------------
     @property
@@ -216,6 +253,16 @@ class SmppLink(Service):
     @property
     def window(self) -> int:
         return self.config.window
+
+    @property
+    def transmits(self) -> bool:
+        """False for a receiver bind: it takes no submits."""
+        return self.config.bind_mode != "receiver"
+
+    @property
+    def free(self) -> int:
+        """Window slots not taken by messages in flight or queued here."""
+        return self.config.window - self._in_flight - len(self._ready)
 
     def health(self) -> dict:
         """What an operator (or a health endpoint) needs to see."""
@@ -362,6 +409,8 @@ class SmppLink(Service):
         """Send one message; fires with :class:`SubmitResult` or fails with one
         of the errors above (never anything else, short of a bug).  No timeout
         is needed on top: every part has its own response timer."""
+        if not self.transmits:
+            return defer.fail(SmppLinkDown("a receiver bind takes no submits"))
         if self.state is not LinkState.BOUND:
             return defer.fail(SmppLinkDown(self._down_reason()))
         try:
@@ -414,13 +463,13 @@ class SmppLink(Service):
         fields = dict(
             source_addr_ton=cfg.source_addr_ton, source_addr_npi=cfg.source_addr_npi, source_addr=cfg.source_addr,
             dest_addr_ton=job.destination.ton, dest_addr_npi=job.destination.npi,
-            destination_addr=job.destination.address, esm_class=message.esm_class,
+            destination_addr=job.destination.address,
             data_coding=message.data_coding, registered_delivery=cfg.registered_delivery,
-            short_message=message.parts[job.next_part],
         )
         if cfg.validity_period:
             fields["validity_period"] = relative_validity(cfg.validity_period)
         try:
+            fields.update(part_fields(message, job.next_part))
             pdu = smpp.make_pdu("submit_sm", client=proto, **fields)
             d = proto.request(pdu, cfg.response_timeout)
         except Exception as e:  # nothing was written: this row alone fails
@@ -443,9 +492,11 @@ class SmppLink(Service):
         if status == 0:
             self.pacer.accepted()
             job.message_ids.append(text(getattr(resp, "message_id", "")))
+            job.part_times.append(self._reactor.seconds())
             job.next_part += 1
             if job.next_part == parts:
-                self._finish(job, SubmitResult(job.message_ids, parts, job.message.data_coding))
+                self._finish(job, SubmitResult(job.message_ids, parts, job.message.data_coding,
+                                               tuple(job.part_times), self.config.name))
             else:
                 self._ready.appendleft(job)  # the next part goes before new messages
         else:
@@ -473,13 +524,13 @@ class SmppLink(Service):
             reason = f"part {part}/{parts} written, no answer: {failure.getErrorMessage()}"
         else:
             reason = f"part {part}/{parts} written, then {failure.getErrorMessage()}"
-        self._finish(job, SmppUncertain(reason, job.message_ids, parts))
+        self._finish(job, SmppUncertain(reason, job.message_ids, parts, job.part_times, self.config.name))
         self._pump()
 
     def _partial(self, job: _Job, reason: str) -> SmppUncertain:
         accepted = len(job.message_ids)
         return SmppUncertain(f"{accepted} of {len(job.message.parts)} parts accepted; {reason}",
-                             job.message_ids, len(job.message.parts))
+                             job.message_ids, len(job.message.parts), job.part_times, self.config.name)
 
     def _unwritten_or_partial(self, job: _Job, reason: str) -> Exception:
         return SmppLinkDown(reason) if job.next_part == 0 else self._partial(job, reason)
@@ -502,7 +553,7 @@ class SmppLink(Service):
         if handler is None:
             self._log.info("smpp.deliver_sm", receipted_message_id=text(getattr(pdu, "receipted_message_id", "")))
         else:
-            handler(pdu)
+            handler(pdu, self.config.name)
 
 
 class _OneProtocolFactory:

@@ -284,3 +284,19 @@ class PduFramer:
             frames.append(self._buffer[:length])
             self._buffer = self._buffer[length:]
         return frames
+
+
+TLV_RECEIPTED_MESSAGE_ID = 0x001E
+TLV_MESSAGE_STATE = 0x0427
+MESSAGE_STATES = {"ENROUTE": 1, "DELIVRD": 2, "EXPIRED": 3, "DELETED": 4, "UNDELIV": 5, "ACCEPTD": 6,
+                  "UNKNOWN": 7, "REJECTD": 8}
+
+
+def encode_tlv(tag: int, value: bytes) -> bytes:
+    return struct.pack(">HH", tag, len(value)) + value
+
+
+def encode_deliver_sm(sm: SubmitSm, tlvs: bytes = b"") -> bytes:
+    """deliver_sm's mandatory fields are laid out as submit_sm's (SMPP 3.4
+    §4.6.1); optional TLVs follow."""
+    return encode_submit_sm(sm) + tlvs

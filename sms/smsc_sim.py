@@ -31,6 +31,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from billgw.sms import smpp_pdu as p
+from billgw.sms.smsc_dlr import DlrSender
 from billgw.sms.encoding import DATA_CODING_GSM7, DATA_CODING_UCS2, ESM_CLASS_UDHI, decode_gsm7
 
 
@@ -72,6 +73,12 @@ class SmscProtocol(Protocol):
         self.framer = p.PduFramer()
         self.bound_as: str | None = None
         self.system_id: str | None = None
+        self._sequence = 0
+
+    def next_sequence(self) -> int:
+        """Sequence numbers of the SMSC's own requests (deliver_sm)."""
+        self._sequence = self._sequence % 0x7FFFFFFF + 1
+        return self._sequence
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -139,6 +146,7 @@ class SmscFactory(Factory):
         message_id_prefix: str = "smsc-",
         logger=None,
         run_blocking=None,
+        dlr=None,
     ):
         """``run_blocking(fn, *args)`` runs a record append off the reactor
         thread and returns a Deferred.  Without it, a record file needs the
@@ -159,6 +167,8 @@ class SmscFactory(Factory):
         self.pdus_received: list[p.Pdu] = []  # every PDU, requests and responses
         self._pdu_waiters: list[tuple[int, int, defer.Deferred]] = []
         self._run_blocking = run_blocking
+        # Delivery receipts (billgw.sms.smsc_dlr.DlrPolicy); None: none sent.
+        self.dlr = DlrSender(self, dlr) if dlr is not None else None
         self._record_pool: ThreadPool | None = None
         self._pending_records = 0
         self._record_waiters: list[defer.Deferred] = []
@@ -216,6 +226,8 @@ class SmscFactory(Factory):
         self.log.info("smsc.bind", system_id=req.system_id, mode=mode, status=p.status_name(status))
         body = p.encode_message_id_body("billgw-smsc-sim") if status == p.ESME_ROK else b""
         proto.respond(pdu, status, body)
+        if status == p.ESME_ROK and self.dlr is not None:
+            self.dlr.bound(proto)
 
     # -- submits ----------------------------------------------------------
     def submit_received(self, proto: SmscProtocol, pdu: p.Pdu, sm: p.SubmitSm) -> None:
@@ -224,9 +236,19 @@ class SmscFactory(Factory):
 
     def respond_to_submit(self, proto: SmscProtocol, pdu: p.Pdu, sm: p.SubmitSm) -> None:
         """Accept: assign a message id, answer, record.  Subclasses misbehave here."""
-        message_id = f"{self.message_id_prefix}{next(self._ids):06d}"
+        message_id = self.next_message_id()
+        if self.dlr is not None:
+            self.dlr.submitted(proto, sm, message_id, answered=False)
         proto.respond(pdu, p.ESME_ROK, p.encode_message_id_body(message_id))
         self.accept(proto.system_id or "", sm, message_id)
+        if self.dlr is not None:
+            self.dlr.submitted(proto, sm, message_id, answered=True)
+
+    def next_message_id(self) -> str:
+        n = next(self._ids)
+        if self.dlr is not None:
+            return self.dlr.policy.message_id(n, self.message_id_prefix)
+        return f"{self.message_id_prefix}{n:06d}"
 
     def accept(self, system_id: str, sm: p.SubmitSm, message_id: str) -> None:
         concat, payload = (None, sm.short_message)

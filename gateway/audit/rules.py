@@ -55,10 +55,13 @@ UNDONE_STATES = frozenset({State.REVERSED.value, State.DECLINED.value})
 
 # SMS rows that have gone, are going, or will go to the subscriber's phone.
 _SMS_LIVE = frozenset({OutboxState.QUEUED.value, OutboxState.SENDING.value, OutboxState.SENT.value,
-                       OutboxState.FAILED.value, OutboxState.UNCERTAIN.value})
-# A receipt in these states may already be on the subscriber's phone.
+                       OutboxState.FAILED.value, OutboxState.UNCERTAIN.value,
+                       OutboxState.DELIVERED.value, OutboxState.UNDELIVERABLE.value, OutboxState.EXPIRED.value})
+# A receipt in these states may already be on the subscriber's phone
+# (UNDELIVERABLE: some of its parts may be).
 _SMS_MAYBE_DELIVERED = frozenset({OutboxState.SENT.value, OutboxState.SENDING.value,
-                                  OutboxState.UNCERTAIN.value})
+                                  OutboxState.UNCERTAIN.value, OutboxState.DELIVERED.value,
+                                  OutboxState.UNDELIVERABLE.value})
 
 _REVERSAL_NOT_FOUND = "NOT_FOUND"
 _REVERSAL_EXCEPTION = "EXCEPTION"

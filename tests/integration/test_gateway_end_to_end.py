@@ -42,7 +42,7 @@ from billgw.gateway.migrate import upgrade
 from billgw.gateway.schema import transactions
 from billgw.gateway.service import GatewayService
 from billgw.iso8583.bill_data import BillRequestData
-from billgw.sms.outbox import sms_outbox
+from billgw.sms.outbox import sms_outbox, sms_outbox_parts
 from billgw.sms.smpp_link import LinkState
 from billgw.sms.smsc_sim import listen_smsc
 
@@ -94,7 +94,7 @@ class Stack:
         self._sockets: list[socket.socket] = []
 
     async def start(self, *, resource_class=TelecomResource, biller_timeout: float | None = None,
-                    independent_sms: bool = False) -> "Stack":
+                    independent_sms: bool = False, smsc_kwargs: dict | None = None) -> "Stack":
         r = self.reactor
         self.tel_port, self.telecom = await bounded(
             listen_telecom_sim(r, LOOPBACK, db_path=str(self.tmp_path / "ledger.sqlite"),
@@ -105,7 +105,7 @@ class Stack:
             smsc_port_number = self.independent_smsc.port
         else:
             self.smsc_port, self.smsc = await bounded(
-                listen_smsc(r, LOOPBACK, system_id=SYSTEM_ID, password=PASSWORD), r)
+                listen_smsc(r, LOOPBACK, system_id=SYSTEM_ID, password=PASSWORD, **(smsc_kwargs or {})), r)
             smsc_port_number = self.smsc_port.getHost().port
 
         self.engine = make_engine(self.db_url, 2)
@@ -183,6 +183,11 @@ class Stack:
 
     async def outbox(self) -> list[dict]:
         return await self.rows(select(sms_outbox).order_by(sms_outbox.c.id))
+
+    async def message_ids(self, outbox_id: int) -> list[str]:
+        parts = await self.rows(select(sms_outbox_parts.c.message_id).where(sms_outbox_parts.c.outbox_id == outbox_id)
+                                .order_by(sms_outbox_parts.c.part_number))
+        return [p["message_id"] for p in parts]
 
     async def postings(self):
         return await bounded(self.telecom.postings(), self.reactor)
@@ -340,7 +345,7 @@ async def test_inquiry_then_payment_is_posted_once_journaled_and_receipted(stack
     await stack.sms_drained()
     [sms_row] = await stack.outbox()
     assert (sms_row["payment_id"], sms_row["state"], sms_row["data_coding"]) == (reference, "SENT", 0)
-    assert sms_row["smsc_message_ids"].split(",") == message.message_ids
+    assert await stack.message_ids(sms_row["id"]) == message.message_ids
     assert sms_row["text"] == message.text
     no_full_pan(sms_row)
 
@@ -363,7 +368,7 @@ async def test_arabic_receipt_is_ucs2_in_several_parts_reassembled_exactly(stack
     await stack.sms_drained()
     [sms_row] = await stack.outbox()
     assert (sms_row["state"], sms_row["parts"], sms_row["data_coding"]) == ("SENT", message.parts, 8)
-    assert sms_row["smsc_message_ids"].split(",") == message.message_ids
+    assert await stack.message_ids(sms_row["id"]) == message.message_ids
 
 
 # -- repeats ------------------------------------------------------------------------
@@ -538,10 +543,11 @@ async def test_independent_client_and_independent_smsc(stack, reactor):
                                             receipt_number=receipt, reference=reference,
                                             paid_at=row["updated_at"])
     assert (message.data_coding, message.destination_addr, message.system_id) == (0, MSISDN, SYSTEM_ID)
-    assert smsc.binds == [(SYSTEM_ID, "transmitter", 0)]
+    assert smsc.binds == [(SYSTEM_ID, "transceiver", 0)]  # the default bind receives receipts
     await stack.sms_drained()
     [sms_row] = await stack.outbox()
-    assert (sms_row["state"], sms_row["smsc_message_ids"]) == ("SENT", ",".join(message.message_ids))
+    assert sms_row["state"] in ("SENT", "DELIVERED")
+    assert await stack.message_ids(sms_row["id"]) == message.message_ids
 
 
 # -- hostile input ------------------------------------------------------------------
@@ -579,3 +585,28 @@ async def test_format_error_keeps_the_connection_an_undecodable_frame_closes_it(
     assert (after["mti"], after["39"], after["11"]) == ("0810", "00", "000802")
     assert closed
     assert await stack.rows(select(transactions)) == [] and await stack.postings() == []
+
+
+# -- delivery receipts through the whole gateway -------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_a_paid_receipt_ends_delivered_when_the_smsc_says_so(stack, reactor):
+    from billgw.sms.smsc_dlr import DlrPolicy
+
+    await stack.start(smsc_kwargs={"dlr": DlrPolicy(form="text", ids="hex-decimal")})
+
+    def switch():
+        sock = stack.raw_socket()
+        independent.sign_on(sock, stan="000801")
+        return independent.pay(sock, stan="000802", amount_minor=12500, biller="TEL", service="MOBILE",
+                               billing_number=BILLING_NUMBER, msisdn=MSISDN, language="en")
+
+    paid = await in_thread(reactor, switch)
+    assert paid["39"] == "00"
+    [message] = await bounded(stack.smsc.wait_for_messages(1), reactor)
+    await bounded(stack.gateway.delivery_receipts.wait_recorded(message.parts), reactor)
+    await bounded(stack.gateway.delivery_receipts.idle(), reactor)
+    [sms_row] = await stack.outbox()
+    assert (sms_row["payment_id"], sms_row["state"]) == (paid["48.PR"], "DELIVERED")
+    assert await stack.message_ids(sms_row["id"]) == message.message_ids
+    assert stack.smsc.binds == [(SYSTEM_ID, "transceiver", 0)]

@@ -19,7 +19,7 @@ def config(**overrides):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"bind_mode": "receiver"}, "bind_mode"),
+        ({"bind_mode": "outbound"}, "bind_mode"),
         ({"socket_timeout": 5.0, "stop_timeout": 10.0}, "stop_timeout"),
         ({"response_timeout": 0}, "response_timeout must be positive"),
     ],

@@ -148,10 +148,12 @@ def test_window_caps_submits_in_flight_and_each_answer_frees_a_slot(make_link, s
     ds = [link.submit(MSISDN, f"receipt {n}") for n in range(5)]
     written = submits(smsc.read())
     assert [sm.short_message for _, sm in written] == [b"receipt 0", b"receipt 1", b"receipt 2"]
+    answered_at = clock.seconds()
     smsc.answer(written[1][0])
     [(pdu3, sm3)] = submits(smsc.read())
     assert sm3.short_message == b"receipt 3"
-    assert results(ds)[1] == SubmitResult(["id-3"], 1, 0)  # sequence 1 was the bind
+    # sequence 1 was the bind; the part's time is the answer's, on the clock
+    assert results(ds)[1] == SubmitResult(["id-3"], 1, 0, (answered_at,), "default")
     assert results(ds)[0] is None and link.health()["in_flight"] == 3
 
 
