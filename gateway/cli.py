@@ -9,6 +9,8 @@ Sub-commands::
     billgw [--config FILE] check-config
     billgw [--config FILE] db upgrade
     billgw [--config FILE] audit --ledger CODE=PATH [--ledger CODE=PATH ...] [--json]
+    billgw [--config FILE] sms preview [--biller CODE] [--language LANG] [--reversal]
+    billgw [--config FILE] sms ref SHORT_REFERENCE
     billgw telecom-sim [--listen ENDPOINT] [--db PATH] [--reversal-policy allowed|never]
     billgw json-biller-sim [--listen ENDPOINT] [--service NAME ...] [--behaviour KIND] [--reversal-policy P]
     billgw smsc-sim [--listen ENDPOINT] [--system-id ID] [--password PW] [--record PATH]
@@ -65,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--ledger", action="append", required=True, metavar="CODE=PATH",
                        help="a biller's ledger to compare, e.g. TEL=var/telecom-sim.sqlite (repeatable)")
     audit.add_argument("--json", action="store_true", help="print a machine-readable object")
+
+    sms = sub.add_parser("sms", help="SMS receipts: preview the templates, find a short reference")
+    from .sms_preview import add_arguments as add_sms_preview_arguments
+
+    add_sms_preview_arguments(sms.add_subparsers(dest="sms_command", required=True))
 
     demo = sub.add_parser("demo", help="gateway + simulators on loopback, one inquiry and payments")
     demo.add_argument("--workdir", default="var/demo", help="wiped and recreated on each run")
@@ -221,6 +228,10 @@ def main(argv=None) -> None:
             from .audit import run_command
 
             raise SystemExit(run_command(_settings(args), args.ledger, as_json=args.json))
+        if args.command == "sms" and args.sms_command in ("preview", "ref"):
+            from .sms_preview import run as run_sms
+
+            raise SystemExit(run_sms(_settings(args), args))
         if args.command in ("serve",):
             validate_adapters(_settings(args))  # fail on bad config before the reactor starts
     except ConfigError as exc:

@@ -37,6 +37,7 @@ class ReceiptComposer:
             receipt_number=receipt_number,
             reference=reference,
             masked_pan=masked_pan or "",
+            biller_code=biller.code,
         )
 
     def receipt_text(self, *, language: str, **kwargs) -> str:

@@ -149,7 +149,7 @@ class GatewayService(MultiService):
                 enquire_link_interval=sms.enquire_link_interval, enquire_link_timeout=sms.enquire_link_timeout,
                 pdu_read_timeout=sms.pdu_read_timeout, max_pdu_length=sms.max_pdu_length,
                 reconnect_initial=sms.reconnect_initial, reconnect_max=sms.reconnect_max,
-                stop_timeout=sms.submit_timeout + 5.0,
+                stop_timeout=sms.submit_timeout + 5.0, concatenation=sms.concatenation,
             ), status_table=sms.status_table, logger=self.log.bind(component="smpp"))
             self.link.setServiceParent(self)
             self.sender = OutboxSender(

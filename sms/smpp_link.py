@@ -49,7 +49,14 @@ from twisted.internet import defer, endpoints
 from twisted.python.failure import Failure
 
 from billgw.sms.backoff import exponential_backoff
-from billgw.sms.encoding import EncodedMessage, MessageTooLong, split_message
+from billgw.sms.encoding import (
+    CONCATENATION_SCHEMES,
+    REFERENCE_MODULUS,
+    EncodedMessage,
+    MessageTooLong,
+    ReferenceCounter,
+    split_message,
+)
 from billgw.sms.msisdn import Destination, InvalidMsisdn, normalise_msisdn
 from billgw.sms.pacer import Pacer
 from billgw.sms.smpp_client import (
@@ -139,8 +146,11 @@ class SmppLinkConfig:
     reconnect_max: float = 60.0
     reconnect_jitter: float = 0.25  # up to +25% of the delay
     stop_timeout: float = 15.0
+    concatenation: str = "udh8"  # or "udh16", "sar" (sms/encoding.py)
 
     def __post_init__(self):
+        if self.concatenation not in CONCATENATION_SCHEMES:
+            raise ValueError(f"concatenation must be one of {', '.join(CONCATENATION_SCHEMES)}")
         if self.bind_mode not in ("transceiver", "transmitter"):
             raise ValueError(f"bind_mode must be transceiver or transmitter, not {self.bind_mode!r}")
         if self.stop_timeout <= self.response_timeout:
@@ -203,7 +213,7 @@ class SmppLink(Service):
         self._in_flight = 0
         self._pump_timer = None
         self._reconnect_timer = None
-        self._reference = int(self._random() * 256) & 0xFF
+        self._references = ReferenceCounter(REFERENCE_MODULUS[config.concatenation])
         self._state_waiters: list[tuple[frozenset, defer.Deferred]] = []
         self._stopping = False
         self.on_deliver = None  # set by whoever handles delivery receipts
@@ -366,8 +376,8 @@ class SmppLink(Service):
             return defer.fail(SmppLinkDown(self._down_reason()))
         try:
             dest = normalise_msisdn(destination, self.config.country)
-            self._reference = (self._reference + 1) & 0xFF
-            message = split_message(text_, reference=self._reference)
+            reference = self._references.next(dest.address, self._reactor.seconds())
+            message = split_message(text_, reference=reference, scheme=self.config.concatenation)
         except (InvalidMsisdn, MessageTooLong) as e:
             return defer.fail(SmppInvalidMessage(str(e)))
         except Exception as e:  # the text itself cannot be encoded
@@ -414,9 +424,9 @@ class SmppLink(Service):
         fields = dict(
             source_addr_ton=cfg.source_addr_ton, source_addr_npi=cfg.source_addr_npi, source_addr=cfg.source_addr,
             dest_addr_ton=job.destination.ton, dest_addr_npi=job.destination.npi,
-            destination_addr=job.destination.address, esm_class=message.esm_class,
+            destination_addr=job.destination.address,
             data_coding=message.data_coding, registered_delivery=cfg.registered_delivery,
-            short_message=message.parts[job.next_part],
+            **message.part(job.next_part).submit_fields(),  # short_message, esm_class, SAR TLVs
         )
         if cfg.validity_period:
             fields["validity_period"] = relative_validity(cfg.validity_period)
