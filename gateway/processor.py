@@ -63,6 +63,7 @@ from .config import FEE_CUSTOMER, REFERENCE_IGNORED, REFERENCE_REQUIRED, BillerS
 from .db import JournalBusy
 from .journal import NewTransaction, TransactionView
 from .machine import Event
+from . import msisdn_policy
 from .receipts import ReceiptComposer
 from .states import State
 
@@ -158,7 +159,11 @@ class TransactionProcessor:
         new_auth: Callable[[], str] = new_auth_code,
         status_delay: float = 30.0,
         expire_after: float = 86400.0,
+        sms_country: str = "JO",
+        invalid_msisdn: str = msisdn_policy.DECLINE,
     ):
+        self._sms_country = sms_country
+        self._invalid_msisdn = invalid_msisdn
         self._journal = journal
         self._billers = billers
         self._codes = codes
@@ -230,10 +235,22 @@ class TransactionProcessor:
     def _code(self, outcome: Outcome) -> str:
         return self._codes.code(outcome)
 
+    def _judge_msisdn(self, request: BillRequest) -> msisdn_policy.MsisdnVerdict:
+        """The receipt's number, judged before anything is posted (pure; docs/sms.md)."""
+        return msisdn_policy.judge_msisdn(request.bill.msisdn, country=self._sms_country,
+                                          policy=self._invalid_msisdn,
+                                          payment=request.kind is RequestKind.PAYMENT, advice=request.is_advice)
+
     async def _handle(self, request: BillRequest, log) -> Response:
         now = self._clock.seconds()
         problem, route, service = local_check(request, self._billers)
-        new = self._new_transaction(request, service, problem)
+        verdict = self._judge_msisdn(request)
+        if problem is None and verdict.problem is not None:
+            problem = verdict.problem
+        new = self._new_transaction(request, service, problem, verdict)
+        if verdict.reason is not None:
+            log.warning("receipt number invalid", payment_id=new.id, reason=verdict.reason,
+                        action="declined" if verdict.problem else "no SMS receipt")
         reversed_first = request.respond_bill(self._code(Outcome.TRANSACTION_REVERSED))
         recorded, was_reversed = await self._journal.admit(
             settle.record_request, new, now, self.context, (reversed_first.mti, reversed_first.fields),
@@ -275,7 +292,8 @@ class TransactionProcessor:
         return response
 
     def _new_transaction(self, request: BillRequest, service: ServiceSettings | None,
-                         problem: Outcome | None) -> NewTransaction:
+                         problem: Outcome | None, verdict: msisdn_policy.MsisdnVerdict | None = None) -> NewTransaction:
+        verdict = verdict or self._judge_msisdn(request)
         f = request.fields
         bill = request.bill
         keys = request.keys  # acquirer id normalised as reversals' F90 is
@@ -292,7 +310,7 @@ class TransactionProcessor:
             # that broke the rules is never posted, so it is kept masked.
             billing_number=(bill.billing_number if problem is None else mask_text(bill.billing_number))[:30],
             bill_number=mask_text(bill.bill_number)[:30] if bill.bill_number else None,
-            msisdn=bill.msisdn, language=bill.language[:5],
+            msisdn=verdict.msisdn, language=bill.language[:5],
             local_problem=problem.value if problem is not None else None,
         )
 

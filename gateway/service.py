@@ -169,6 +169,7 @@ class GatewayService(MultiService):
             journal=self.journal, billers=routes, codes=settings.response_codes, clock=reactor,
             receipts=receipts, on_sms_queued=wake, log=self.log.bind(component="processor"),
             status_delay=recovery.status_delay, expire_after=recovery.expire_after,
+            sms_country=sms.country, invalid_msisdn=sms.invalid_msisdn,
         )
         self.worker = BillerWorker(
             run_in_db=self.pool.run, processor=self.processor, clock=reactor, owner=owner,

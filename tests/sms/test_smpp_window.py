@@ -348,7 +348,7 @@ def test_a_pdu_that_stops_arriving_midway_drops_the_link_after_the_read_timeout(
 
 def test_poison_msisdn_fails_alone_and_the_bind_goes_on(make_link, smsc):
     link = make_link()
-    bad = link.submit("٠٧٩١٢٣٤٥٦٧", "receipt")  # Arabic-Indic digits: str.isdigit() says yes
+    bad = link.submit("０７９１２３４５６７", "receipt")  # full-width digits: str.isdigit() says yes
     nonsense = link.submit("000000", "receipt")
     good = link.submit("0791234567", "receipt")  # national: normalised for country JO
     out = results([bad, nonsense])
