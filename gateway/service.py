@@ -19,6 +19,7 @@ from twisted.internet.endpoints import serverFromString
 from billgw.billing_adapters.guarded import GuardedAdapter
 from billgw.billing_adapters.registry import AdapterConfigError, BuildContext, build_adapter
 from billgw.sms.sender import OutboxSender
+from billgw.sms.health import LinkHealthRecorder, link_name
 from billgw.sms.smpp_link import SmppLink, SmppLinkConfig
 
 from .config import ConfigError, Settings, require_sms_password
@@ -161,6 +162,11 @@ class GatewayService(MultiService):
                 logger=self.log.bind(component="sms-sender"),
             )
             self.sender.setServiceParent(self)
+            # The bind's state where billgw audit (another process) reads it.
+            self.link_health = LinkHealthRecorder(
+                run_in_db=self.pool.run, link=self.link, clock=reactor, owner=owner,
+                name=link_name(sms.system_id, sms.host, sms.port), logger=self.log.bind(component="sms-health"))
+            self.link_health.setServiceParent(self)
             wake = self.sender.wake
 
         receipts = ReceiptComposer(sms.receipt_templates, sms.reversal_templates)
