@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     smsc.add_argument("--password", default=os.environ.get("BILLGW_SMPP_PASSWORD", "secret"))
     smsc.add_argument("--record", default="var/smsc-received.jsonl",
                       help="JSON lines file of every message received")
+    smsc.add_argument("--answer-delay", type=float, default=0.0, metavar="SECONDS",
+                      help="answer each submit_sm after this long (an SMSC's round trip; 0: at once)")
 
     audit = sub.add_parser("audit", help="compare the journal with billers' ledgers and the SMS outbox")
     audit.add_argument("--ledger", action="append", required=True, metavar="CODE=PATH",
@@ -170,8 +172,13 @@ def _smsc_sim(reactor, args):
     from billgw.sms.smsc_sim import listen_smsc
 
     _ensure_parent(args.record)
+    slow = {}
+    if args.answer_delay > 0:
+        from billgw.sms.smsc_sim import SlowSMSC
+
+        slow = {"factory_class": SlowSMSC, "delay": args.answer_delay}
     d = listen_smsc(reactor, args.listen, system_id=args.system_id, password=args.password,
-                    record_path=args.record)
+                    record_path=args.record, **slow)
 
     def started(result):
         port, _factory = result
