@@ -141,14 +141,27 @@ def find_by_short_reference(engine, short: str) -> list[dict]:
 
 
 def run_ref(settings, args, out: TextIO | None = None) -> int:
+    import os
+
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .audit.snapshot import make_audit_engine  # read-only on SQLite
 
     out = out or sys.stdout
     engine = make_audit_engine(settings.database.url)
     try:
+        database = engine.url.database
+        if engine.url.get_backend_name() == "sqlite" and database not in (None, "", ":memory:") \
+                and not os.path.isfile(database):
+            raise ValueError(f"journal database {database} does not exist (database.url in {settings.source})")
         rows = find_by_short_reference(engine, args.reference)
     except ValueError as exc:
         print(f"billgw sms ref: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        cause = str(getattr(exc, "orig", exc)).splitlines()[0]
+        print(f"billgw sms ref: cannot read the journal ({cause}); is its schema up to date "
+              "(billgw db upgrade)?", file=sys.stderr)
         return 2
     finally:
         engine.dispose()

@@ -97,3 +97,13 @@ def test_the_ref_command_lists_the_payments(engine, db_url, settings):
     out = io.StringIO()
     assert run_ref(local, argparse.Namespace(reference="0123456789"), out) == 1
     assert "no payment starts with 0123456789" in out.getvalue()
+
+
+def test_ref_on_a_journal_that_does_not_exist_is_a_usage_error(settings, tmp_path, capsys):
+    import dataclasses
+
+    missing = f"sqlite:///{tmp_path / 'nope.sqlite'}"
+    local = dataclasses.replace(settings, database=dataclasses.replace(settings.database, url=missing))
+    assert run_ref(local, argparse.Namespace(reference="AA11BB22CC")) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nope.sqlite").exists()
