@@ -101,9 +101,9 @@ def write_gateway_config(path: Path, *, port: int, db_url: str, telecom_port: in
     receipt = "Paid {amount} {currency_code} to {biller_name}. Receipt {receipt_number}, ref {reference}."
     notice = "Your payment of {amount} {currency_code} was reversed. Ref {reference}."
     for section, template in (("sms.templates.receipt", receipt), ("sms.templates.receipt.TEL", receipt),
-                              ("sms.templates.reversal", notice)):
+                              ("sms.templates.reversal", notice), ("sms.templates.reversal.TEL", notice)):
         for language in ("en", "ar", "el"):
-            # (the telecom's own table has no Greek template: the generic one serves)
+            # (the telecom's own tables lack some languages: the generic ones serve)
             text = set_toml(text, section, language, template, required=not section.endswith("TEL"))
     text = set_toml(text, "billers.TEL", "timeout", biller_timeout)
     text = set_toml(text, "billers.TEL.settings", "url", f"http://127.0.0.1:{telecom_port}/BillingService")

@@ -44,10 +44,18 @@ def test_preview_names_the_biller_template_encoding_and_parts(settings):
 
 
 def test_preview_flags_a_template_past_one_part(settings):
-    # The generic Arabic reversal notice with the telecom's 25-letter Arabic name.
-    out = io.StringIO()
-    run_preview(settings, _args(biller="TEL", language="ar", reversal=True), out)
-    assert "2 part(s)   <- more than one part" in out.getvalue()
+    # The generic Arabic receipt with the telecom's 25-letter Arabic name: two parts.
+    templates = {k: v for k, v in settings.sms.receipt_templates.items() if not k.startswith("TEL/")}
+    p = preview(templates, "ar", sample_receipt(settings, "TEL"))
+    assert (p.key, p.encoding, p.parts) == ("ar", "UCS-2", 2)
+    assert "2 part(s)   <- more than one part" in p.render()
+
+
+def test_every_packaged_template_of_the_packaged_biller_fits_one_part(settings, capsys):
+    for reversal in (False, True):
+        out = io.StringIO()
+        run_preview(settings, _args(biller="TEL", reversal=reversal), out)
+        assert "more than one part" not in out.getvalue(), out.getvalue()
 
 
 def test_preview_of_an_unknown_biller_is_a_usage_error(settings, capsys):
