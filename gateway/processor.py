@@ -248,9 +248,6 @@ class TransactionProcessor:
         if problem is None and verdict.problem is not None:
             problem = verdict.problem
         new = self._new_transaction(request, service, problem, verdict)
-        if verdict.reason is not None:
-            log.warning("receipt number invalid", payment_id=new.id, reason=verdict.reason,
-                        action="declined" if verdict.problem else "no SMS receipt")
         reversed_first = request.respond_bill(self._code(Outcome.TRANSACTION_REVERSED))
         recorded, was_reversed = await self._journal.admit(
             settle.record_request, new, now, self.context, (reversed_first.mti, reversed_first.fields),
@@ -258,6 +255,9 @@ class TransactionProcessor:
         if not recorded.is_new:
             return await self._answer_repeat(request, recorded.view, route, log)
         log = log.bind(payment_id=new.id)
+        if verdict.reason is not None:  # never the number itself
+            log.warning("receipt number invalid", reason=verdict.reason,
+                        action="declined" if verdict.problem else "no SMS receipt")
         if was_reversed:
             log.warning("original arrived after its reversal: declined, not posted")
             return reversed_first
