@@ -10,11 +10,19 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): setup.py
+NPM_SMSC := tests/integration/npm_smsc
+
+$(STAMP): setup.py $(NPM_SMSC)/package-lock.json
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "billgw needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# The independent SMSC of tests/integration/test_npm_smsc.py (the npm
+	# smpp package), pinned by its package-lock.json; without node those
+	# tests are skipped and say why.
+	if command -v node >/dev/null && command -v npm >/dev/null; then \
+		cd $(NPM_SMSC) && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "node/npm not found: the npm SMSC tests will be skipped"; fi
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -43,4 +51,4 @@ bench: $(STAMP)
 	cd /tmp && $(abspath $(BIN))/atm-sim bench --report $(abspath var/bench/full.json) --workdir $(abspath var/bench/full)
 
 clean:
-	rm -rf $(VENV) var build *.egg-info
+	rm -rf $(VENV) var build *.egg-info $(NPM_SMSC)/node_modules

@@ -59,6 +59,8 @@ setup(
             "pytest-twisted>=1.14",
             "pytest-timeout>=2.3",
             "psycopg[binary]>=3.1",
+            # Property tests of the SMS splitter (escape and surrogate pairs never cut).
+            "hypothesis>=6.100",
         ],
     },
     entry_points={

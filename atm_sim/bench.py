@@ -328,12 +328,17 @@ async def run_bench(reactor, *, quick: bool, report_path: Path | None, workdir: 
         print(f"bench: {spec.name} ({spec.count} payments, concurrency {spec.concurrency}) ...", flush=True)
         results.append(await run_row(reactor, spec, workdir))
     results = with_ratios(results)
-    print(render(results), flush=True)
+    from .bench_sms import render_sms_drain, run_sms_drain  # the SMS rows (bench_sms.py)
+
+    sms_drain = await run_sms_drain(reactor, workdir, quick=quick)
+    print(render_sms_drain(sms_drain), flush=True)
+    print(render(results), flush=True)  # its last line: the summary
     if report_path is not None:
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps({
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-            "quick": quick, "workdir": str(workdir), "rows": [asdict(r) for r in results]}, indent=1) + "\n")
+            "quick": quick, "workdir": str(workdir), "rows": [asdict(r) for r in results],
+            "sms_drain": [asdict(r) for r in sms_drain]}, indent=1) + "\n")
     return results
 
 

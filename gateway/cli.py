@@ -11,6 +11,8 @@ Sub-commands::
     billgw [--config FILE] audit --ledger CODE=PATH [--ledger CODE=PATH ...] [--json]
     billgw [--config FILE] sms show PAYMENT_ID [--json]
     billgw [--config FILE] sms resend PAYMENT_ID --reason WHY [--operator NAME]
+    billgw [--config FILE] sms preview [--biller CODE] [--language LANG] [--reversal]
+    billgw [--config FILE] sms ref SHORT_REFERENCE
     billgw telecom-sim [--listen ENDPOINT] [--db PATH] [--reversal-policy allowed|never]
     billgw json-biller-sim [--listen ENDPOINT] [--service NAME ...] [--behaviour KIND] [--reversal-policy P]
     billgw smsc-sim [--listen ENDPOINT] [--system-id ID] [--password PW] [--record PATH]
@@ -67,17 +69,22 @@ def _parser() -> argparse.ArgumentParser:
                       help="delivery receipts sent back: with TLVs and text, text only, or none")
     smsc.add_argument("--receipts-early", action="store_true",
                       help="send each receipt before its submit_sm_resp (as some SMSCs do)")
+    smsc.add_argument("--answer-delay", type=float, default=0.0, metavar="SECONDS",
+                      help="answer each submit_sm after this long (an SMSC's round trip; 0: at once)")
 
     audit = sub.add_parser("audit", help="compare the journal with billers' ledgers and the SMS outbox")
     audit.add_argument("--ledger", action="append", required=True, metavar="CODE=PATH",
                        help="a biller's ledger to compare, e.g. TEL=var/telecom-sim.sqlite (repeatable)")
     audit.add_argument("--json", action="store_true", help="print a machine-readable object")
 
-    sms = sub.add_parser("sms", help="SMS receipts: a payment's history, an operator's resend")
+    sms = sub.add_parser("sms", help="SMS receipts: a payment's history, an operator's resend, "
+                                     "the templates previewed, a short reference found")
     sms_sub = sms.add_subparsers(dest="sms_command", required=True)
     from .sms_ops import add_sms_commands
+    from .sms_preview import add_arguments as add_sms_preview_arguments
 
     add_sms_commands(sms_sub)  # show, resend
+    add_sms_preview_arguments(sms_sub)  # preview, ref
 
     demo = sub.add_parser("demo", help="gateway + simulators on loopback, one inquiry and payments")
     demo.add_argument("--workdir", default="var/demo", help="wiped and recreated on each run")
@@ -179,8 +186,13 @@ def _smsc_sim(reactor, args):
     from billgw.sms.smsc_dlr import DlrPolicy
 
     dlr = None if args.receipts == "none" else DlrPolicy(form=args.receipts, early=args.receipts_early)
+    slow = {}
+    if args.answer_delay > 0:
+        from billgw.sms.smsc_sim import SlowSMSC
+
+        slow = {"factory_class": SlowSMSC, "delay": args.answer_delay}
     d = listen_smsc(reactor, args.listen, system_id=args.system_id, password=args.password,
-                    record_path=args.record, dlr=dlr)
+                    record_path=args.record, dlr=dlr, **slow)
 
     def started(result):
         port, _factory = result
@@ -237,6 +249,10 @@ def main(argv=None) -> None:
             from .audit import run_command
 
             raise SystemExit(run_command(_settings(args), args.ledger, as_json=args.json))
+        if args.command == "sms" and args.sms_command in ("preview", "ref"):
+            from .sms_preview import run as run_sms
+
+            raise SystemExit(run_sms(_settings(args), args))
         if args.command == "sms":
             from .sms_ops import run_command as run_sms_command
 

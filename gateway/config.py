@@ -256,6 +256,9 @@ class SmsSettings:
     max_pdu_length: int = 4096
     reconnect_initial: float = 1.0
     reconnect_max: float = 60.0
+    concatenation: str = "udh8"  # udh8 | udh16 | sar (sms/encoding.py)
+    queued_alert_after: float = 900.0  # billgw audit: a receipt QUEUED longer is stuck
+    invalid_msisdn: str = "decline"  # or "pay_without_sms" (docs/sms.md, Numbers)
     status_table: StatusTable = field(default_factory=load_status_table)
     receipt_templates: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_TEMPLATES))
     reversal_templates: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_REVERSAL_TEMPLATES))
@@ -430,6 +433,11 @@ def _logging(s: _Section) -> LoggingSettings:
 def _templates(s: _Section, defaults: Mapping[str, str]) -> dict[str, str]:
     templates = dict(defaults)
     for lang in s.keys():
+        if isinstance(s.data[lang], Mapping):  # [sms.templates.receipt.BILLER]: that biller's own
+            biller = s.section(lang)
+            for biller_lang in biller.keys():
+                templates[f"{lang}/{biller_lang}"] = biller.get(biller_lang, str)
+            continue
         templates[lang] = s.get(lang, str)
     try:
         validate_templates(templates)
@@ -484,6 +492,9 @@ def _sms(s: _Section) -> SmsSettings:
         ("max_pdu_length", int, lambda v: None if 64 <= v <= 1 << 20 else "must be 64..1048576"),
         ("reconnect_initial", float, _positive),
         ("reconnect_max", float, _positive),
+        ("concatenation", str, _one_of("udh8", "udh16", "sar")),
+        ("queued_alert_after", float, _positive),
+        ("invalid_msisdn", str, _one_of("decline", "pay_without_sms")),
     ):
         values[name] = s.get(name, kind, getattr(d, name), check=check)
     table_path = s.get("status_table", str, "")

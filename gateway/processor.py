@@ -64,6 +64,7 @@ from .config import FEE_CUSTOMER, REFERENCE_IGNORED, REFERENCE_REQUIRED, BillerS
 from .db import JournalBusy
 from .journal import NewTransaction, TransactionView
 from .machine import Event
+from . import msisdn_policy
 from .receipts import ReceiptComposer
 from .states import State
 
@@ -165,8 +166,12 @@ class TransactionProcessor:
         status_delay: float = 30.0,
         expire_after: float = 86400.0,
         calendar: business_day.BusinessCalendar = business_day.BusinessCalendar(),
+        sms_country: str = "JO",
+        invalid_msisdn: str = msisdn_policy.DECLINE,
     ):
         self._calendar = calendar
+        self._sms_country = sms_country
+        self._invalid_msisdn = invalid_msisdn
         self._journal = journal
         self._billers = billers
         self._codes = codes
@@ -276,6 +281,11 @@ class TransactionProcessor:
         d.addCallback(answered)
         d.addErrback(self._unexpected, request, log)
         return d
+    def _judge_msisdn(self, request: BillRequest) -> msisdn_policy.MsisdnVerdict:
+        """The receipt's number, judged before anything is posted (pure; docs/sms.md)."""
+        return msisdn_policy.judge_msisdn(request.bill.msisdn, country=self._sms_country,
+                                          policy=self._invalid_msisdn,
+                                          payment=request.kind is RequestKind.PAYMENT, advice=request.is_advice)
 
     async def _handle(self, request: BillRequest, log) -> Response:
         now = self._clock.seconds()
@@ -285,7 +295,10 @@ class TransactionProcessor:
             # the next business date: a local rule of this moment, journaled
             # as such, so an advice for the payment is never posted.
             problem = cutoff_problem(self._calendar, route, now)
-        new = self._new_transaction(request, service, problem, self._business_floor(route, now))
+        verdict = self._judge_msisdn(request)
+        if problem is None and verdict.problem is not None:
+            problem = verdict.problem
+        new = self._new_transaction(request, service, problem, self._business_floor(route, now), verdict)
         reversed_first = request.respond_bill(self._code(Outcome.TRANSACTION_REVERSED))
         recorded, was_reversed = await self._journal.admit(
             settle.record_request, new, now, self.context, (reversed_first.mti, reversed_first.fields),
@@ -294,6 +307,9 @@ class TransactionProcessor:
             return await self._answer_repeat(request, recorded.view, route, log)
         new = dataclasses.replace(new, business_date=recorded.view.business_date)  # as journaled
         log = log.bind(payment_id=new.id)
+        if verdict.reason is not None:  # never the number itself
+            log.warning("receipt number invalid", reason=verdict.reason,
+                        action="declined" if verdict.problem else "no SMS receipt")
         if was_reversed:
             log.warning("original arrived after its reversal: declined, not posted")
             return reversed_first
@@ -328,7 +344,9 @@ class TransactionProcessor:
         return response
 
     def _new_transaction(self, request: BillRequest, service: ServiceSettings | None,
-                         problem: Outcome | None, business_date: str | None = None) -> NewTransaction:
+                         problem: Outcome | None, business_date: str | None = None,
+                         verdict: msisdn_policy.MsisdnVerdict | None = None) -> NewTransaction:
+        verdict = verdict or self._judge_msisdn(request)
         f = request.fields
         bill = request.bill
         keys = request.keys  # acquirer id normalised as reversals' F90 is
@@ -345,7 +363,7 @@ class TransactionProcessor:
             # that broke the rules is never posted, so it is kept masked.
             billing_number=(bill.billing_number if problem is None else mask_text(bill.billing_number))[:30],
             bill_number=mask_text(bill.bill_number)[:30] if bill.bill_number else None,
-            msisdn=bill.msisdn, language=bill.language[:5],
+            msisdn=verdict.msisdn, language=bill.language[:5],
             local_problem=problem.value if problem is not None else None,
             business_date=business_date, fee_bearer=service.fee_bearer if service else None,
         )

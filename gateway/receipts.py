@@ -38,6 +38,7 @@ class ReceiptComposer:
             reference=reference,
             masked_pan=masked_pan or "",
             surcharge=surcharge,
+            biller_code=biller.code,
         )
 
     def receipt_text(self, *, language: str, **kwargs) -> str:

@@ -30,6 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from billgw.sms import health as _sms_health  # noqa: F401 (sms_link_health, on the outbox's metadata)
 from billgw.sms.outbox import metadata as outbox_metadata
 
 metadata = MetaData()

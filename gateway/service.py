@@ -20,6 +20,7 @@ from billgw.billing_adapters.guarded import GuardedAdapter
 from billgw.billing_adapters.registry import AdapterConfigError, BuildContext, build_adapter
 from billgw.sms.dlr_recorder import DeliveryRecorder
 from billgw.sms.sender import OutboxSender
+from billgw.sms.health import LinkHealthRecorder, link_name
 from billgw.sms.smpp_link import SmppLink, SmppLinkConfig
 from billgw.sms.smpp_router import SmppRouter, SmscRoute
 
@@ -163,6 +164,20 @@ class GatewayService(MultiService):
                 logger=self.log.bind(component="sms-sender"),
             )
             self.sender.setServiceParent(self)
+            # The bind's state where billgw audit (another process) reads it.
+            # One row per bind (several SMSCs, several binds each).
+            self.link_health = []
+            for route in self.link.routes:
+                for number, bind in enumerate(route.links, start=1):
+                    cfg = bind.config
+                    name = link_name(cfg.system_id, cfg.host, cfg.port)
+                    if len(route.links) > 1:
+                        name = f"{name}/{number}"
+                    recorder = LinkHealthRecorder(
+                        run_in_db=self.pool.run, link=bind, clock=reactor, owner=owner, name=name,
+                        logger=self.log.bind(component="sms-health"))
+                    recorder.setServiceParent(self)
+                    self.link_health.append(recorder)
             wake = self.sender.wake
 
         receipts = ReceiptComposer(sms.receipt_templates, sms.reversal_templates)
@@ -172,6 +187,7 @@ class GatewayService(MultiService):
             receipts=receipts, on_sms_queued=wake, log=self.log.bind(component="processor"),
             status_delay=recovery.status_delay, expire_after=recovery.expire_after,
             calendar=settings.business_day,
+            sms_country=sms.country, invalid_msisdn=sms.invalid_msisdn,
         )
         self.worker = BillerWorker(
             run_in_db=self.pool.run, processor=self.processor, clock=reactor, owner=owner,
@@ -213,7 +229,7 @@ class GatewayService(MultiService):
             enquire_link_interval=sms.enquire_link_interval, enquire_link_timeout=sms.enquire_link_timeout,
             pdu_read_timeout=sms.pdu_read_timeout, max_pdu_length=sms.max_pdu_length,
             reconnect_initial=sms.reconnect_initial, reconnect_max=sms.reconnect_max,
-            stop_timeout=sms.submit_timeout + 5.0,
+            stop_timeout=sms.submit_timeout + 5.0, concatenation=sms.concatenation,
         ), status_table=sms.status_table, logger=self.log.bind(component="smpp"))
             for mode in connection.binds)
         return SmscRoute(connection.name, connection.prefixes, links)

@@ -54,7 +54,7 @@ TAG_DESCRIPTIONS = {
     SERVICE_CODE: ("request", "Service code of the biller, e.g. MOBILE", "an..10"),
     BILLING_NUMBER: ("request", "Billing number (subscriber / account number)", "ans..30"),
     BILL_NUMBER: ("both", "Bill number to pay; repeat the tag to pay several bills; absent = the oldest open bills first", "ans..30"),
-    MSISDN: ("request", "Subscriber mobile number for the SMS receipt (international, digits)", "n..15"),
+    MSISDN: ("request", "Subscriber mobile number for the SMS receipt (international, digits)", "ans..20"),
     LANGUAGE: ("request", "Receipt language: en or ar (default en)", "a2"),
     INQUIRY_REFERENCE: ("both", "Reference of the inquiry a payment follows: an opaque id of 32 characters", "ans..32"),
     CUSTOMER_NAME: ("response", "Customer name at the biller (UTF-8, or ASCII per peer)", "ans..60"),
@@ -163,8 +163,11 @@ class BillRequestData:
             raise BillDataError(f"missing tag {missing[0]}", 0)
         language = (tags.get(LANGUAGE) or "en").lower()
         msisdn = tags.get(MSISDN) or None
-        if msisdn is not None and not (msisdn.isdigit() and 6 <= len(msisdn) <= 15):
-            raise BillDataError("tag MS is not a 6-15 digit MSISDN", 0)
+        # Any printable text up to 20 characters: the gateway judges the
+        # number (country, Arabic-Indic digits, policy), not the codec, so an
+        # unusable number need not fail the payment (gateway/msisdn_policy.py).
+        if msisdn is not None and not (len(msisdn) <= 20 and msisdn.isprintable()):
+            raise BillDataError("tag MS is not an MSISDN of at most 20 printable characters", 0)
         return cls(
             biller_code=tags[BILLER_CODE],
             service_code=tags[SERVICE_CODE],

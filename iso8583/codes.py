@@ -49,6 +49,10 @@ class Outcome(enum.Enum):
     # original's in F90) or terminal (F41): refused before anything is
     # journaled or sent to a biller (gateway/peers.py, docs/security.md).
     NOT_PERMITTED = "not_permitted"
+    # The MSISDN for the receipt (F48 tag MS) is not a valid number of the
+    # configured country, and [sms] invalid_msisdn = "decline": refused
+    # before anything is posted (gateway/msisdn_policy.py).
+    INVALID_MSISDN = "invalid_msisdn"
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ DEFAULT_CODES: Mapping[Outcome, CodeEntry] = {
     Outcome.SYSTEM_MALFUNCTION: CodeEntry("96", "System malfunction"),
     Outcome.GATEWAY_BUSY: CodeEntry("91", "Gateway busy: send again later"),
     Outcome.NOT_PERMITTED: CodeEntry("58", "Transaction not permitted: acquirer or terminal not allowed for this peer"),
+    Outcome.INVALID_MSISDN: CodeEntry("30", "Format error: the mobile number for the SMS receipt is invalid"),
 }
 
 

@@ -3,10 +3,15 @@
 Numbers arrive as the switch typed them: international without ``+``
 (``962791234567``), national (``0791234567``) or nonsense (``000000``).  The
 ``phonenumbers`` library (Google's libphonenumber metadata) decides, given
-the deployment's country, which is which.  Only ASCII digits (and one leading
-``+``) are accepted: ``str.isdigit()`` also accepts Arabic-Indic digits,
-which smpplib cannot encode -- such a number must fail its own receipt, not
-the SMPP session.
+the deployment's country, which is which.
+
+Digits typed on an Arabic keypad -- Arabic-Indic (``٠``-``٩``, U+0660) and
+Eastern Arabic-Indic (``۰``-``۹``, U+06F0) -- are read as the digits they are
+(:func:`ascii_digits`), so ``٠٧٩١٢٣٤٥٦٧`` is ``0791234567``.  Anything else
+that is not an ASCII digit (full-width digits, letters, spaces) makes the
+number invalid: ``str.isdigit()`` accepts many such characters, which
+smpplib cannot encode -- such a number must fail on its own, never the
+SMPP session.  What reaches the wire is always ASCII E.164 digits.
 
 Pure functions, no I/O.
 """
@@ -34,13 +39,22 @@ class Destination:
     npi: int
 
 
+_ARABIC_DIGITS = str.maketrans({**{chr(0x0660 + i): str(i) for i in range(10)},
+                                **{chr(0x06F0 + i): str(i) for i in range(10)}})
+
+
+def ascii_digits(raw: str) -> str:
+    """Arabic-Indic and Eastern Arabic-Indic digits as ASCII; nothing else changes."""
+    return raw.translate(_ARABIC_DIGITS)
+
+
 def normalise_msisdn(raw: str, country: str = "JO") -> Destination:
     """``raw`` → its E.164 form; raises :class:`InvalidMsisdn`.
 
     ``country`` (ISO 3166 alpha-2) resolves national numbers; a number that
     already starts with a country code (with or without ``+``) keeps it.
     """
-    text = (raw or "").strip()
+    text = ascii_digits((raw or "").strip())
     if not _ASCII_NUMBER.fullmatch(text):
         raise InvalidMsisdn("MSISDN is not 3..20 ASCII digits")
     candidates = [text] if text.startswith("+") else [text, "+" + text]

@@ -49,7 +49,14 @@ from twisted.internet import defer, endpoints
 from twisted.python.failure import Failure
 
 from billgw.sms.backoff import exponential_backoff
-from billgw.sms.encoding import EncodedMessage, MessageTooLong, split_message
+from billgw.sms.encoding import (
+    CONCATENATION_SCHEMES,
+    REFERENCE_MODULUS,
+    EncodedMessage,
+    MessageTooLong,
+    ReferenceCounter,
+    split_message,
+)
 from billgw.sms.msisdn import Destination, InvalidMsisdn, normalise_msisdn
 from billgw.sms.pacer import Pacer
 from billgw.sms.smpp_client import (
@@ -122,7 +129,9 @@ def part_fields(message: EncodedMessage, index: int) -> dict:
     encoder decides how a message is split and joined, the link never
     rebuilds it.
     """
-    part = message.parts[index]
+    # The message's own view of the part (sms/encoding.py: its UDH or SAR
+    # TLVs included) where it offers one; bare octets otherwise.
+    part = message.part(index) if hasattr(message, "part") else message.parts[index]
     if isinstance(part, (bytes, bytearray)):
         return {"short_message": bytes(part), "esm_class": message.esm_class}
     fields = {"short_message": part.short_message, "esm_class": getattr(part, "esm_class", message.esm_class)}
@@ -172,8 +181,11 @@ class SmppLinkConfig:
     reconnect_max: float = 60.0
     reconnect_jitter: float = 0.25  # up to +25% of the delay
     stop_timeout: float = 15.0
+    concatenation: str = "udh8"  # or "udh16", "sar" (sms/encoding.py)
 
     def __post_init__(self):
+        if self.concatenation not in CONCATENATION_SCHEMES:
+            raise ValueError(f"concatenation must be one of {', '.join(CONCATENATION_SCHEMES)}")
         if self.bind_mode not in BIND_MODES:
             raise ValueError(f"bind_mode must be transceiver, transmitter or receiver, not {self.bind_mode!r}")
         if self.stop_timeout <= self.response_timeout:
@@ -238,7 +250,7 @@ class SmppLink(Service):
         self._in_flight = 0
         self._pump_timer = None
         self._reconnect_timer = None
-        self._reference = int(self._random() * 256) & 0xFF
+        self._references = ReferenceCounter(REFERENCE_MODULUS[config.concatenation])
         self._state_waiters: list[tuple[frozenset, defer.Deferred]] = []
         self._stopping = False
         # Called with (deliver_sm PDU, SMSC name) after it was answered; set
@@ -415,8 +427,8 @@ class SmppLink(Service):
             return defer.fail(SmppLinkDown(self._down_reason()))
         try:
             dest = normalise_msisdn(destination, self.config.country)
-            self._reference = (self._reference + 1) & 0xFF
-            message = split_message(text_, reference=self._reference)
+            reference = self._references.next(dest.address, self._reactor.seconds())
+            message = split_message(text_, reference=reference, scheme=self.config.concatenation)
         except (InvalidMsisdn, MessageTooLong) as e:
             return defer.fail(SmppInvalidMessage(str(e)))
         except Exception as e:  # the text itself cannot be encoded

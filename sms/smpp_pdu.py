@@ -105,6 +105,10 @@ class SubmitSm:
     data_coding: int
     sm_default_msg_id: int
     short_message: bytes
+    tlvs: tuple[tuple[int, bytes], ...] = ()  # optional parameters: (tag, value), in order
+
+    def tlv(self, tag: int) -> bytes | None:
+        return next((value for t, value in self.tlvs if t == tag), None)
 
 
 def encode_pdu(command_id: int, command_status: int, sequence_number: int, body: bytes = b"") -> bytes:
@@ -177,9 +181,34 @@ def encode_bind(req: BindRequest) -> bytes:
     )
 
 
+TAG_SAR_MSG_REF_NUM = 0x020C
+TAG_SAR_TOTAL_SEGMENTS = 0x020E
+TAG_SAR_SEGMENT_SEQNUM = 0x020F
+
+
+def decode_tlvs(data: bytes) -> tuple[tuple[int, bytes], ...]:
+    """Optional parameters (SMPP 3.4 §5.3): tag, length, value, to the end."""
+    out, pos = [], 0
+    while pos < len(data):
+        if pos + 4 > len(data):
+            raise PduError(f"truncated TLV header at offset {pos}", ESME_RINVCMDLEN)
+        tag, length = struct.unpack_from(">HH", data, pos)
+        value = data[pos + 4:pos + 4 + length]
+        if len(value) != length:
+            raise PduError(f"TLV 0x{tag:04X}: {length} octets announced, {len(value)} present", ESME_RINVCMDLEN)
+        out.append((tag, value))
+        pos += 4 + length
+    return tuple(out)
+
+
+def encode_tlvs(tlvs) -> bytes:
+    return b"".join(struct.pack(">HH", tag, len(value)) + value for tag, value in tlvs)
+
+
 def decode_submit_sm(body: bytes) -> SubmitSm:
-    """Mandatory fields only; TLVs after short_message are ignored
-    (``message_payload`` is not supported: receipts fit in short_message)."""
+    """Mandatory fields, then the optional TLVs (kept raw; the simulator
+    reads the SAR ones).  ``message_payload`` is not supported: receipts fit
+    in short_message."""
     r = _Reader(body)
     fields = dict(
         service_type=r.cstring("service_type", 6),
@@ -200,7 +229,8 @@ def decode_submit_sm(body: bytes) -> SubmitSm:
         sm_default_msg_id=r.int8("sm_default_msg_id"),
     )
     sm_length = r.int8("sm_length")
-    return SubmitSm(**fields, short_message=r.octets("short_message", sm_length))
+    short_message = r.octets("short_message", sm_length)
+    return SubmitSm(**fields, short_message=short_message, tlvs=decode_tlvs(body[r.pos:]))
 
 
 def encode_submit_sm(sm: SubmitSm) -> bytes:
@@ -218,6 +248,7 @@ def encode_submit_sm(sm: SubmitSm) -> bytes:
         + bytes([sm.registered_delivery, sm.replace_if_present_flag, sm.data_coding, sm.sm_default_msg_id])
         + bytes([len(sm.short_message)])
         + sm.short_message
+        + encode_tlvs(sm.tlvs)
     )
 
 
@@ -255,6 +286,16 @@ def parse_udh(short_message: bytes) -> tuple[Concatenation | None, bytes]:
             concat = Concatenation(int.from_bytes(value[:2], "big"), value[2], value[3])
         pos += 2 + length
     return concat, payload
+
+
+def sar_concatenation(sm: SubmitSm) -> Concatenation | None:
+    """The concatenation a part announces in SAR TLVs, if all three are there."""
+    ref, total, seq = (sm.tlv(t) for t in (TAG_SAR_MSG_REF_NUM, TAG_SAR_TOTAL_SEGMENTS, TAG_SAR_SEGMENT_SEQNUM))
+    if ref is None or total is None or seq is None:
+        return None
+    if len(ref) != 2 or len(total) != 1 or len(seq) != 1:
+        raise PduError("SAR TLVs of the wrong length", ESME_RINVMSGLEN)
+    return Concatenation(int.from_bytes(ref, "big"), total[0], seq[0])
 
 
 class PduFramer:

@@ -254,6 +254,8 @@ class SmscFactory(Factory):
         concat, payload = (None, sm.short_message)
         if sm.esm_class & ESM_CLASS_UDHI:
             concat, payload = p.parse_udh(sm.short_message)
+        else:
+            concat = p.sar_concatenation(sm)
         if concat is None or concat.total <= 1:
             self._record(system_id, sm, sm.data_coding, payload, 1, [message_id])
             return

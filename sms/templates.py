@@ -5,10 +5,21 @@ the *text* in the outbox, so what the subscriber receives is fixed at the
 moment the payment is confirmed (a later change of templates or biller names
 does not rewrite old receipts).
 
-Templates are ``str.format`` strings keyed by language.  Deployments override
-them in ``conf/``; :func:`validate_templates` is called at start-up so that a
-typo in a placeholder stops the gateway at once instead of failing on the
-first paying customer.
+Templates are ``str.format`` strings keyed by language (``"ar"``), or by
+biller and language (``"TEL/ar"``).  The one used for a receipt is the first
+of: the biller's template in the subscriber's language, the language's, the
+biller's English one, the English one (:func:`pick_template`).  Deployments
+override them in ``conf/``; :func:`validate_templates` is called at start-up
+so that a typo in a placeholder stops the gateway at once instead of failing
+on the first paying customer.
+
+The default receipts fit one SMS part where the language allows: English
+and Greek (capitals, folded to GSM-7 by
+:func:`~billgw.sms.encoding.fold_to_gsm7`) in 160 GSM-7 characters, Arabic
+in 70 UCS-2 characters for a biller name of about 13 letters (the Arabic
+default leaves the date out: the handset stamps the SMS on arrival).  The
+32-character payment id is shown as its **short reference**
+(:func:`short_reference`, 10 characters), which ``billgw sms ref`` looks up.
 
 Amounts are integers in minor units and are formatted with integer
 arithmetic: a float would turn 12.345 JOD into 12.344999... .
@@ -19,6 +30,8 @@ import datetime as _dt
 import string
 from dataclasses import dataclass
 from typing import Mapping
+
+from billgw.sms.encoding import fold_to_gsm7
 
 FALLBACK_LANGUAGE = "en"
 
@@ -45,6 +58,7 @@ class ReceiptData:
     reference: str
     masked_pan: str
     surcharge: int = 0  # late-payment surcharge included in ``amount``
+    biller_code: str = ""
 
 
 # The surcharge sentence, only when there is one (a zero adds no
@@ -52,6 +66,7 @@ class ReceiptData:
 SURCHARGE_LINES = {
     "en": " Incl. late surcharge {surcharge} {currency_code}.",
     "ar": " يشمل غرامة تأخير {surcharge} {currency_code}.",
+    "el": " ΜΕ ΠΡΟΣΑΥΞΗΣΗ {surcharge} {currency_code}.",
 }
 
 
@@ -68,35 +83,53 @@ PLACEHOLDERS = {
     "currency_code": "ISO 4217 alphabetic code, e.g. JOD",
     "date": "payment date and time, YYYY-MM-DD HH:MM",
     "receipt_number": "the biller's receipt number",
-    "reference": "the gateway's payment id",
+    "reference": "the gateway's payment id (32 characters)",
+    "short_reference": "the payment id's first 10 characters, upper case (billgw sms ref finds it)",
+    "date_short": "payment date and time, DD/MM/YY HH:MM",
     "card": "the card as ****1234 (last four digits only)",
     "surcharge": "late-payment surcharge included in the amount, with the currency's decimals",
     "surcharge_line": "' Incl. late surcharge 0.263 JOD.' in the message language, empty when none",
 }
 
+SHORT_REFERENCE_LENGTH = 10
+
 DEFAULT_TEMPLATES: dict[str, str] = {
+    # 121 GSM-7 characters with a 13-letter biller name: one part.
     "en": (
-        "Paid {amount} {currency_code} to {biller_name}, account {billing_number}, "
-        "bill {bill_number}. Fee {fee} {currency_code}. {date}, card {card}. "
-        "Receipt {receipt_number}, ref {reference}."
+        "Paid {amount} {currency_code} to {biller_name}, acct {billing_number}, bill {bill_number}, "
+        "fee {fee}, {date_short}, card {card}. Ref {short_reference}"
     ),
-    "ar": (
-        "تم دفع {amount} {currency_code} إلى {biller_name}، رقم الاشتراك {billing_number}، "
-        "الفاتورة {bill_number}. العمولة {fee} {currency_code}. {date}، البطاقة {card}. "
-        "رقم الإيصال {receipt_number}، المرجع {reference}."
+    # 67 UCS-2 characters with a 13-letter biller name: one part.
+    "ar": "دفع {amount} {currency_code} إلى {biller_name} {billing_number} رسوم {fee} مرجع {short_reference}",
+    # Capitals: folded to GSM-7, 122 characters, one part.
+    "el": (
+        "ΠΛΗΡΩΜΗ {amount} {currency_code} ΣΕ {biller_name}, ΛΟΓ. {billing_number}, ΛΟΓ/ΣΜΟΣ {bill_number}, "
+        "ΠΡΟΜ. {fee}, {date_short}, ΚΑΡΤΑ {card}. ΚΩΔ. {short_reference}"
     ),
 }
 
 DEFAULT_REVERSAL_TEMPLATES: dict[str, str] = {
     "en": (
-        "Your payment of {amount} {currency_code} to {biller_name}, account "
-        "{billing_number}, on {date} (card {card}) was reversed. Ref {reference}."
+        "Your payment of {amount} {currency_code} to {biller_name}, acct {billing_number}, "
+        "on {date_short} (card {card}) was reversed. Ref {short_reference}"
     ),
-    "ar": (
-        "تم عكس دفعتك بمبلغ {amount} {currency_code} إلى {biller_name}، رقم الاشتراك "
-        "{billing_number}، بتاريخ {date} (البطاقة {card}). المرجع {reference}."
+    "ar": "أعيدت دفعتك {amount} {currency_code} إلى {biller_name} {billing_number} مرجع {short_reference}",
+    "el": (
+        "Η ΠΛΗΡΩΜΗ {amount} {currency_code} ΣΕ {biller_name}, ΛΟΓ. {billing_number}, {date_short} "
+        "(ΚΑΡΤΑ {card}) ΑΚΥΡΩΘΗΚΕ. ΚΩΔ. {short_reference}"
     ),
 }
+
+
+def short_reference(reference: str) -> str:
+    """The payment id as a subscriber can read it out: its first 10
+    characters, upper case (``"3f9a1c07b2..."`` -> ``"3F9A1C07B2"``).
+
+    40 bits of a random id: at 3 million payments a month a handful share
+    one, and the SMS's date, amount and account tell them apart;
+    ``billgw sms ref`` lists every payment that starts with it.
+    """
+    return (reference or "")[:SHORT_REFERENCE_LENGTH].upper()
 
 
 def format_minor_units(minor: int, exponent: int) -> str:
@@ -137,6 +170,8 @@ def _values(language: str, receipt: ReceiptData) -> dict[str, str]:
         "date": receipt.paid_at.strftime("%Y-%m-%d %H:%M"),
         "receipt_number": receipt.receipt_number,
         "reference": receipt.reference,
+        "short_reference": short_reference(receipt.reference),
+        "date_short": receipt.paid_at.strftime("%d/%m/%y %H:%M"),
         "card": last_four(receipt.masked_pan),
         "surcharge": format_minor_units(receipt.surcharge, receipt.exponent),
         "surcharge_line": (SURCHARGE_LINES.get(lang, SURCHARGE_LINES["en"]).format(
@@ -145,29 +180,42 @@ def _values(language: str, receipt: ReceiptData) -> dict[str, str]:
     }
 
 
-def _pick(language: str, templates: Mapping[str, str]) -> tuple[str, str]:
-    """(language actually used, template): the biller name must follow the
-    template's language, not the requested one, when we fall back."""
+def pick_template(language: str, templates: Mapping[str, str], biller_code: str = "") -> tuple[str, str, str]:
+    """``(key used, language used, template)``: the biller's template in
+    ``language``, the language's, the biller's English one, the English one.
+    The biller name follows the language of the template used, not the one
+    asked for, when we fall back."""
     lang = normalise_language(language)
-    if lang in templates:
-        return lang, templates[lang]
-    return FALLBACK_LANGUAGE, templates[FALLBACK_LANGUAGE]
+    candidates = []
+    if biller_code:
+        candidates.append((f"{biller_code}/{lang}", lang))
+    candidates.append((lang, lang))
+    if biller_code:
+        candidates.append((f"{biller_code}/{FALLBACK_LANGUAGE}", FALLBACK_LANGUAGE))
+    candidates.append((FALLBACK_LANGUAGE, FALLBACK_LANGUAGE))
+    for key, used in candidates:
+        if key in templates:
+            return key, used, templates[key]
+    raise KeyError(f"no {FALLBACK_LANGUAGE!r} SMS template")
+
+
+def _render(language: str, receipt: ReceiptData, templates: Mapping[str, str]) -> str:
+    _, lang, template = pick_template(language, templates, receipt.biller_code)
+    return fold_to_gsm7(template.format_map(_values(lang, receipt)))
 
 
 def render_receipt(
     language: str, receipt: ReceiptData, templates: Mapping[str, str] | None = None
 ) -> str:
     """The receipt text in ``language``; unknown languages get English."""
-    lang, template = _pick(language, templates or DEFAULT_TEMPLATES)
-    return template.format_map(_values(lang, receipt))
+    return _render(language, receipt, templates or DEFAULT_TEMPLATES)
 
 
 def render_reversal_notice(
     language: str, receipt: ReceiptData, templates: Mapping[str, str] | None = None
 ) -> str:
     """The text telling the subscriber that a receipted payment was reversed."""
-    lang, template = _pick(language, templates or DEFAULT_REVERSAL_TEMPLATES)
-    return template.format_map(_values(lang, receipt))
+    return _render(language, receipt, templates or DEFAULT_REVERSAL_TEMPLATES)
 
 
 _SAMPLE = ReceiptData(
@@ -197,7 +245,11 @@ def validate_templates(templates: Mapping[str, str]) -> None:
     """
     if FALLBACK_LANGUAGE not in templates:
         raise ValueError(f"SMS templates: no {FALLBACK_LANGUAGE!r} template to fall back on")
-    for language, template in templates.items():
+    for key, template in templates.items():
+        biller, _, language = key.rpartition("/")
+        if "/" in key and (not biller or not language):
+            raise ValueError(f"SMS template {key!r}: keys are LANGUAGE or BILLER/LANGUAGE")
+        language = key  # named as given in the messages below
         try:
             fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
         except ValueError as e:
@@ -209,6 +261,9 @@ def validate_templates(templates: Mapping[str, str]) -> None:
                     f"known: {', '.join(sorted(PLACEHOLDERS))}"
                 )
         try:
-            template.format_map(_values(language, _SAMPLE))
+            template.format_map(_values(key.rpartition("/")[2], _SAMPLE))
         except (ValueError, KeyError, IndexError, TypeError) as e:
             raise ValueError(f"SMS template {language!r}: cannot render: {e}") from None
+
+# Sample data of previews (billgw sms preview) and of validate_templates.
+SAMPLE_RECEIPT = _SAMPLE

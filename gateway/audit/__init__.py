@@ -21,6 +21,8 @@ files:
   journal's tables in one read transaction (one consistent snapshot), and
   :data:`LEDGER_READERS`, the adapter kinds whose adapter reads its
   biller's ledger (``read_ledger``: a file, a reconciliation URL...);
+- :mod:`.sms_health`: the SMS side's sending (receipts stuck in the queue,
+  a refused bind, from ``sms_link_health``), read and judged apart;
 - :mod:`.render` (:func:`render_text` / :func:`render_json`) and
   :mod:`.command` (:func:`run_command`, the CLI).
 
@@ -45,8 +47,12 @@ from .rows import (  # noqa: F401 (the categories, for callers and tests)
     REVERSAL_NOT_FOUND,
     REVERSED_STILL_POSTED,
     SMS_ABANDONED,
+    SMS_BIND_REFUSED,
     SMS_FOR_UNCONFIRMED,
+    SMS_INVALID_MSISDN,
+    SMS_LINK_NOT_BOUND,
     SMS_MISSING,
+    SMS_STUCK,
     SMS_UNCERTAIN,
     UNKNOWN_POSTING,
     UNRESOLVED,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import time
 from typing import Sequence, TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -16,6 +17,7 @@ from billgw.billing_adapters.registry import AdapterConfigError
 from .. import rules as service_rules
 from .render import render_json, render_text
 from .rows import JournalRow
+from .sms_health import extend_report, load_sms_health, sms_health_findings
 from .rules import RuleCheck, _mask_foreign, audit
 from .snapshot import LEDGER_READERS, LedgerReader, biller_ledger_reader, load_journal, make_audit_engine
 
@@ -89,6 +91,8 @@ def run_command(settings, ledger_args: Sequence[str], *, as_json: bool = False,
                                       f"{settings.source})")
             try:
                 snapshot = load_journal(engine)
+                sms_health = load_sms_health(engine, now=time.time(),
+                                             queued_alert_after=settings.sms.queued_alert_after)
             except SQLAlchemyError as exc:
                 raise AuditUsageError(f"cannot read the journal at {shown_url} ({_first_line(exc)}); "
                                       "is its schema up to date (billgw db upgrade)?") from None
@@ -107,6 +111,8 @@ def run_command(settings, ledger_args: Sequence[str], *, as_json: bool = False,
         return 2
     report = audit(snapshot.transactions, ledgers, snapshot.sms, snapshot.reversals, snapshot.biller_outbox,
                    rules=rule_check(settings))
+    report = extend_report(report, *sms_health_findings(sms_health, now=time.time(),
+                                                        queued_alert_after=settings.sms.queued_alert_after))
     out.write(render_json(report) if as_json else render_text(report))
     out.flush()
     return report.exit_status

@@ -31,6 +31,11 @@ CONFIRMED_AFTER_REVERSAL = "confirmed_after_reversal"
 # A payment that breaks its service's local rules, yet was posted or is
 # being posted (an advice taken past the rules, or rules that let it by).
 POSTED_OUTSIDE_RULES = "posted_outside_rules"
+# The SMS side's health (gateway/audit/sms_health.py): a receipt QUEUED or
+# FAILED longer than [sms] queued_alert_after, and a bind the SMSC refused
+# for its credentials (the sender stopped trying: nothing goes out).
+SMS_STUCK = "sms_stuck"
+SMS_BIND_REFUSED = "sms_bind_refused"
 
 # Every category here breaks an invariant: any finding makes the exit status 1.
 # The order is the order of the summary (money first, then SMS).
@@ -49,6 +54,8 @@ BROKEN_CATEGORIES = (
     SMS_FOR_UNCONFIRMED,
     SMS_MISSING,
     SMS_ABANDONED,
+    SMS_STUCK,
+    SMS_BIND_REFUSED,
 )
 
 # Informational: printed, never a reason for exit status 1.
@@ -56,7 +63,12 @@ REVERSAL_NOT_FOUND = "reversal_not_found"
 NOT_AUDITED = "not_audited"
 # A receipt whose sender died mid-submit: maybe on the phone, never resent.
 SMS_UNCERTAIN = "sms_uncertain"
-NOTE_CATEGORIES = (REVERSAL_NOT_FOUND, NOT_AUDITED, SMS_UNCERTAIN)
+# A bind that is not up now (DOWN, CONNECTING) or whose state was last
+# written long ago (its process may be gone); payments that went on without
+# a receipt because their MSISDN was invalid ([sms] invalid_msisdn).
+SMS_LINK_NOT_BOUND = "sms_link_not_bound"
+SMS_INVALID_MSISDN = "sms_invalid_msisdn"
+NOTE_CATEGORIES = (REVERSAL_NOT_FOUND, NOT_AUDITED, SMS_UNCERTAIN, SMS_LINK_NOT_BOUND, SMS_INVALID_MSISDN)
 
 # --- what was read ------------------------------------------------------------
 

@@ -75,3 +75,6 @@ def test_a_quick_run_measures_every_row_and_every_payment_is_approved(tmp_path):
     assert [r["name"] for r in rows] == ["baseline", "sqlite", "e2e", "sqlite-open100"]
     assert all(r["approved"] == r["payments"] for r in rows)  # the bench measured payments, not errors
     assert all(r["sms_received"] == r["approved"] for r in rows if r["name"] != "baseline")
+    drain = json.loads(report.read_text())["sms_drain"]  # atm_sim/bench_sms.py
+    assert [(d["window"], d["receipts"]) for d in drain] == [(1, 200), (10, 200)]
+    assert all(d["per_second"] > 0 for d in drain)

@@ -95,6 +95,16 @@ def write_gateway_config(path: Path, *, port: int, db_url: str, telecom_port: in
     text = set_toml(text, "sms", "retry_base", 0.5)
     text = set_toml(text, "sms", "retry_cap", 3.0)
     text = set_toml(text, "sms", "enquire_link_interval", 10.0)
+    # check_sms finds each SMS's payment by the receipt number and the full
+    # payment id: templates that carry both (the packaged ones are one part
+    # and show only the 10-character short reference).
+    receipt = "Paid {amount} {currency_code} to {biller_name}. Receipt {receipt_number}, ref {reference}."
+    notice = "Your payment of {amount} {currency_code} was reversed. Ref {reference}."
+    for section, template in (("sms.templates.receipt", receipt), ("sms.templates.receipt.TEL", receipt),
+                              ("sms.templates.reversal", notice), ("sms.templates.reversal.TEL", notice)):
+        for language in ("en", "ar", "el"):
+            # (the telecom's own tables lack some languages: the generic ones serve)
+            text = set_toml(text, section, language, template, required=not section.endswith("TEL"))
     text = set_toml(text, "billers.TEL", "timeout", biller_timeout)
     text = set_toml(text, "billers.TEL.settings", "url", f"http://127.0.0.1:{telecom_port}/BillingService")
     recovery = {"poll_interval": 0.3, "lease_seconds": biller_timeout + 3.0, "retry_base": 0.5,

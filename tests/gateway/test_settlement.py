@@ -62,7 +62,7 @@ async def test_reversal_after_receipt_sent_queues_a_notice_in_the_same_language(
     rows = {r.kind: r for r in table(engine, sms_outbox)}
     assert rows["receipt"].state == "SENT"
     notice = rows["reversal_notice"]
-    assert notice.state == "QUEUED" and notice.language == "ar" and "تم عكس" in notice.text
+    assert notice.state == "QUEUED" and notice.language == "ar" and "أعيدت دفعتك" in notice.text
 
 
 @pytest_twisted.ensureDeferred

@@ -118,7 +118,8 @@ class Stack:
             listener=dataclasses.replace(base.listener, endpoint=LOOPBACK),
             database=dataclasses.replace(base.database, url=self.db_url, auto_upgrade=False),
             sms=dataclasses.replace(base.sms, host="127.0.0.1", port=smsc_port_number,
-                                    system_id=SYSTEM_ID, password=PASSWORD, poll_interval=0.2),
+                                    system_id=SYSTEM_ID, password=PASSWORD, poll_interval=0.2,
+                                    receipt_templates=LONG_RECEIPTS),
             billers={"TEL": dataclasses.replace(
                 tel, timeout=biller_timeout if biller_timeout is not None else tel.timeout,
                 adapter_settings={**tel.adapter_settings,
@@ -259,6 +260,18 @@ def no_full_pan(*rows: dict) -> None:
     for row in rows:
         for column, value in row.items():
             assert PAN not in str(value), f"full PAN in column {column}"
+
+
+# A deployment's long receipts (every detail spelt out): the Arabic one takes
+# several UCS-2 parts, which is what these tests reassemble.  (The packaged
+# defaults fit one part: tests/gateway/test_sms_preview.py.)
+LONG_RECEIPTS = {
+    "en": ("Paid {amount} {currency_code} to {biller_name}, account {billing_number}, bill {bill_number}. "
+           "Fee {fee} {currency_code}. {date}, card {card}. Receipt {receipt_number}, ref {reference}."),
+    "ar": ("تم دفع {amount} {currency_code} إلى {biller_name}، رقم الاشتراك {billing_number}، "
+           "الفاتورة {bill_number}. العمولة {fee} {currency_code}. {date}، البطاقة {card}. "
+           "رقم الإيصال {receipt_number}، المرجع {reference}."),
+}
 
 
 def expected_receipt(settings, language: str, *, bill_number: str, receipt_number: str, reference: str,

@@ -16,6 +16,16 @@ from billgw.sms.smpp_link import LinkState
 from billgw.sms.smsc_sim import ErrorOnSubmitSMSC
 from billgw.sms.templates import ReceiptData, render_receipt
 
+# A deployment's long Arabic receipt (every detail spelt out): several UCS-2 parts.
+LONG_TEMPLATES = {
+    "en": "Paid {amount} {currency_code} to {biller_name}. Ref {reference}.",
+    "ar": (
+        "تم دفع {amount} {currency_code} إلى {biller_name}، رقم الاشتراك {billing_number}، "
+        "الفاتورة {bill_number}. العمولة {fee} {currency_code}. {date}، البطاقة {card}. "
+        "رقم الإيصال {receipt_number}، المرجع {reference}."
+    ),
+}
+
 pytestmark = pytest.mark.timeout(30)
 TIMEOUT = 10.0
 MSISDN = "962791234567"
@@ -80,7 +90,7 @@ def test_queued_arabic_receipt_becomes_sent_with_the_smsc_message_ids(
     port, smsc = yield smsc_factory()
     link = make_link(port.getHost().port)
     yield link.wait_for_state(LinkState.BOUND).addTimeout(TIMEOUT, reactor)
-    text = render_receipt("ar", RECEIPT)
+    text = render_receipt("ar", RECEIPT, LONG_TEMPLATES)
     row_id = enqueue(engine, reactor, text)
     sender = start_sender(reactor, run_in_db, link)
     try:

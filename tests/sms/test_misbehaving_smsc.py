@@ -17,7 +17,13 @@ from billgw.sms import outbox
 from billgw.sms.outbox import OutboxKind, sms_outbox
 from billgw.sms.sender import OutboxSender
 from billgw.sms.smpp_link import LinkState
-from billgw.sms.smsc_sim import DropMidWindowSMSC, RefuseBindSMSC, SlowSMSC, ThrottleEveryNthSMSC
+from billgw.sms.smsc_sim import (
+    DropMidWindowSMSC,
+    NoResponseOnSubmitSMSC,
+    RefuseBindSMSC,
+    SlowSMSC,
+    ThrottleEveryNthSMSC,
+)
 from billgw.sms.templates import ReceiptData, render_receipt
 
 pytestmark = pytest.mark.timeout(60)
@@ -25,11 +31,21 @@ TIMEOUT = 10.0
 MSISDN = "962791234567"
 
 
+# A deployment's long receipts: the Arabic one is UCS-2 in several parts, so
+# that throttles and drops fall in the middle of messages too.
+LONG_TEMPLATES = {
+    "en": "Paid {amount} {currency_code} to {biller_name}, account {billing_number}. Ref {reference}.",
+    "ar": ("تم دفع {amount} {currency_code} إلى {biller_name}، رقم الاشتراك {billing_number}، "
+           "الفاتورة {bill_number}. العمولة {fee} {currency_code}. {date}، البطاقة {card}. "
+           "رقم الإيصال {receipt_number}، المرجع {reference}."),
+}
+
+
 def receipt_text(n: int) -> str:
     language = "ar" if n % 3 == 0 else "en"  # Arabic ones are UCS-2 and several parts
     data = ReceiptData("Orange Jordan", "أورانج الأردن", "0791234567", None, 25000 + n, "400", 3, "JOD", 350,
                        dt.datetime(2024, 3, 1, 10, 0), f"ORJ-{n}", f"PAY-{n:05d}", "476173******0010")
-    return render_receipt(language, data)
+    return render_receipt(language, data, LONG_TEMPLATES)
 
 
 @pytest.fixture
@@ -91,12 +107,18 @@ def received_by_payment(smsc, texts):
     return {pid: by_text[text] for pid, text in texts.items()}
 
 
+@pytest.mark.parametrize("n, status, scheme", [
+    (5, 0x58, "udh8"),    # throttled every 5th
+    (7, 0x14, "udh16"),   # queue full every 7th
+    (6, 0x58, "sar"),     # throttled, parts joined by SAR TLVs
+])
 @pytest_twisted.inlineCallbacks
 def test_throttling_every_fifth_submit_still_delivers_each_receipt_once_and_whole(
-        reactor, db, smsc_factory, make_link):
+        reactor, db, smsc_factory, make_link, n, status, scheme):
     engine, run_in_db = db
-    port, smsc = yield smsc_factory(ThrottleEveryNthSMSC, n=5)
-    link = make_link(port.getHost().port, window=10, throttle_pause=0.01, throttle_pause_cap=0.05)
+    port, smsc = yield smsc_factory(ThrottleEveryNthSMSC, n=n, error_status=status)
+    link = make_link(port.getHost().port, window=10, throttle_pause=0.01, throttle_pause_cap=0.05,
+                     concatenation=scheme)
     yield link.wait_for_state(LinkState.BOUND).addTimeout(TIMEOUT, reactor)
     texts = enqueue_all(engine, reactor, 90)
     sender = start_sender(reactor, run_in_db, link)
@@ -108,7 +130,8 @@ def test_throttling_every_fifth_submit_still_delivers_each_receipt_once_and_whol
     assert {r.state for r in rows.values()} == {"SENT"}
     assert set(received_by_payment(smsc, texts).values()) == {1}  # each exactly once
     assert smsc._pending == {}  # no group of parts left incomplete on a handset
-    assert smsc.refused >= 90 // 5
+    assert smsc.refused >= 90 // n
+    assert max(m.parts for m in smsc.messages_received) >= 2  # long ones were joined by their scheme
     for pid, r in rows.items():  # the recorded ids are the SMSC's, one per part
         [m] = [m for m in smsc.messages_received if m.text == texts[pid]]
         with engine.connect() as conn:
@@ -140,6 +163,26 @@ def test_link_dropped_mid_window_never_duplicates_and_costs_the_others_nothing(
     assert all(received[pid] == 1 for pid, r in rows.items() if r.state == "SENT")
     # A receipt handed back because the link fell before writing it was not charged an attempt.
     assert all(r.attempts == 1 for r in rows.values())
+
+
+@pytest.mark.allow_errors  # sms.uncertain is an error: each is a person's decision
+@pytest_twisted.inlineCallbacks
+def test_an_smsc_that_never_answers_gets_each_receipt_once_and_none_resent(reactor, db, smsc_factory, make_link):
+    engine, run_in_db = db
+    port, smsc = yield smsc_factory(NoResponseOnSubmitSMSC)
+    link = make_link(port.getHost().port, window=4, response_timeout=0.2, stop_timeout=2.0)
+    yield link.wait_for_state(LinkState.BOUND).addTimeout(TIMEOUT, reactor)
+    enqueue_all(engine, reactor, 6)
+    sender = start_sender(reactor, run_in_db, link)
+    try:
+        yield drain(reactor, engine, sender)
+        yield sender.wake().addTimeout(TIMEOUT, reactor)  # another pass: nothing is resent
+    finally:
+        yield sender.stopService()
+    rows = states(engine)
+    # The documented ambiguous case: written, never answered -> UNCERTAIN, never sent again.
+    assert {(r.state, r.attempts) for r in rows.values()} == {("UNCERTAIN", 1)}
+    assert smsc.submits_received == 6  # the first part of each, once; no second part, no resend
 
 
 @pytest.mark.allow_errors  # smpp.bind_refused: the alert

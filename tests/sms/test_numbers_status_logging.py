@@ -26,7 +26,16 @@ def test_numbers_are_normalised_to_e164_and_sent_as_international(raw, country, 
     assert (dest.address, dest.ton, dest.npi) == (e164, 1, 1)
 
 
-@pytest.mark.parametrize("raw", ["000000", "٠٧٩١٢٣٤٥٦٧", "07912345６７", "12", "", "0791 234 567x"])
+@pytest.mark.parametrize("raw, country, e164", [
+    ("٠٧٩١٢٣٤٥٦٧", "JO", "962791234567"),     # Arabic-Indic digits, national
+    ("+٩٦٢٧٩١٢٣٤٥٦٧", "JO", "962791234567"),  # Arabic-Indic, international
+    ("۰۹۴۴۱۲۳۴۵۶", "SY", "963944123456"),      # Eastern Arabic-Indic (Persian/Urdu keypads)
+])
+def test_arabic_indic_digits_are_read_as_the_digits_they_are(raw, country, e164):
+    assert normalise_msisdn(raw, country).address == e164
+
+
+@pytest.mark.parametrize("raw", ["000000", "٠٠٠٠٠٠", "07912345６７", "12", "", "0791 234 567x", "07９1234567"])
 def test_nonsense_and_non_ascii_digits_are_invalid_without_echoing_the_number(raw):
     with pytest.raises(InvalidMsisdn) as e:
         normalise_msisdn(raw, "JO")

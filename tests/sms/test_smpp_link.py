@@ -8,6 +8,16 @@ from billgw.sms.smpp_link import LinkState, SmppLinkDown, SmppSubmitError, SmppU
 from billgw.sms.smsc_sim import DropOnSubmitSMSC, ErrorOnSubmitSMSC, NoResponseOnSubmitSMSC
 from billgw.sms.templates import ReceiptData, render_receipt
 
+# A deployment's long Arabic receipt (every detail spelt out): several UCS-2 parts.
+LONG_TEMPLATES = {
+    "en": "Paid {amount} {currency_code} to {biller_name}. Ref {reference}.",
+    "ar": (
+        "تم دفع {amount} {currency_code} إلى {biller_name}، رقم الاشتراك {billing_number}، "
+        "الفاتورة {bill_number}. العمولة {fee} {currency_code}. {date}، البطاقة {card}. "
+        "رقم الإيصال {receipt_number}، المرجع {reference}."
+    ),
+}
+
 SYSTEM_ID = "billgw"  # as configured by the smsc_factory/make_link fixtures
 TIMEOUT = 10.0
 
@@ -44,7 +54,7 @@ def test_long_arabic_receipt_arrives_as_ucs2_parts_reassembled(reactor, smsc_fac
         "Water Authority of Jordan", "سلطة المياه", "01-234-567", "2024/02", 37125, "400", 3, "JOD",
         500, dt.datetime(2024, 2, 3, 9, 30), "WAJ-99812", "PAY-000777", "476173******0010",
     )
-    text = render_receipt("ar", receipt)
+    text = render_receipt("ar", receipt, LONG_TEMPLATES)
     expected_parts = len(split_message(text).parts)
     assert expected_parts >= 2
     result = yield bounded(link.submit("962791234567", text), reactor)

@@ -350,7 +350,7 @@ def test_a_pdu_that_stops_arriving_midway_drops_the_link_after_the_read_timeout(
 
 def test_poison_msisdn_fails_alone_and_the_bind_goes_on(make_link, smsc):
     link = make_link()
-    bad = link.submit("٠٧٩١٢٣٤٥٦٧", "receipt")  # Arabic-Indic digits: str.isdigit() says yes
+    bad = link.submit("０７９１２３４５６７", "receipt")  # full-width digits: str.isdigit() says yes
     nonsense = link.submit("000000", "receipt")
     good = link.submit("0791234567", "receipt")  # national: normalised for country JO
     out = results([bad, nonsense])
@@ -405,3 +405,32 @@ def test_text_that_cannot_be_encoded_fails_alone_and_the_bind_goes_on(make_link,
     [(pdu, _)] = submits(smsc.read())
     smsc.answer(pdu)
     assert isinstance(results([good])[0], SubmitResult) and link.bound
+
+
+def _udh_reference(sm):
+    return sm.short_message[3]  # 05 00 03 REF total seq
+
+
+def test_the_concatenation_reference_is_per_handset_and_moves_on_across_a_restart(make_link, smsc, clock):
+    first = make_link()
+    first.submit(MSISDN, LONG_EN)
+    first.submit(MSISDN, LONG_EN)  # the same handset: the next reference
+    first.submit("306944123456", LONG_EN)  # another handset: its own counter
+    sent = submits(smsc.read())
+    refs = [_udh_reference(sm) for _, sm in sent]
+    assert refs[1] == (refs[0] + 1) % 256 and refs[2] == refs[0]
+    first.stopService()
+    clock.pump([1.0] * 20)  # stopped (unanswered parts end UNCERTAIN), then restarted 20 s later
+    second = make_link()  # a new process: nothing of the first counter survives
+    second.submit(MSISDN, LONG_EN)
+    [(_, sm)] = submits(smsc.read())
+    assert _udh_reference(sm) not in refs[:2]
+
+
+def test_a_sar_scheme_sends_the_tlvs_and_no_udh(make_link, smsc):
+    link = make_link(concatenation="sar")
+    link.submit(MSISDN, LONG_EN)
+    [(pdu, sm)] = submits(smsc.read())
+    assert sm.esm_class == 0 and sm.short_message == LONG_EN.encode()[:152]
+    assert p.sar_concatenation(sm) == p.Concatenation(sm.tlv(p.TAG_SAR_MSG_REF_NUM)[0] << 8
+                                                      | sm.tlv(p.TAG_SAR_MSG_REF_NUM)[1], 3, 1)
