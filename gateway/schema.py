@@ -8,7 +8,7 @@ the only card data kept.  ``transaction_events`` is the history of state
 transitions.  The SMS outbox table belongs to ``billgw.sms.outbox`` and is
 written in the same transactions; so do its children ``sms_outbox_parts``
 (one row per part the SMSC accepted: message id, submit time, delivery
-receipt) and ``sms_outbox_events`` (resends, expiries), migration 0010_i10a.
+receipt) and ``sms_outbox_events`` (resends, expiries), migration 0005.
 
 The schema itself is created by the alembic migrations in ``migrations/``;
 these definitions are what the code reads and writes.

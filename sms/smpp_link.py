@@ -131,7 +131,8 @@ def part_fields(message: EncodedMessage, index: int) -> dict:
     """
     # The message's own view of the part (sms/encoding.py: its UDH or SAR
     # TLVs included) where it offers one; bare octets otherwise.
-    part = message.part(index) if hasattr(message, "part") else message.parts[index]
+    segments = getattr(message, "segments", ())
+    part = segments[index] if segments else message.parts[index]
     if isinstance(part, (bytes, bytearray)):
         return {"short_message": bytes(part), "esm_class": message.esm_class}
     fields = {"short_message": part.short_message, "esm_class": getattr(part, "esm_class", message.esm_class)}

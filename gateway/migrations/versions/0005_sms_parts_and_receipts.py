@@ -8,15 +8,15 @@ due (the local expiry counts from it), ``resends`` counts an operator's
 resends; ``sms_outbox_events`` records those resends and expiries.  The
 state column widens for UNDELIVERABLE.
 
-Revision ID: 0010_i10a
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-06
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_i10a"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -7,14 +7,14 @@ keeps its original's.  ``business_days`` records each cut-over (an 0800
 with F70 = 201): the date it opened, when and by whom.  The late surcharge
 a payment settled and who bore its fee are journaled apart from its amount.
 
-Revision ID: 0009_i9
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-06
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_i9"
+revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None

@@ -5,15 +5,15 @@ gateway process records that state here so that ``billgw audit`` -- another
 process, maybe on another host sharing the database -- can report it
 (sms/health.py).
 
-Revision ID: 0004_i10b
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-06
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_i10b"
-down_revision = "0003"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
