@@ -71,6 +71,8 @@ class NewTransaction:
     # The local rule the request breaks (an Outcome name), decided when it
     # was journaled: an advice for it must never be posted (see machine.py).
     local_problem: str | None = None
+    # HMAC-SHA-256 of the PAN (docs/security.md), None without the key.
+    pan_hash: str | None = None
 
 
 @dataclass(frozen=True)
