@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="a biller's ledger to compare, e.g. TEL=var/telecom-sim.sqlite (repeatable)")
     audit.add_argument("--json", action="store_true", help="print a machine-readable object")
 
+    journal = sub.add_parser("journal", help="look payments up in the journal")
+    journal_sub = journal.add_subparsers(dest="journal_command", required=True)
+    find = journal_sub.add_parser("find", help="a card's payments, by the keyed hash of its PAN")
+    find.add_argument("--pan", nargs="?", const="", required=True, metavar="PAN",
+                      help="the card number; without a value it is asked for without echo "
+                           "(needs BILLGW_PAN_HMAC_KEY, the gateway's key)")
+
     demo = sub.add_parser("demo", help="gateway + simulators on loopback, one inquiry and payments")
     demo.add_argument("--workdir", default="var/demo", help="wiped and recreated on each run")
     return parser
@@ -196,6 +203,29 @@ def _run(reactor, args):
     raise SystemExit(f"unknown command {args.command}")
 
 
+def _journal_find(settings, pan: str | None, environ=None, out=None) -> int:
+    """``billgw journal find --pan``: 0 found, 1 none, 2 unusable input."""
+    from .audit.snapshot import make_audit_engine
+    from .journal_find import FindUsageError, find_by_pan, read_pan, render
+    from .keys import PAN_HMAC_ENV, pan_hasher_from_env
+
+    out = out or sys.stdout
+    try:
+        hasher = pan_hasher_from_env(os.environ if environ is None else environ)
+        if hasher is None:
+            raise FindUsageError(f"{PAN_HMAC_ENV} is not set: the gateway's key is needed to look a card up")
+        engine = make_audit_engine(settings.database.url)
+        try:
+            rows = find_by_pan(engine, hasher, read_pan(pan))
+        finally:
+            engine.dispose()
+    except (FindUsageError, ValueError) as exc:
+        print(f"billgw journal find: {exc}", file=sys.stderr)
+        return 2
+    render(rows, out)
+    return 0 if rows else 1
+
+
 def main(argv=None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -221,6 +251,8 @@ def main(argv=None) -> None:
             from .audit import run_command
 
             raise SystemExit(run_command(_settings(args), args.ledger, as_json=args.json))
+        if args.command == "journal":
+            raise SystemExit(_journal_find(_settings(args), args.pan))
         if args.command in ("serve",):
             validate_adapters(_settings(args))  # fail on bad config before the reactor starts
     except ConfigError as exc:

@@ -117,11 +117,21 @@ class PeerTable:
         return None
 
 
+def subject_of(name: x509.Name) -> str:
+    """A certificate subject as peers compare it: its attributes in RFC 4514
+    form, sorted, so the order a tool prints them in does not matter."""
+    return ",".join(sorted(attribute.rfc4514_string() for attribute in name))
+
+
 def normalise_subject(text: str) -> str:
-    """An RFC 4514 distinguished name (``CN=switch-a,O=Bank A,C=JO``) in the
-    one form certificates' subjects are compared in; ValueError if it is
-    not one.  Spaces after the commas are allowed."""
-    parts = [part.strip() for part in re.split(r"(?<!\\),", text)]
+    """An RFC 4514 distinguished name (``CN=switch-a,O=Bank A,C=JO``; spaces
+    around commas and equal signs allowed, as ``openssl x509 -subject``
+    prints them) in the form :func:`subject_of` gives; ValueError if it is
+    not a name."""
+    parts = []
+    for part in re.split(r"(?<!\\),", text):
+        key, eq, value = part.partition("=")
+        parts.append(f"{key.strip()}{eq}{value.strip()}")
     try:
         name = x509.Name.from_rfc4514_string(",".join(parts))
     except ValueError:
@@ -129,7 +139,7 @@ def normalise_subject(text: str) -> str:
             from None
     if not len(name):
         raise ValueError("certificate_subject: empty name")
-    return name.rfc4514_string()
+    return subject_of(name)
 
 
 def make_peer(name: str, *, sources: Iterable[str], acquirers: Iterable[str], terminals: Iterable[str],

@@ -22,6 +22,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from .config import ConfigError, TlsSettings
+from .peers import subject_of
 
 
 def _read(path: str, key: str) -> bytes:
@@ -90,9 +91,9 @@ class TLSServerEndpoint:
 
 def peer_subject(transport) -> str | None:
     """The RFC 4514 subject of the client certificate on ``transport``
-    (normalised like peers.normalise_subject), None without one."""
+    (as peers.subject_of gives it), None without one."""
     get = getattr(transport, "getPeerCertificate", None)
     cert = get() if get is not None else None
     if cert is None:
         return None
-    return cert.to_cryptography().subject.rfc4514_string()
+    return subject_of(cert.to_cryptography().subject)
