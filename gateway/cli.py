@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     smsc = sub.add_parser("smsc-sim", help="run the SMSC simulator (SMPP 3.4 server)")
     smsc.add_argument("--listen", default="tcp:2775:interface=127.0.0.1")
     smsc.add_argument("--system-id", default="billgw")
-    smsc.add_argument("--password", default=os.environ.get("BILLGW_SMPP_PASSWORD", "secret"))
+    # No default password: BILLGW_SMPP_PASSWORD, or one made up and printed.
+    smsc.add_argument("--password", default=os.environ.get("BILLGW_SMPP_PASSWORD") or None)
     smsc.add_argument("--record", default="var/smsc-received.jsonl",
                       help="JSON lines file of every message received")
 
@@ -170,6 +171,12 @@ def _smsc_sim(reactor, args):
     from billgw.sms.smsc_sim import listen_smsc
 
     _ensure_parent(args.record)
+    if not args.password:
+        import secrets
+
+        args.password = secrets.token_urlsafe(6)[:8]  # SMPP 3.4: at most 8 characters
+        print(f"no --password and no BILLGW_SMPP_PASSWORD: this run's SMPP password is {args.password}",
+              flush=True)
     d = listen_smsc(reactor, args.listen, system_id=args.system_id, password=args.password,
                     record_path=args.record)
 

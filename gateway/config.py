@@ -386,12 +386,12 @@ def _peer_mac(t: _Section, config_dir: Path | None) -> MacKey | None:
     return None
 
 
-def _peer_rate(t: _Section) -> RateLimit | None:
-    rate = t.get("rate_limit", float, None, check=_positive)
-    burst = t.get("rate_burst", int, None, check=lambda v: None if 1 <= v <= 100_000 else "must be 1..100000")
+def _peer_rate(t: _Section, rate_key: str = "rate_limit", burst_key: str = "rate_burst") -> RateLimit | None:
+    rate = t.get(rate_key, float, None, check=_positive)
+    burst = t.get(burst_key, int, None, check=lambda v: None if 1 <= v <= 100_000 else "must be 1..100000")
     if rate is None:
         if burst is not None:
-            raise ConfigError(f"{t._key('rate_burst')}: set rate_limit too")
+            raise ConfigError(f"{t._key(burst_key)}: set {rate_key} too")
         return None
     return RateLimit(rate, burst if burst is not None else max(1, int(rate * 2)))
 
@@ -415,6 +415,7 @@ def _peers(s: _Section, default_sign_on: bool, config_dir: Path | None = None) -
             certificate_subject=t.get("certificate_subject", str, None),
             mac=_peer_mac(t, config_dir),
             rate_limit=_peer_rate(t),
+            advice_reversal_rate=_peer_rate(t, "advice_reversal_rate_limit", "advice_reversal_burst"),
         )
         try:
             peer = make_peer(name, **values)

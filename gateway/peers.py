@@ -51,6 +51,10 @@ class Peer:
     certificate_subject: str | None = None
     mac: MacKey | None = None  # None: its messages carry no MAC
     rate_limit: RateLimit | None = None  # per terminal, on 0200s
+    # Over the whole peer, on advices and reversals: each may leave a row
+    # for a person (an EXCEPTION, a reversal of an unknown original), so
+    # one peer must not be able to make them without bound.
+    advice_reversal_rate: RateLimit | None = None
 
     def connects_from(self, host: str) -> bool:
         """Whether a connection from ``host`` may be this peer's (no
@@ -145,7 +149,8 @@ def normalise_subject(text: str) -> str:
 def make_peer(name: str, *, sources: Iterable[str], acquirers: Iterable[str], terminals: Iterable[str],
               require_sign_on: bool = True, max_connections: int = 64,
               max_in_flight: int | None = None, certificate_subject: str | None = None,
-              mac: MacKey | None = None, rate_limit: RateLimit | None = None) -> Peer:
+              mac: MacKey | None = None, rate_limit: RateLimit | None = None,
+              advice_reversal_rate: RateLimit | None = None) -> Peer:
     """A peer from configuration values; ValueError names what is wrong."""
     networks = []
     for source in sources:
@@ -173,7 +178,7 @@ def make_peer(name: str, *, sources: Iterable[str], acquirers: Iterable[str], te
         raise ValueError("terminals: a peer needs at least one terminal pattern")
     return Peer(name, tuple(networks), frozenset(ids), tuple(patterns), require_sign_on=require_sign_on,
                 max_connections=max_connections, max_in_flight=max_in_flight, certificate_subject=subject,
-                mac=mac, rate_limit=rate_limit)
+                mac=mac, rate_limit=rate_limit, advice_reversal_rate=advice_reversal_rate)
 
 
 # The demo's and atm-sim's switch: loopback, acquirer 123456, ATM00001...

@@ -31,9 +31,10 @@ messages has every request verified (iso8583/mac.py) -- a missing or wrong
 MAC is answered with the ``security_violation`` code and goes no further,
 an 0800 included -- and every answer MACed.  A peer's terminals may be
 rate-limited (a token bucket per terminal, gateway/rate_limit.py): a 0200
-beyond it is answered with the ``rate_limited`` code at once; advices and
-reversals are never rate-limited (they settle money already moved, and the
-switch repeats them until they are acknowledged).
+beyond it is answered with the ``rate_limited`` code at once.  Advices and
+reversals have a bucket per peer instead, when configured: each may leave
+a row for a person, and one peer must not make them without bound; one
+answered so is not acknowledged, so the switch repeats it later.
 
 Two timers guard the connection: the idle timeout, reset by complete frames
 only (a byte every few seconds is not traffic), and the frame timeout: a
@@ -272,17 +273,21 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
         return True
 
     def _within_rate(self, request, log) -> bool:
-        """Take a token of this terminal's bucket for a 0200; beyond the
-        peer's rate the request is answered at once, nothing journaled."""
-        limit = self.peer.rate_limit
-        if limit is None or request.mti not in FINANCIAL_MTIS:
-            return True
+        """Take a token: of the terminal's bucket for a 0200, of the peer's
+        advice-and-reversal bucket for a 0220/0420.  Beyond the rate the
+        request is answered at once, nothing journaled (an advice or a
+        reversal so answered is not acknowledged: the switch repeats it)."""
         terminal = request.fields.get("41", "")
-        if self.factory.rate_buckets(self.peer).take(terminal, self.factory.clock.seconds()):
+        if request.mti in FINANCIAL_MTIS:
+            limit, key, kind, counter = self.peer.rate_limit, terminal, "terminal", "rate_limited"
+        else:
+            limit, key, kind, counter = self.peer.advice_reversal_rate, "", "advice_reversal", \
+                "advice_reversal_rate_limited"
+        if limit is None or self.factory.rate_buckets(self.peer, kind, limit).take(key, self.factory.clock.seconds()):
             return True
-        self.factory.count("rate_limited")
-        log.warning("request refused: terminal over its rate limit", terminal=terminal, rate=limit.rate,
-                    burst=limit.burst, refusals=self.factory.counters["rate_limited"])
+        self.factory.count(counter)
+        log.warning("request refused: over the rate limit", limit=kind, terminal=terminal, rate=limit.rate,
+                    burst=limit.burst, refusals=self.factory.counters[counter])
         self._refuse(request, Outcome.RATE_LIMITED)
         return False
 
@@ -378,15 +383,16 @@ class Iso8583ServerFactory(Factory):
         self.tls_client_certificates = tls_client_certificates
         # Keys the PAN's HMAC into the journal (None: no hash kept).
         self.pan_hasher = pan_hasher
-        self._rate_buckets: dict[str, TokenBuckets] = {}
+        self._rate_buckets: dict[tuple[str, str], TokenBuckets] = {}
 
     def count(self, reason: str) -> None:
         self.counters[reason] += 1
 
-    def rate_buckets(self, peer: Peer) -> TokenBuckets:
-        buckets = self._rate_buckets.get(peer.name)
+    def rate_buckets(self, peer: Peer, kind: str, limit) -> TokenBuckets:
+        """The token buckets of one peer's rate limit (``kind``)."""
+        buckets = self._rate_buckets.get((peer.name, kind))
         if buckets is None:
-            buckets = self._rate_buckets[peer.name] = TokenBuckets(peer.rate_limit)
+            buckets = self._rate_buckets[(peer.name, kind)] = TokenBuckets(limit)
         return buckets
 
     def connection_opened(self, peer: Peer | None) -> None:

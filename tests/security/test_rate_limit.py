@@ -54,7 +54,7 @@ def test_a_terminal_beyond_its_rate_is_answered_at_once_and_counted():
     assert codes == [("000003", "65"), ("000004", "65")]
     assert [r.fields["11"] for r, _ in processor.pending] == ["000001", "000002", "000010", "000500"]
     assert factory.counters["rate_limited"] == 2
-    refusals = [e for e in logs if e["event"] == "request refused: terminal over its rate limit"]
+    refusals = [e for e in logs if e["event"] == "request refused: over the rate limit"]
     assert [(e["terminal"], e["refusals"]) for e in refusals] == [("ATM00001", 1), ("ATM00001", 2)]
     clock.advance(1.0)
     proto.dataReceived(encode_frame(payment(stan="000005")))
@@ -71,3 +71,23 @@ def test_rate_limit_config_keys():
         parse_settings(tomllib.loads(base + "rate_burst = 4\n"), environ={})
     with pytest.raises(ConfigError, match="peers.r.rate_limit: must be greater than zero"):
         parse_settings(tomllib.loads(base + "rate_limit = 0\n"), environ={})
+
+
+def test_advices_and_reversals_have_a_bucket_per_peer():
+    """Each may leave a row for a person: a peer gets so many at once, and
+    what is refused is not acknowledged (the switch repeats it later)."""
+    peer = make_peer("bank-r", sources=["10.1.0.0/16"], acquirers=["123456"], terminals=["ATM[0-9]{5}"],
+                     advice_reversal_rate=RateLimit(rate=0.5, burst=2))
+    factory, processor, clock = gateway(peers=PeerTable([peer]))
+    proto, transport = connect(factory)
+    proto.dataReceived(encode_frame(sign_on()))
+    proto.dataReceived(encode_frame(reversal(stan="000501")) + encode_frame(payment(stan="000010", mti="0220"))
+                       + encode_frame(reversal(stan="000502", terminal="ATM00002")))
+    for n in range(5):  # 0200s are not in this bucket
+        proto.dataReceived(encode_frame(payment(stan=f"{n + 1:06d}")))
+    refused = [(a.mti, a.fields["11"], a.response_code) for a in answers(transport)[1:]]
+    assert refused == [("0430", "000502", "65")]
+    assert len(processor.pending) == 7 and factory.counters["advice_reversal_rate_limited"] == 1
+    clock.advance(2.0)
+    proto.dataReceived(encode_frame(reversal(stan="000502", terminal="ATM00002")))  # the switch's repeat
+    assert processor.pending[-1][0].fields["11"] == "000502"

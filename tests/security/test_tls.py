@@ -17,6 +17,7 @@ from twisted.protocols.basic import Int16StringReceiver
 
 from billgw.gateway.config import ConfigError, TlsSettings, parse_settings
 from billgw.gateway.peers import PeerTable, make_peer
+from billgw.gateway.service import ListenerService
 from billgw.gateway.tls import TLSServerEndpoint, server_options
 from billgw.iso8583.messages import decode_response
 
@@ -179,7 +180,9 @@ async def test_server_only_tls_with_peers_by_address(pki):
     settings = TlsSettings(pki["settings"].certificate, pki["settings"].private_key)
     local = make_peer("local", sources=["127.0.0.0/8"], acquirers=["123456"], terminals=["ATM[0-9]{5}"])
     factory, processor, _ = gateway(peers=PeerTable([local]), clock=reactor)
-    port = await _listen(factory, server_options(settings))
+    # As the gateway's service builds it (gateway/service.py).
+    service = ListenerService(reactor, "tcp:0:interface=127.0.0.1", factory, tls=server_options(settings))
+    port = await service.listen()
     try:
         proto = await _connect(port, pki)
         proto.sendString(sign_on())
