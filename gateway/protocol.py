@@ -61,13 +61,10 @@ from zope.interface import implementer
 from billgw.iso8583.codes import Outcome, ResponseCodes
 from billgw.iso8583.dump import annotate
 from billgw.iso8583.framing import Framer, FramingError, encode_frame
-from billgw.iso8583.mac import MacError
 from billgw.iso8583.mac import sign as mac_sign
-from billgw.iso8583.mac import verify as mac_verify
 from billgw.iso8583.messages import (
     BillRequest,
     MessageFormatError,
-    FINANCIAL_MTIS,
     NetworkRequest,
     Response,
     ReversalRequest,
@@ -77,7 +74,7 @@ from billgw.iso8583.messages import (
 )
 
 from .peers import DEFAULT_PEERS, Peer, PeerTable
-from .rate_limit import TokenBuckets
+from .guards import RateBuckets, mac_refusal
 from .tls import peer_subject
 
 # Format errors of one connection logged with their dump; later ones without.
@@ -210,7 +207,9 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
             self._format_error(payload, exc)
             return
         log = self.log.bind(mti=request.mti, stan=request.fields.get("11"))
-        if self.peer.mac is not None and not self._mac_ok(payload, request, log):
+        refused = mac_refusal(self.peer, payload, request, self.factory.counters, log)
+        if refused is not None:
+            self._refuse(request, refused)
             return
         if isinstance(request, NetworkRequest):
             response = self.session.network(request, self.factory.codes)
@@ -234,7 +233,9 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
                         refusals=factory.counters["not_permitted"])
             self._refuse(request, Outcome.NOT_PERMITTED)
             return
-        if not self._within_rate(request, log):
+        refused = factory.rate_buckets.refusal(self.peer, request, factory.clock.seconds(), factory.counters, log)
+        if refused is not None:
+            self._refuse(request, refused)
             return
         peer_in_flight = factory.peer_in_flight[self.peer.name]
         if (self.in_flight >= factory.max_in_flight_per_connection or factory.in_flight >= factory.max_in_flight
@@ -258,38 +259,6 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
         self.factory.in_flight -= 1
         self.factory.peer_in_flight[self.peer.name] -= 1
         return result
-
-    def _mac_ok(self, payload: bytes, request, log) -> bool:
-        """Verify the request's MAC; a missing or wrong one is answered with
-        the security code (MACed: the peer checks our answers) and counted."""
-        try:
-            mac_verify(payload, self.peer.mac)
-        except MacError as exc:
-            self.factory.count("mac_failure")
-            log.warning("request refused: MAC check failed", reason=exc.reason, terminal=request.fields.get("41"),
-                        refusals=self.factory.counters["mac_failure"])
-            self._refuse(request, Outcome.SECURITY_VIOLATION)
-            return False
-        return True
-
-    def _within_rate(self, request, log) -> bool:
-        """Take a token: of the terminal's bucket for a 0200, of the peer's
-        advice-and-reversal bucket for a 0220/0420.  Beyond the rate the
-        request is answered at once, nothing journaled (an advice or a
-        reversal so answered is not acknowledged: the switch repeats it)."""
-        terminal = request.fields.get("41", "")
-        if request.mti in FINANCIAL_MTIS:
-            limit, key, kind, counter = self.peer.rate_limit, terminal, "terminal", "rate_limited"
-        else:
-            limit, key, kind, counter = self.peer.advice_reversal_rate, "", "advice_reversal", \
-                "advice_reversal_rate_limited"
-        if limit is None or self.factory.rate_buckets(self.peer, kind, limit).take(key, self.factory.clock.seconds()):
-            return True
-        self.factory.count(counter)
-        log.warning("request refused: over the rate limit", limit=kind, terminal=terminal, rate=limit.rate,
-                    burst=limit.burst, refusals=self.factory.counters[counter])
-        self._refuse(request, Outcome.RATE_LIMITED)
-        return False
 
     def _refuse(self, request, outcome: Outcome):
         code = self.factory.codes.code(outcome)
@@ -383,17 +352,10 @@ class Iso8583ServerFactory(Factory):
         self.tls_client_certificates = tls_client_certificates
         # Keys the PAN's HMAC into the journal (None: no hash kept).
         self.pan_hasher = pan_hasher
-        self._rate_buckets: dict[tuple[str, str], TokenBuckets] = {}
+        self.rate_buckets = RateBuckets()
 
     def count(self, reason: str) -> None:
         self.counters[reason] += 1
-
-    def rate_buckets(self, peer: Peer, kind: str, limit) -> TokenBuckets:
-        """The token buckets of one peer's rate limit (``kind``)."""
-        buckets = self._rate_buckets.get((peer.name, kind))
-        if buckets is None:
-            buckets = self._rate_buckets[(peer.name, kind)] = TokenBuckets(limit)
-        return buckets
 
     def connection_opened(self, peer: Peer | None) -> None:
         self.connections += 1

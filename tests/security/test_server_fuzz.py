@@ -125,19 +125,21 @@ def fuzz(port: int, seed: int) -> dict:
                 sock.settimeout(e2e.TIMEOUT)
                 while sock.recv(65536):  # read answers until the gateway is done
                     pass
-            except (BrokenPipeError, ConnectionResetError):
+            except OSError:  # broken pipe, reset, not connected
                 closed_by_gateway += 1  # an undecodable frame closed the connection
     return {"sent": sent, "closed_by_gateway": closed_by_gateway}
 
 
-def hold_partial_frames(port: int) -> int:
+def hold_partial_frames(port: int, ready: threading.Event) -> int:
     """HOLDERS connections each send part of a frame and wait; returns how
-    many the gateway closed (it must close them all)."""
+    many the gateway closed (it must close them all).  ``ready`` is set
+    once all are open (the flood starts then, so none is refused at accept)."""
     socks = []
     for i in range(HOLDERS):
         sock = socket.create_connection(("127.0.0.1", port), timeout=e2e.TIMEOUT)
         sock.sendall(b"\x00\x64" + b"0200" + b"7" * (i % 10))  # 100 bytes announced
         socks.append(sock)
+    ready.set()
     closed = 0
     for sock in socks:
         try:
@@ -222,8 +224,10 @@ async def test_the_gateway_holds_up_under_fuzzing_slowloris_and_a_flood(stack, f
         good = threading.Thread(target=lambda: results.update(good=good_switch(client, done)), daemon=True)
         good.start()
         results["fuzz"] = fuzz(port, SEED)
-        later = [threading.Thread(target=lambda: results.update(holders=hold_partial_frames(port)), daemon=True),
-                 threading.Thread(target=lambda: results.update(flood=flood(port)), daemon=True)]
+        holding = threading.Event()
+        later = [threading.Thread(target=lambda: results.update(holders=hold_partial_frames(port, holding)),
+                                  daemon=True),
+                 threading.Thread(target=lambda: holding.wait(30) and results.update(flood=flood(port)), daemon=True)]
         for t in later:
             t.start()
         for t in later:
