@@ -260,7 +260,7 @@ class GatewayService(MultiService):
                           framing=self.settings.listener.framing, config=self.settings.source,
                           tls=self.settings.listener.tls is not None,
                           peers=[p.name for p in self.settings.peers.peers])
-            exposed = None if self.settings.listener.tls else exposure_warning(self.settings.listener.endpoint)
+            exposed = exposure_warning(self.settings.listener.endpoint, tls=self.settings.listener.tls is not None)
             if exposed:
                 self.log.warning(exposed, endpoint=self.settings.listener.endpoint)
             return port

@@ -49,3 +49,10 @@ def test_look_up_input_and_output():
     out = io.StringIO()
     render([row], out)
     assert "\x1b" not in out.getvalue() and "ATM\\x1b[2J1" in out.getvalue()
+
+
+def test_a_listener_off_loopback_warns_unless_the_gateway_adds_tls():
+    from billgw.gateway.exposure import exposure_warning
+
+    assert "without TLS" in exposure_warning("tcp:8583:interface=0.0.0.0")
+    assert exposure_warning("tcp:8583:interface=0.0.0.0", tls=True) is None
