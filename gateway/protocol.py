@@ -75,7 +75,7 @@ from billgw.iso8583.messages import (
 
 from .peers import DEFAULT_PEERS, Peer, PeerTable
 from .guards import RateBuckets, mac_refusal
-from .tls import peer_subject
+from .tls import peer_subject, tls_failure
 
 # Format errors of one connection logged with their dump; later ones without.
 DUMPED_FORMAT_ERRORS = 3
@@ -160,6 +160,12 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
         self.setTimeout(None)
         self._stop_frame_timer()
         self.factory.connection_closed(self.peer)
+        failure = tls_failure(reason)
+        if failure is not None:
+            self.factory.count("tls_handshake_failed")
+            self.log.warning("connection closed: TLS failed", error=failure,
+                             refusals=self.factory.counters["tls_handshake_failed"])
+            return
         self.log.info("connection closed", reason=reason.getErrorMessage() if reason else None)
 
     def _stop_frame_timer(self):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from OpenSSL import SSL
 from twisted.internet import ssl
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -87,6 +88,14 @@ class TLSServerEndpoint:
 
     def listen(self, factory):
         return self._wrapped.listen(_TLSFactory(self._options, False, factory))
+
+
+def tls_failure(reason) -> str | None:
+    """What went wrong when a connection ended on a TLS error (a failed
+    handshake: no certificate, an untrusted one, not TLS at all), else None."""
+    if reason is None or not reason.check(SSL.Error):
+        return None
+    return reason.getErrorMessage()[:300]
 
 
 def peer_subject(transport) -> str | None:

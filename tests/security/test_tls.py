@@ -170,7 +170,8 @@ async def test_no_client_certificate_or_an_untrusted_one_gets_nothing(pki, clien
         proto.sendString(sign_on())
         await defer.Deferred.addTimeout(proto.lost, WAIT, reactor)
         assert proto.answers == [] and processor.pending == []
-        assert factory.connections == 0
+        await _until(lambda: factory.connections == 0)
+        assert factory.counters["tls_handshake_failed"] == 1
     finally:
         await port.stopListening()
 
