@@ -248,6 +248,9 @@ def main(argv=None) -> None:
             settings = _settings(args)
             validate_adapters(settings)  # adapter kinds and their settings, nothing started
             print(f"{settings.source}: OK ({len(settings.billers)} biller(s))")
+            for peer in settings.peers.peers:
+                if peer.mac is not None:  # to compare with the switch's key custodians
+                    print(f"peer {peer.name}: MAC key check value {peer.mac.check_value()}")
             return
         if args.command == "db":
             settings = _settings(args)

@@ -174,3 +174,15 @@ def test_mac_key_file_outside_the_configuration_and_owner_only(tmp_path):
     os.chmod(inside, 0o600)
     with pytest.raises(ConfigError, match="peers.m.mac_key_file: .*beside the configuration"):
         parse_settings(_config(f'mac_key_file = "{inside}"'), environ={}, source=str(conf))
+
+
+def test_check_config_prints_each_mac_keys_check_value(tmp_path, monkeypatch, capsys):
+    from billgw.gateway.cli import main
+
+    conf = tmp_path / "billgw.toml"
+    conf.write_text('[peers.m]\nsources = ["127.0.0.1"]\nacquirers = ["123456"]\nterminals = ["ATM[0-9]{5}"]\n'
+                    'mac_key_env = "BANK_M_MAC"\n')
+    monkeypatch.setenv("BANK_M_MAC", KEY.hex())
+    main(["--config", str(conf), "check-config"])
+    out = capsys.readouterr().out
+    assert "peer m: MAC key check value 08D7B4" in out and KEY.hex() not in out.lower()
