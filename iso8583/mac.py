@@ -111,26 +111,25 @@ def retail_mac(key: bytes, data: bytes, padding: int = 1) -> bytes:
     return final.update(last) + final.finalize()
 
 
+def _hex64(text: bytes) -> int | None:
+    """16 hexadecimal characters as an integer, None if they are not."""
+    if len(text) != _BITMAP or not all(c in b"0123456789ABCDEFabcdef" for c in text):
+        return None
+    return int(text, 16)
+
+
 def _bitmaps(payload: bytes) -> tuple[int, int]:
     """The message's bitmaps as one integer (bit 1 = the most significant
     of 128) and the number of bitmap characters; MacError if unreadable."""
-    primary = payload[_MTI:_MTI + _BITMAP]
-    try:
-        value = int(primary.decode("ascii"), 16)
-    except (UnicodeDecodeError, ValueError):
-        raise MacError("bitmap unreadable") from None
-    if len(primary) != _BITMAP or not primary.isalnum():
+    primary = _hex64(payload[_MTI:_MTI + _BITMAP])
+    if primary is None:
         raise MacError("bitmap unreadable")
-    if not value >> 63:
-        return value << 64, _BITMAP
-    secondary = payload[_MTI + _BITMAP:_MTI + 2 * _BITMAP]
-    try:
-        low = int(secondary.decode("ascii"), 16)
-    except (UnicodeDecodeError, ValueError):
-        raise MacError("secondary bitmap unreadable") from None
-    if len(secondary) != _BITMAP or not secondary.isalnum():
+    if not primary >> 63:
+        return primary << 64, _BITMAP
+    secondary = _hex64(payload[_MTI + _BITMAP:_MTI + 2 * _BITMAP])
+    if secondary is None:
         raise MacError("secondary bitmap unreadable")
-    return value << 64 | low, 2 * _BITMAP
+    return primary << 64 | secondary, 2 * _BITMAP
 
 
 def _bit(number: int) -> int:

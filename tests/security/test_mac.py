@@ -186,3 +186,9 @@ def test_check_config_prints_each_mac_keys_check_value(tmp_path, monkeypatch, ca
     main(["--config", str(conf), "check-config"])
     out = capsys.readouterr().out
     assert "peer m: MAC key check value 08D7B4" in out and KEY.hex() not in out.lower()
+
+
+@pytest.mark.parametrize("bitmap", [b"0x00000000000001", b"+000000000000001", b"0000_00000000001", b" 00000000000001 "])
+def test_a_bitmap_that_is_not_16_hex_digits_is_unreadable(bitmap):
+    with pytest.raises(MacError, match="bitmap unreadable"):
+        verify(b"0200" + bitmap + b"0" * 40, MacKey(KEY))
