@@ -252,3 +252,37 @@ def test_tls_configuration(pki):
     bad = TlsSettings(str(pki["dir"] / "ca.pem"), str(pki["dir"] / "ca.pem"))
     with pytest.raises(ConfigError, match="gateway.tls.certificate"):
         server_options(bad)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_gateway_composed_from_configuration_speaks_mutual_tls(pki, tmp_path):
+    """[gateway.tls] and a peer by certificate, through GatewayService."""
+    from twisted.internet.threads import deferToThread
+
+    from billgw.gateway.db import make_engine
+    from billgw.gateway.migrate import upgrade
+    from billgw.gateway.service import GatewayService
+
+    url = f"sqlite:///{tmp_path / 'journal.sqlite'}"
+    engine = make_engine(url, 1)
+    await deferToThread(upgrade, engine)
+    engine.dispose()
+    tls = '[gateway.tls]\ncertificate = "DIR/server.pem"\nprivate_key = "DIR/server.key"\nclient_ca = "DIR/ca.pem"\n'
+    data = _conf(pki, tls, 'certificate_subject = "O=Bank A, CN=switch-a"')
+    data["database"] = {"url": url, "auto_upgrade": False}
+    data["sms"] = {"enabled": False}
+    gw = GatewayService(parse_settings(data, environ={}), reactor, environ={})
+    listening = await defer.Deferred.addTimeout(gw.start(), WAIT, reactor)
+    try:
+        proto = await _connect(listening, pki, pki["clients"]["a"])
+        proto.sendString(sign_on())
+        [answer] = await proto.answer_count(1)
+        assert (answer.mti, answer.response_code) == ("0810", "00")
+        assert gw.listener.health()["peer_connections"] == {"a": 1}
+        proto.transport.loseConnection()
+        await proto.lost
+        stranger = await _connect(listening, pki, pki["clients"]["c"])
+        await defer.Deferred.addTimeout(stranger.lost, WAIT, reactor)
+        assert gw.listener.health()["refusals"] == {"unknown_peer": 1}
+    finally:
+        await defer.Deferred.addTimeout(gw.stop(), WAIT, reactor)
