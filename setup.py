@@ -34,7 +34,11 @@ setup(
     package_dir=PACKAGE_DIR,
     package_data={"billgw.conf": ["*.toml"], "billgw.gateway.migrations": ["*.ini", "*.mako"]},
     install_requires=[
-        "twisted>=24.3",
+        # [tls]: pyOpenSSL and service_identity for TLS on the ISO listener.
+        "twisted[tls]>=24.3",
+        # DES/3DES for the ISO 9797-1 retail MAC, X.509 names for peers by
+        # certificate; already pulled in by pyOpenSSL, so no second crypto library.
+        "cryptography>=42",
         "pyiso8583>=3.0",
         "smpplib>=2.2",
         "sqlalchemy>=2.0",
@@ -59,7 +63,8 @@ setup(
             "pytest-twisted>=1.14",
             "pytest-timeout>=2.3",
             "psycopg[binary]>=3.1",
-            # Property tests of the SMS splitter (escape and surrogate pairs never cut).
+            # Property-based tests: the SMS splitter (escape and surrogate pairs
+            # never cut), the ISO codec and framing (tests/security).
             "hypothesis>=6.100",
         ],
     },

@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     smsc = sub.add_parser("smsc-sim", help="run the SMSC simulator (SMPP 3.4 server)")
     smsc.add_argument("--listen", default="tcp:2775:interface=127.0.0.1")
     smsc.add_argument("--system-id", default="billgw")
-    smsc.add_argument("--password", default=os.environ.get("BILLGW_SMPP_PASSWORD", "secret"))
+    # No default password: BILLGW_SMPP_PASSWORD, or one made up and printed.
+    smsc.add_argument("--password", default=os.environ.get("BILLGW_SMPP_PASSWORD") or None)
     smsc.add_argument("--record", default="var/smsc-received.jsonl",
                       help="JSON lines file of every message received")
     smsc.add_argument("--receipts", choices=("tlv", "text", "none"), default="tlv",
@@ -85,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
 
     add_sms_commands(sms_sub)  # show, resend
     add_sms_preview_arguments(sms_sub)  # preview, ref
+    journal = sub.add_parser("journal", help="look payments up in the journal")
+    journal_sub = journal.add_subparsers(dest="journal_command", required=True)
+    find = journal_sub.add_parser("find", help="a card's payments, by the keyed hash of its PAN")
+    find.add_argument("--pan", nargs="?", const="", required=True, metavar="PAN",
+                      help="the card number; without a value it is asked for without echo "
+                           "(needs BILLGW_PAN_HMAC_KEY, the gateway's key)")
 
     demo = sub.add_parser("demo", help="gateway + simulators on loopback, one inquiry and payments")
     demo.add_argument("--workdir", default="var/demo", help="wiped and recreated on each run")
@@ -183,6 +190,12 @@ def _smsc_sim(reactor, args):
     from billgw.sms.smsc_sim import listen_smsc
 
     _ensure_parent(args.record)
+    if not args.password:
+        import secrets
+
+        args.password = secrets.token_urlsafe(6)[:8]  # SMPP 3.4: at most 8 characters
+        print(f"no --password and no BILLGW_SMPP_PASSWORD: this run's SMPP password is {args.password}",
+              flush=True)
     from billgw.sms.smsc_dlr import DlrPolicy
 
     dlr = None if args.receipts == "none" else DlrPolicy(form=args.receipts, early=args.receipts_early)
@@ -224,6 +237,29 @@ def _run(reactor, args):
     raise SystemExit(f"unknown command {args.command}")
 
 
+def _journal_find(settings, pan: str | None, environ=None, out=None) -> int:
+    """``billgw journal find --pan``: 0 found, 1 none, 2 unusable input."""
+    from .audit.snapshot import make_audit_engine
+    from .journal_find import FindUsageError, find_by_pan, read_pan, render
+    from .keys import PAN_HMAC_ENV, pan_hasher_from_env
+
+    out = out or sys.stdout
+    try:
+        hasher = pan_hasher_from_env(os.environ if environ is None else environ)
+        if hasher is None:
+            raise FindUsageError(f"{PAN_HMAC_ENV} is not set: the gateway's key is needed to look a card up")
+        engine = make_audit_engine(settings.database.url)
+        try:
+            rows = find_by_pan(engine, hasher, read_pan(pan))
+        finally:
+            engine.dispose()
+    except (FindUsageError, ValueError) as exc:
+        print(f"billgw journal find: {exc}", file=sys.stderr)
+        return 2
+    render(rows, out)
+    return 0 if rows else 1
+
+
 def main(argv=None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -239,6 +275,9 @@ def main(argv=None) -> None:
             settings = _settings(args)
             validate_adapters(settings)  # adapter kinds and their settings, nothing started
             print(f"{settings.source}: OK ({len(settings.billers)} biller(s))")
+            for peer in settings.peers.peers:
+                if peer.mac is not None:  # to compare with the switch's key custodians
+                    print(f"peer {peer.name}: MAC key check value {peer.mac.check_value()}")
             return
         if args.command == "db":
             settings = _settings(args)
@@ -257,6 +296,8 @@ def main(argv=None) -> None:
             from .sms_ops import run_command as run_sms_command
 
             raise SystemExit(run_sms_command(_settings(args), args))
+        if args.command == "journal":
+            raise SystemExit(_journal_find(_settings(args), args.pan))
         if args.command in ("serve",):
             validate_adapters(_settings(args))  # fail on bad config before the reactor starts
     except ConfigError as exc:

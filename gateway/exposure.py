@@ -48,10 +48,11 @@ def _split(endpoint: str) -> tuple[list[str], dict[str, str]]:
     return args, kwargs
 
 
-def exposure_warning(endpoint: str) -> str | None:
-    """Why this listener is exposed, or None (loopback, or TLS)."""
+def exposure_warning(endpoint: str, tls: bool = False) -> str | None:
+    """Why this listener is exposed, or None (loopback, or TLS: an ``ssl:``
+    endpoint, or ``tls`` when the gateway adds it, [gateway.tls])."""
     args, kwargs = _split(endpoint)
-    if not args or args[0] == "ssl":
+    if tls or not args or args[0] == "ssl":
         return None
     if args[0] not in ("tcp", "tcp6"):
         return None  # unix sockets and others: not on the network

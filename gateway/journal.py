@@ -75,6 +75,8 @@ class NewTransaction:
     # journaling raises it to the last cut-over's (gateway/business_day.py).
     business_date: str | None = None
     fee_bearer: str | None = None  # who bears ``fee``: customer | biller
+    # HMAC-SHA-256 of the PAN (docs/security.md), None without the key.
+    pan_hash: str | None = None
 
 
 @dataclass(frozen=True)

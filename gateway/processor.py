@@ -355,7 +355,7 @@ class TransactionProcessor:
             processing_code=request.processing_code, acquirer_id=keys.acquirer_id, forwarder_id=f.get("33"),
             terminal_id=keys.terminal_id, stan=keys.stan, transmission_dt=keys.transmission_datetime,
             rrn=f["37"],
-            fingerprint=fingerprint(request), masked_pan=request.masked_pan,
+            fingerprint=fingerprint(request), masked_pan=request.masked_pan, pan_hash=request.pan_hash,
             amount=request.amount, currency=request.currency,
             fee=service.fee if service else 0,
             biller_code=bill.biller_code[:10], service_code=bill.service_code[:10],

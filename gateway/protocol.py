@@ -23,6 +23,19 @@ or the original's in F90) or a terminal (F41) the peer may not use is
 answered with the ``not_permitted`` code and never reaches the processor,
 so it is neither journaled nor sent to a biller.
 
+Over mutual TLS a connection's peer may be known only by its client
+certificate: then it is settled when the handshake completes (a
+connection that does not finish it within ``frame_timeout`` is closed), and
+the per-peer connection cap applies from then.  A peer that MACs its
+messages has every request verified (iso8583/mac.py) -- a missing or wrong
+MAC is answered with the ``security_violation`` code and goes no further,
+an 0800 included -- and every answer MACed.  A peer's terminals may be
+rate-limited (a token bucket per terminal, gateway/rate_limit.py): a 0200
+beyond it is answered with the ``rate_limited`` code at once.  Advices and
+reversals have a bucket per peer instead, when configured: each may leave
+a row for a person, and one peer must not make them without bound; one
+answered so is not acknowledged, so the switch repeats it later.
+
 Two timers guard the connection: the idle timeout, reset by complete frames
 only (a byte every few seconds is not traffic), and the frame timeout: a
 frame begun must be complete within ``frame_timeout`` seconds, whatever
@@ -40,13 +53,16 @@ import collections
 import dataclasses
 
 import structlog
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
 
 from billgw.iso8583.bill_data import ASCII, to_ascii
 from billgw.iso8583.codes import Outcome, ResponseCodes
 from billgw.iso8583.dump import annotate
 from billgw.iso8583.framing import Framer, FramingError, encode_frame
+from billgw.iso8583.mac import sign as mac_sign
 from billgw.iso8583.messages import (
     BillRequest,
     MessageFormatError,
@@ -59,6 +75,8 @@ from billgw.iso8583.messages import (
 )
 
 from .peers import DEFAULT_PEERS, Peer, PeerTable
+from .guards import RateBuckets, mac_refusal
+from .tls import peer_subject, tls_failure
 
 # Format errors of one connection logged with their dump; later ones without.
 DUMPED_FORMAT_ERRORS = 3
@@ -85,12 +103,14 @@ class Session:
         return self.signed_on or not self.require_sign_on
 
 
+@implementer(IHandshakeListener)
 class Iso8583ServerProtocol(Protocol, TimeoutMixin):
-    def __init__(self, factory: "Iso8583ServerFactory", peer: Peer):
+    def __init__(self, factory: "Iso8583ServerFactory", peer: Peer | None):
         self.factory = factory
+        # None until the TLS handshake names it (peers by certificate).
         self.peer = peer
         self.framer = Framer(factory.framing, factory.max_frame)
-        self.session = Session(peer.require_sign_on)
+        self.session = Session(peer.require_sign_on if peer is not None else True)
         self.log = factory.log
         # TimeoutMixin schedules through this; the factory's clock is injected.
         self.callLater = factory.clock.callLater
@@ -100,20 +120,53 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
         self.in_flight = 0
         self.format_errors = 0
         self._frame_deadline = None  # DelayedCall while a frame is incomplete
+        self._host = "?"
 
     def connectionMade(self):
         address = self.transport.getPeer()
-        self.log = self.factory.log.bind(peer=f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}",
-                                         peer_name=self.peer.name)
+        self._host = getattr(address, "host", "?")
+        self.log = self.factory.log.bind(peer=f"{self._host}:{getattr(address, 'port', '?')}",
+                                         peer_name=self.peer.name if self.peer is not None else None)
         self.factory.connection_opened(self.peer)
         self.log.info("connection opened")
         self.setTimeout(self.factory.idle_timeout)
+        if self.peer is None:
+            # The handshake must end in time too, or this is a slowloris.
+            self._frame_deadline = self.factory.clock.callLater(self.factory.frame_timeout,
+                                                                self._handshake_timed_out)
+
+    def handshakeCompleted(self):
+        """TLS is up: settle the peer by its certificate (when pending)."""
+        if self.peer is not None or self._gone:
+            return
+        self._stop_frame_timer()
+        subject = peer_subject(self.transport)
+        peer = self.factory.identify(self._host, subject, self.log)
+        if peer is None:
+            self.transport.abortConnection()
+            return
+        self.peer = peer
+        self.session = Session(peer.require_sign_on)
+        self.log = self.log.bind(peer_name=peer.name)
+        self.log.info("peer identified by its certificate", subject=subject)
+
+    def _handshake_timed_out(self):
+        self._frame_deadline = None
+        self.factory.count("tls_handshake_timeout")
+        self.log.warning("no TLS handshake in time: closing connection", frame_timeout=self.factory.frame_timeout)
+        self.transport.abortConnection()
 
     def connectionLost(self, reason=None):
         self._gone = True
         self.setTimeout(None)
         self._stop_frame_timer()
         self.factory.connection_closed(self.peer)
+        failure = tls_failure(reason)
+        if failure is not None:
+            self.factory.count("tls_handshake_failed")
+            self.log.warning("connection closed: TLS failed", error=failure,
+                             refusals=self.factory.counters["tls_handshake_failed"])
+            return
         self.log.info("connection closed", reason=reason.getErrorMessage() if reason else None)
 
     def _stop_frame_timer(self):
@@ -135,6 +188,9 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
     def dataReceived(self, data: bytes):
         if self._gone:
             return
+        if self.peer is None:  # TLS delivers nothing before the handshake; be sure
+            self.transport.abortConnection()
+            return
         try:
             frames = self.framer.feed(data)
         except FramingError as exc:
@@ -153,11 +209,15 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
 
     def frame_received(self, payload: bytes):
         try:
-            request = decode_request(payload)
+            request = decode_request(payload, self.factory.pan_hasher)
         except MessageFormatError as exc:
             self._format_error(payload, exc)
             return
         log = self.log.bind(mti=request.mti, stan=request.fields.get("11"))
+        refused = mac_refusal(self.peer, payload, request, self.factory.counters, log)
+        if refused is not None:
+            self._refuse(request, refused)
+            return
         if isinstance(request, NetworkRequest):
             if request.action == "cut_over":
                 self._cut_over(request, log)
@@ -182,6 +242,10 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
                         acquirer=request.fields.get("32"), terminal=request.fields.get("41"),
                         refusals=factory.counters["not_permitted"])
             self._refuse(request, Outcome.NOT_PERMITTED)
+            return
+        refused = factory.rate_buckets.refusal(self.peer, request, factory.clock.seconds(), factory.counters, log)
+        if refused is not None:
+            self._refuse(request, refused)
             return
         peer_in_flight = factory.peer_in_flight[self.peer.name]
         if (self.in_flight >= factory.max_in_flight_per_connection or factory.in_flight >= factory.max_in_flight
@@ -280,6 +344,8 @@ class Iso8583ServerProtocol(Protocol, TimeoutMixin):
             fallback = {f: v for f, v in response.fields.items() if f in echo_fields(response.mti)}
             fallback["39"] = self.factory.codes.code(Outcome.SYSTEM_MALFUNCTION)
             payload = Response(response.mti, fallback).encode()
+        if self.peer is not None and self.peer.mac is not None:
+            payload = mac_sign(payload, self.peer.mac)
         self.transport.write(encode_frame(payload, self.factory.framing))
 
 
@@ -289,7 +355,8 @@ class Iso8583ServerFactory(Factory):
     def __init__(self, *, processor, codes: ResponseCodes, clock, framing: str = "binary2",
                  max_frame: int = 4096, idle_timeout: float = 300.0, require_sign_on: bool = True,
                  max_in_flight_per_connection: int = 64, max_in_flight: int = 512, log=None,
-                 peers: PeerTable | None = None, max_connections: int = 256, frame_timeout: float = 30.0):
+                 peers: PeerTable | None = None, max_connections: int = 256, frame_timeout: float = 30.0,
+                 tls_client_certificates: bool = False, pan_hasher=None):
         self.processor = processor
         self.codes = codes
         self.clock = clock
@@ -313,35 +380,75 @@ class Iso8583ServerFactory(Factory):
         self.peer_in_flight: collections.Counter[str] = collections.Counter()
         # Refusals and closes by reason, for the operator (docs/security.md).
         self.counters: collections.Counter[str] = collections.Counter()
+        # Over mutual TLS with peers known by certificate: settle each
+        # connection's peer after the handshake (handshakeCompleted).
+        self.tls_client_certificates = tls_client_certificates
+        # Keys the PAN's HMAC into the journal (None: no hash kept).
+        self.pan_hasher = pan_hasher
+        self.rate_buckets = RateBuckets()
 
     def count(self, reason: str) -> None:
         self.counters[reason] += 1
 
-    def connection_opened(self, peer: Peer) -> None:
+    def connection_opened(self, peer: Peer | None) -> None:
         self.connections += 1
-        self.peer_connections[peer.name] += 1
+        if peer is not None:
+            self.peer_connections[peer.name] += 1
 
-    def connection_closed(self, peer: Peer) -> None:
+    def connection_closed(self, peer: Peer | None) -> None:
         self.connections -= 1
-        self.peer_connections[peer.name] -= 1
+        if peer is not None:
+            self.peer_connections[peer.name] -= 1
+
+    def identify(self, host: str, subject: str | None, log) -> Peer | None:
+        """The peer of a connection whose TLS handshake presented ``subject``
+        (None: no certificate), counted in; None (logged, counted) when no
+        peer is both at this address and of this certificate, or the peer
+        is at its connection cap."""
+        peer = self.peers.identify(host, subject)
+        if peer is None:
+            self.count("unknown_peer")
+            log.warning("connection refused: no configured peer for this address and certificate",
+                        subject=subject, refusals=self.counters["unknown_peer"])
+            return None
+        if self.peer_connections[peer.name] >= peer.max_connections:
+            self.count("peer_connection_cap")
+            log.warning("connection refused: peer connection cap reached", peer_name=peer.name,
+                        connections=self.peer_connections[peer.name], max_connections=peer.max_connections)
+            return None
+        self.peer_connections[peer.name] += 1
+        return peer
+
+    def status(self) -> dict:
+        """What an operator reads (the periodic counters log line, health):
+        connections, requests in flight, refusals and closes by reason."""
+        return {"connections": self.connections, "in_flight": self.in_flight,
+                "peer_connections": {k: v for k, v in self.peer_connections.items() if v},
+                "refusals": dict(sorted(self.counters.items()))}
 
     def buildProtocol(self, addr):
         """The protocol for an accepted connection, or None to close it at
         once: from no configured peer, or past a connection cap."""
         host = getattr(addr, "host", None) or ""
         shown = f"{host}:{getattr(addr, 'port', '?')}"
-        peer = self.peers.identify(host)
-        if peer is None:
+        if self.tls_client_certificates:
+            peer = None  # settled by its certificate, after the handshake
+            known = bool(self.peers.candidates(host))
+        else:
+            peer = self.peers.identify(host)
+            known = peer is not None
+        if not known:
             self.count("unknown_peer")
             self.log.warning("connection refused: no configured peer for this address", peer=shown,
                              refusals=self.counters["unknown_peer"])
             return None
         if self.connections >= self.max_connections:
             self.count("connection_cap")
-            self.log.warning("connection refused: gateway connection cap reached", peer=shown, peer_name=peer.name,
+            self.log.warning("connection refused: gateway connection cap reached", peer=shown,
+                             peer_name=peer.name if peer is not None else None,
                              connections=self.connections, max_connections=self.max_connections)
             return None
-        if self.peer_connections[peer.name] >= peer.max_connections:
+        if peer is not None and self.peer_connections[peer.name] >= peer.max_connections:
             self.count("peer_connection_cap")
             self.log.warning("connection refused: peer connection cap reached", peer=shown, peer_name=peer.name,
                              connections=self.peer_connections[peer.name], max_connections=peer.max_connections)

@@ -50,6 +50,8 @@ transactions = Table(
     Column("rrn", String(12), nullable=False),
     Column("fingerprint", String(64), nullable=False),
     Column("masked_pan", String(19), nullable=True),
+    # HMAC-SHA-256 of the PAN, for look-ups by card (migration 0007).
+    Column("pan_hash", String(64), nullable=True),
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("fee", BigInteger, nullable=False, default=0),
@@ -90,6 +92,7 @@ transactions = Table(
 Index("ix_transactions_state", transactions.c.state)
 Index("ix_transactions_rrn", transactions.c.rrn)
 Index("ix_transactions_business_date", transactions.c.business_date)
+Index("ix_transactions_pan_hash", transactions.c.pan_hash)
 
 transaction_events = Table(
     "transaction_events",

@@ -15,6 +15,7 @@ import structlog
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import LoopingCall
 
 from billgw.billing_adapters.guarded import GuardedAdapter
 from billgw.billing_adapters.registry import AdapterConfigError, BuildContext, build_adapter
@@ -29,9 +30,11 @@ from .biller_worker import BillerWorker
 from .db import DatabasePool, make_engine
 from .exposure import exposure_warning, listen_endpoint, secure_sqlite_file
 from .journal import Journal
+from .keys import PAN_HMAC_ENV, pan_hasher_from_env
 from .processor import BillerRoute, TransactionProcessor
 from .protocol import Iso8583ServerFactory
 from .receipts import ReceiptComposer
+from .tls import TLSServerEndpoint, server_options
 
 # Journal look-ups (a payment's inquiry reference; later the console and
 # metrics) run on threads of their own, never behind the writer.
@@ -39,15 +42,43 @@ READ_THREADS = 2
 
 
 class ListenerService(Service):
-    """Listens on an endpoint string; ``port`` is set once listening."""
+    """Listens on an endpoint string (with TLS around it when ``tls`` holds
+    the options); ``port`` is set once listening.  Every
+    ``counters_interval`` seconds it logs the factory's refusal counters
+    when they changed (docs/security.md, "Reading the counters")."""
 
     name = "iso8583-listener"
 
-    def __init__(self, reactor, endpoint: str, factory):
+    def __init__(self, reactor, endpoint: str, factory, *, tls=None, counters_interval: float = 0.0,
+                 log=None):
         self._endpoint = serverFromString(reactor, endpoint)
+        if tls is not None:
+            self._endpoint = TLSServerEndpoint(self._endpoint, tls)
         self.description = endpoint
         self.factory = factory
         self.port = None
+        self._log = log or structlog.get_logger("billgw.iso8583")
+        self._counters_interval = counters_interval
+        self._counters_loop = None
+        self._counters_logged = None
+        self._clock = reactor
+
+    def startService(self):
+        super().startService()
+        if self._counters_interval > 0:
+            self._counters_loop = LoopingCall(self.log_counters)
+            self._counters_loop.clock = self._clock
+            self._counters_loop.start(self._counters_interval, now=False)
+
+    def log_counters(self) -> None:
+        """One log line with the refusal counters, when they changed."""
+        status = self.factory.status()
+        if status["refusals"] != self._counters_logged:
+            self._counters_logged = status["refusals"]
+            self._log.info("refusal counters", **status)
+
+    def health(self) -> dict:
+        return self.factory.status()
 
     def listen(self) -> defer.Deferred:
         d = self._endpoint.listen(self.factory)
@@ -60,6 +91,8 @@ class ListenerService(Service):
 
     def stopService(self):
         super().stopService()
+        if self._counters_loop is not None and self._counters_loop.running:
+            self._counters_loop.stop()
         if self.port is not None:
             port, self.port = self.port, None
             return port.stopListening()
@@ -97,7 +130,7 @@ class BillerAdapters(Service):
 
 
 class GatewayService(MultiService):
-    def __init__(self, settings: Settings, reactor, *, log=None):
+    def __init__(self, settings: Settings, reactor, *, log=None, environ=None):
         super().__init__()
         self.settings = settings
         self.reactor = reactor
@@ -199,6 +232,14 @@ class GatewayService(MultiService):
         self.worker.setServiceParent(self)
         self.processor.on_biller_work = self.worker.wake
         listener = settings.listener
+        try:
+            pan_hasher = pan_hasher_from_env(os.environ if environ is None else environ)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if pan_hasher is None:
+            self.log.warning("no PAN hash is kept: look-ups by card (billgw journal find --pan) will find "
+                             f"nothing new; set {PAN_HMAC_ENV} (docs/security.md)")
+        tls = server_options(listener.tls) if listener.tls is not None else None
         self.factory = Iso8583ServerFactory(
             processor=self.processor, codes=settings.response_codes, clock=reactor,
             framing=listener.framing, max_frame=listener.max_frame,
@@ -208,9 +249,12 @@ class GatewayService(MultiService):
             log=self.log.bind(component="iso8583"),
             peers=settings.peers, max_connections=listener.max_connections,
             frame_timeout=listener.frame_timeout,
+            tls_client_certificates=tls is not None and settings.peers.by_certificate,
+            pan_hasher=pan_hasher,
         )
         self.listener = ListenerService(reactor, listen_endpoint(listener.endpoint, listener.backlog),
-                                        self.factory)
+                                        self.factory, tls=tls, counters_interval=listener.counters_log_interval,
+                                        log=self.log.bind(component="iso8583"))
         self.listener.setServiceParent(self)
 
     def _smsc_route(self, reactor, sms, connection) -> SmscRoute:
@@ -254,8 +298,9 @@ class GatewayService(MultiService):
             host = port.getHost()
             self.log.info("gateway listening", host=host.host, port=host.port,
                           framing=self.settings.listener.framing, config=self.settings.source,
+                          tls=self.settings.listener.tls is not None,
                           peers=[p.name for p in self.settings.peers.peers])
-            exposed = exposure_warning(self.settings.listener.endpoint)
+            exposed = exposure_warning(self.settings.listener.endpoint, tls=self.settings.listener.tls is not None)
             if exposed:
                 self.log.warning(exposed, endpoint=self.settings.listener.endpoint)
             return port

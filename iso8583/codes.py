@@ -53,6 +53,13 @@ class Outcome(enum.Enum):
     # configured country, and [sms] invalid_msisdn = "decline": refused
     # before anything is posted (gateway/msisdn_policy.py).
     INVALID_MSISDN = "invalid_msisdn"
+    # The peer MACs its messages (ISO 9797-1 algorithm 3 in F64/F128) and
+    # this one's MAC is missing, misplaced or wrong: refused before anything
+    # is journaled or sent to a biller (iso8583/mac.py, docs/security.md).
+    SECURITY_VIOLATION = "security_violation"
+    # The terminal sent 0200s faster than its peer's rate limit allows
+    # (a token bucket per terminal): refused at once, nothing journaled.
+    RATE_LIMITED = "rate_limited"
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,8 @@ DEFAULT_CODES: Mapping[Outcome, CodeEntry] = {
     Outcome.GATEWAY_BUSY: CodeEntry("91", "Gateway busy: send again later"),
     Outcome.NOT_PERMITTED: CodeEntry("58", "Transaction not permitted: acquirer or terminal not allowed for this peer"),
     Outcome.INVALID_MSISDN: CodeEntry("30", "Format error: the mobile number for the SMS receipt is invalid"),
+    Outcome.SECURITY_VIOLATION: CodeEntry("63", "Security violation: MAC missing or wrong"),
+    Outcome.RATE_LIMITED: CodeEntry("65", "Exceeds frequency limit: terminal sending too fast"),
 }
 
 

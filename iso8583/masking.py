@@ -19,6 +19,8 @@ Everything here is pure and imports nothing of the gateway.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 
 TRACK1_REMOVED = "[TRACK1 REMOVED]"
@@ -158,3 +160,28 @@ def escape_control(text: str) -> str:
         return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
     return _CONTROL.sub(esc, text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r"))
+
+
+class PanHasher:
+    """A keyed hash of a PAN (HMAC-SHA-256, hexadecimal), kept beside the
+    masked PAN so an operator can find a card's payments without anyone
+    storing the card number.  Without the key the hash cannot be computed
+    from a guessed PAN, which a plain hash of a 16-digit number could be.
+    The PAN is hashed as its digits only (spaces and dashes dropped), so
+    ``4761 7390 0101 0010`` and ``4761739001010010`` hash alike."""
+
+    def __init__(self, key: bytes):
+        if not key:
+            raise ValueError("a PAN hash needs a key")
+        self._key = key
+
+    def __repr__(self) -> str:  # never the key
+        return "PanHasher(<key>)"
+
+    def __call__(self, pan: str | None) -> str | None:
+        if not pan:
+            return None
+        digits = "".join(ch for ch in pan if ch.isascii() and ch.isdigit())
+        if not digits:
+            return None
+        return hmac.new(self._key, digits.encode("ascii"), hashlib.sha256).hexdigest()

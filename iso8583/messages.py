@@ -290,6 +290,8 @@ class BillRequest(_MoneyRequest):
     kind: RequestKind = RequestKind.INQUIRY
     bill: BillRequestData | None = None
     masked_pan: str | None = None
+    # HMAC of the PAN (masking.PanHasher) when the gateway has the key.
+    pan_hash: str | None = field(default=None, repr=False)
 
     @property
     def is_advice(self) -> bool:
@@ -437,8 +439,11 @@ def _check_semantics(mti: str, doc: Mapping[str, str], safe: Mapping[str, str]) 
             raise MessageFormatError("not a valid date/time", field=f, mti=mti, fields=safe)
 
 
-def decode_request(payload: bytes) -> NetworkRequest | BillRequest | ReversalRequest:
-    """Decode one request frame.  Raises MessageFormatError when invalid."""
+def decode_request(payload: bytes, pan_hasher=None) -> NetworkRequest | BillRequest | ReversalRequest:
+    """Decode one request frame.  Raises MessageFormatError when invalid.
+
+    ``pan_hasher`` (a masking.PanHasher), when given, keys a hash of F2 into
+    ``BillRequest.pan_hash``: the full PAN itself never leaves here."""
     mti, doc = _decode(payload)
     safe = _safe_fields(doc)
     if mti not in _ANSWERED_MTIS:
@@ -471,7 +476,8 @@ def decode_request(payload: bytes) -> NetworkRequest | BillRequest | ReversalReq
         bill = BillRequestData.from_tlv(doc["48"])
     except BillDataError as exc:
         raise MessageFormatError(exc.reason, field="48", position=exc.position, mti=mti, fields=safe) from None
-    return BillRequest(mti, safe, kind=kind, bill=bill, masked_pan=mask_pan(doc.get("2")))
+    return BillRequest(mti, safe, kind=kind, bill=bill, masked_pan=mask_pan(doc.get("2")),
+                       pan_hash=pan_hasher(doc.get("2")) if pan_hasher is not None else None)
 
 
 def _reversal(mti: str, doc: Mapping[str, str], safe: dict[str, str]) -> ReversalRequest:

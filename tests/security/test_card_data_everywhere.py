@@ -208,9 +208,36 @@ def reactor():
     return global_reactor
 
 
+PAN_KEY = "test-only PAN HMAC key, 32+ characters long"
+
+
 @pytest_twisted.ensureDeferred
-async def test_no_card_data_in_any_log_line_table_or_sms(stack, reactor, fail_on_logged_errors):
+async def test_no_card_data_in_any_log_line_table_or_sms(stack, reactor, fail_on_logged_errors, monkeypatch):
+    # With the PAN's keyed hash on: the hash is kept, the card never.
+    monkeypatch.setenv("BILLGW_PAN_HMAC_KEY", PAN_KEY)
     await run_and_look_everywhere(stack, reactor, fail_on_logged_errors)
+
+    # An operator finds the card's payments by the card number, hashed.
+    import io
+
+    from billgw.gateway.cli import _journal_find
+
+    out = io.StringIO()
+    status = await e2e.bounded(e2e.deferToThread(_journal_find, stack.settings, "4761 7390 0101 0010",
+                                                 {"BILLGW_PAN_HMAC_KEY": PAN_KEY}, out), reactor)
+    found = out.getvalue().splitlines()
+    assert status == 0
+    stans = sorted(line.split(" stan ")[1][:6] for line in found)
+    assert stans == ["000101", "000102", "000103", "000104", "000105", "000107"]
+    assert all("476173******0010" in line for line in found) and not leaks(out.getvalue())
+    out = io.StringIO()
+    other = await e2e.bounded(e2e.deferToThread(_journal_find, stack.settings, MASTERCARD,
+                                                {"BILLGW_PAN_HMAC_KEY": PAN_KEY}, out), reactor)
+    assert other == 1  # F102 is an account, F43 free text: never hashed as the card
+    wrong_key = await e2e.bounded(e2e.deferToThread(_journal_find, stack.settings, VISA,
+                                                    {"BILLGW_PAN_HMAC_KEY": "another key of 32 characters...."},
+                                                    io.StringIO()), reactor)
+    assert wrong_key == 1
 
 
 async def run_and_look_everywhere(stack, reactor, captured: list[dict]) -> None:
@@ -256,6 +283,8 @@ async def run_and_look_everywhere(stack, reactor, captured: list[dict]) -> None:
 
     cells = await e2e.bounded(e2e.deferToThread(dump_tables, stack.engine), reactor)
     assert any(column == "masked_pan" and value == "476173******0010" for _, column, value in cells)
+    from billgw.iso8583.masking import PanHasher
+    assert any(column == "pan_hash" and value == PanHasher(PAN_KEY.encode())(VISA) for _, column, value in cells)
     assert any(column == "billing_number" and value == "555555******4444" for _, column, value in cells)
     for table, column, value in cells:
         assert not leaks(value), f"card data in {table}.{column}: {value[:200]}"
