@@ -53,6 +53,8 @@ setup(
             "pytest-twisted>=1.14",
             "pytest-timeout>=2.3",
             "psycopg[binary]>=3.1",
+            # Property tests of the mainframe decimal codecs (zoned, COMP-3).
+            "hypothesis>=6.100",
         ],
     },
     entry_points={
