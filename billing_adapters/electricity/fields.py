@@ -40,7 +40,8 @@ def check_code_page(name: str) -> str:
         sample = "AZ09 ".encode(info.name)
     except UnicodeEncodeError:
         raise ValueError(f"code page {name!r} cannot encode letters and digits") from None
-    if len(sample) != 5 or len(bytes(range(256)).decode(info.name, "replace")) != 256:
+    every_byte = bytes(range(256)).decode(info.name, "replace")
+    if len(sample) != 5 or len(every_byte) != 256 or len(b"\xc3\xa9".decode(info.name, "replace")) != 2:
         raise ValueError(f"code page {name!r} is not a single-byte code page")
     return info.name
 

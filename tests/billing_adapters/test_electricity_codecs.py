@@ -92,6 +92,8 @@ def test_code_pages_must_be_single_byte():
         f.check_code_page("cp-nonsense")
     with pytest.raises(ValueError, match="single-byte"):
         f.check_code_page("utf-16")
+    with pytest.raises(ValueError, match="single-byte"):
+        f.check_code_page("utf-8")
 
 
 # --- properties --------------------------------------------------------------------
