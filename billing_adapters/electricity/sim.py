@@ -90,12 +90,15 @@ class ElectricityHost(Factory):
         self.connections: list[HostConnection] = []
         self.requests: list[str] = []  # record types received, in order
         self._pool = ThreadPool(1, 1, name="electricity-sim-ledger")
+        self._shutdown = None
         self._conn = None
 
     # --- lifecycle -----------------------------------------------------------------
 
     def start(self) -> Deferred[None]:
         self._pool.start()
+        # The ledger's thread must not keep a stopping process alive.
+        self._shutdown = self.reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
 
         def open_ledger():
             self._conn = host_ledger.connect(self.db_path)
@@ -109,10 +112,17 @@ class ElectricityHost(Factory):
         d = self._in_thread(lambda: self._conn.close()) if self._conn is not None else succeed(None)
 
         def stop(result):
-            self._pool.stop()
+            if self._shutdown is not None:
+                self.reactor.removeSystemEventTrigger(self._shutdown)
+            self._stop_pool()
             return result
 
         return d.addBoth(stop)
+
+    def _stop_pool(self) -> None:
+        self._shutdown = None
+        if self._pool.started:
+            self._pool.stop()
 
     def _in_thread(self, fn, *args, **kwargs) -> Deferred:
         return deferToThreadPool(self.reactor, self._pool, fn, *args, **kwargs)
