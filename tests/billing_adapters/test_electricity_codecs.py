@@ -251,3 +251,10 @@ def test_the_documented_tables_come_from_the_layouts():
     tables = layout_tables()
     assert "| `amount` | 58 | 7 | 9(10)V9(3) COMP-3 | what the host recorded |" in tables
     assert tables.count("**") == 2 * len(LAYOUTS)
+
+
+def test_docs_print_the_layouts_the_code_uses():
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "billers.md").read_text("utf-8")
+    assert layout_tables() in docs, "docs/billers.md: regenerate the record tables from records.layout_tables()"
