@@ -66,6 +66,13 @@ class HostDialect:
     def sequence_of(self, record: bytes) -> int:
         return self.codec.header(record)[1]
 
+    def unsolicited(self, record: bytes) -> bytes | None:
+        """The host's own heartbeat is answered; nothing else is expected."""
+        decoded = self.codec.decode(record)
+        if decoded.kind == "HBRQ":
+            return self.codec.encode("HBRA", decoded.sequence, sent_at=decoded["sent_at"])
+        return None
+
 
 class ElectricityAdapter:
     """:class:`~billgw.billing_adapters.interface.BillerAdapter` (plus
@@ -180,11 +187,6 @@ class ElectricityAdapter:
     def read_ledger(self, source: str | None = None) -> list[LedgerEntry]:
         """The host's payment extract (the simulator's SQLite ledger file).
         Blocks: for ``billgw audit``, never on a running reactor's thread."""
-        from .ledger import read_ledger_file
+        from .ledger import read_host_ledger
 
-        path = source or self.ledger_path
-        if not path:
-            from billgw.billing_adapters.interface import LedgerUnavailable
-
-            raise LedgerUnavailable("no ledger file: set the 'ledger' setting or name one with --ledger")
-        return read_ledger_file(path)
+        return read_host_ledger(source or self.ledger_path)

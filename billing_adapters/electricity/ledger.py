@@ -214,6 +214,13 @@ def payments(conn) -> list[HostPayment]:
     return [find(conn, i) for i in ids]
 
 
+def read_host_ledger(path: str | None) -> list[LedgerEntry]:
+    """The audit's read: the ``ledger`` setting or the ``--ledger`` source."""
+    if not path:
+        raise LedgerUnavailable("no ledger file: set the 'ledger' setting or name one with --ledger")
+    return read_ledger_file(path)
+
+
 def read_ledger_file(path: str) -> list[LedgerEntry]:
     """Every payment in the host's ledger file (read-only; blocking)."""
     if not Path(path).is_file():

@@ -120,11 +120,6 @@ def build(reactor, log, *, context, **settings):
 
 
 def read_ledger(settings: dict, source: str | None):
-    from billgw.billing_adapters.interface import LedgerUnavailable
+    from .ledger import read_host_ledger
 
-    from .ledger import read_ledger_file
-
-    path = source or settings.get("ledger")
-    if not path:
-        raise LedgerUnavailable("no ledger file: set the 'ledger' setting or name one with --ledger")
-    return read_ledger_file(path)
+    return read_host_ledger(source or settings.get("ledger"))

@@ -33,7 +33,6 @@ Requests are never resent here.
 from __future__ import annotations
 
 import datetime as _dt
-import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol as TypingProtocol
 
@@ -121,6 +120,10 @@ class LinkDialect(TypingProtocol):
     def sequence_of(self, record: bytes) -> int:
         """The sequence number of a record; ValueError when unreadable."""
 
+    def unsolicited(self, record: bytes) -> bytes | None:
+        """The answer to a record the host sent of its own accord (its own
+        heartbeat, say), or None when the record is not such a request."""
+
 
 @dataclass(frozen=True)
 class LinkSettings:
@@ -154,7 +157,6 @@ class RecordLinkProtocol(Protocol):
         self.pending: dict[int, _Pending] = {}
         self.signed_on = False
         self.lost = False
-        self._sign_on: Deferred | None = None
         self._heartbeat: LoopingCall | None = None
         self._log = link.log
 
@@ -162,7 +164,7 @@ class RecordLinkProtocol(Protocol):
 
     def connectionMade(self):
         self._log.info("record_link_connected", peer=str(self.transport.getPeer()))
-        self._sign_on = d = self.send("sign-on", self.link.dialect.sign_on, self.link.settings.sign_on_timeout)
+        d = self.send("sign-on", self.link.dialect.sign_on, self.link.settings.sign_on_timeout)
         d.addCallbacks(self._signed_on_answer, self._sign_on_failed)
         d.addErrback(lambda f: None)
 
@@ -178,11 +180,9 @@ class RecordLinkProtocol(Protocol):
         self._heartbeat = LoopingCall(self._send_heartbeat)
         self._heartbeat.clock = self.link.clock
         self._heartbeat.start(interval, now=False)
-        self._sign_on = None
         self.link.signed_on(self)
 
     def _sign_on_failed(self, failure: Failure) -> None:
-        self._sign_on = None
         if not self.lost:
             self._log.warning("record_link_sign_on_failed", detail=str(failure.value))
             self.abort()
@@ -210,6 +210,13 @@ class RecordLinkProtocol(Protocol):
             return
         waiting = self.pending.pop(sequence, None)
         if waiting is None:
+            try:
+                reply = self.link.dialect.unsolicited(record)
+            except ValueError:
+                reply = None
+            if reply is not None:
+                self.transport.write(self.framer.frame(reply))
+                return
             self._log.warning("record_link_unmatched_answer", sequence=sequence, size=len(record))
             return
         if waiting.timer.active():
@@ -392,7 +399,3 @@ class RecordLink:
         except BillerUnavailable as exc:
             return fail(exc)
 
-
-def frame_length(prefix: int, size: int) -> bytes:
-    """A length prefix as the host writes it (for simulators and tests)."""
-    return struct.pack(">H" if prefix == 2 else ">I", size)

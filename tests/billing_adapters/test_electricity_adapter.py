@@ -131,6 +131,9 @@ async def test_a_payment_is_recorded_once_whatever_the_repeats_then_reversed(wor
     never = await within(adapter.reverse("never-paid-0001"))
     assert not never.reversed
     assert (await within(adapter.status("never-paid-0001"))).status is PaymentStatusKind.NOT_FOUND
+    # A reversal that overtook its payment keeps the payment from being recorded.
+    late = await failure_of(adapter.pay(order("2000000002", 15_000, payment_id="never-paid-0001")))
+    assert isinstance(late, BillerDeclined) and "E108" in late.detail
     # billgw audit reads the host's ledger through the kind's reader, offline.
     [entry] = ledger_reader("electricity", world.settings())(None)
     assert (entry.payment_id, entry.amount, entry.receipt_number, entry.reversed) == (

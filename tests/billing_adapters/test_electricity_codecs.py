@@ -258,3 +258,26 @@ def test_docs_print_the_layouts_the_code_uses():
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "billers.md").read_text("utf-8")
     assert layout_tables() in docs, "docs/billers.md: regenerate the record tables from records.layout_tables()"
+
+
+def test_the_adapter_answers_the_hosts_heartbeat_and_nothing_else_unasked():
+    from billgw.billing_adapters.electricity.adapter import HostDialect
+
+    codec = RecordCodec("cp500")
+    dialect = HostDialect(codec, user="U", password="P", terminal="T")
+    answer = codec.decode(dialect.unsolicited(codec.encode("HBRQ", 31, sent_at=20261206044500)))
+    assert (answer.kind, answer.sequence, answer["sent_at"]) == ("HBRA", 31, 20261206044500)
+    assert dialect.unsolicited(codec.encode("STAR", 32, payment_id="P")) is None
+    assert dialect.sign_on_refusal(codec.encode("SGOA", 1, result="00", message="")) is None
+    assert dialect.sign_on_refusal(codec.encode("REJT", 1, refused="SGON", error_code="E109",
+                                                message="NO")) == "host E109: NO"
+
+
+def test_an_audit_without_a_ledger_file_says_which_setting_to_give(tmp_path):
+    from billgw.billing_adapters.electricity.ledger import read_host_ledger
+    from billgw.billing_adapters.interface import LedgerUnavailable
+
+    with pytest.raises(LedgerUnavailable, match="set the 'ledger' setting"):
+        read_host_ledger(None)
+    with pytest.raises(LedgerUnavailable, match="no ledger file"):
+        read_host_ledger(str(tmp_path / "missing.sqlite"))

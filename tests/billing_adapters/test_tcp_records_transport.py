@@ -69,6 +69,9 @@ class Dialect:
     def heartbeat(self, sequence, now):
         return b"HBRQ %d %s" % (sequence, now.strftime("%H%M%S").encode())
 
+    def unsolicited(self, record):
+        return b"HBRA %s" % record.split()[1] if record.startswith(b"HBRQ ") else None
+
     def sequence_of(self, record):
         try:
             return int(record.split()[1])
@@ -184,6 +187,13 @@ def test_an_answer_nobody_waits_for_is_ignored(world, log_capture):
     host.answer(b"ANS %s second" % request.split()[1])  # a host answering twice
     assert got == [b"ANS %s first" % request.split()[1]]
     assert [e["sequence"] for e in log_capture.events("record_link_unmatched_answer")] == [int(request.split()[1])]
+
+
+def test_the_hosts_own_heartbeat_is_answered(world, log_capture):
+    link, host = started(world)
+    host.answer(b"HBRQ 777 from-host")
+    assert host.read() == [b"HBRA 777"]
+    assert log_capture.events("record_link_unmatched_answer") == []
 
 
 def test_no_answer_in_time_is_outcome_unknown_and_a_late_answer_is_ignored(world):
