@@ -23,8 +23,8 @@ from twisted.application.service import Service
 from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThread
 
-from billgw.atm_sim.client import Client
-from billgw.billing_adapters.electricity.sim import listen_electricity_sim
+from billgw.atm_sim.client import PAYMENT_PROCESSING_CODE, Client
+from billgw.billing_adapters.electricity.sim import RecordThenDropHost, listen_electricity_sim
 from billgw.billing_adapters.interface import HealthState
 from billgw.gateway.audit import run_command
 from billgw.gateway.config import parse_settings, validate_adapters
@@ -148,3 +148,93 @@ async def test_an_atm_pays_an_electricity_bill_and_the_subscriber_gets_the_recei
         await within(defer.maybeDeferred(host_port.stopListening))
         await within(host.close())
         await within(defer.maybeDeferred(smsc_port.stopListening))
+
+
+@pytest.mark.parametrize("advised", [False, True], ids=["switch-silent", "switch-advises"])
+@pytest_twisted.ensureDeferred
+async def test_a_payment_the_host_recorded_before_the_link_dropped_is_settled_by_status(tmp_path, db_url, advised):
+    """The host records the payment and the link drops before its answer:
+    the ATM is told 91 (in doubt, never "paid") and nothing is posted again.
+    The link comes back; the gateway asks the host.  Without word from the
+    switch the payment is undone at the host, as the 91 told the switch (no
+    receipt); when the switch advises it (0220: the customer was debited) it
+    is CONFIRMED and only then does the subscriber get the receipt."""
+    ledger_path = str(tmp_path / "electricity-host.sqlite")
+    host_port, host = await within(defer.ensureDeferred(listen_electricity_sim(
+        reactor, LOOPBACK, db_path=ledger_path, password="pw123", host_class=RecordThenDropHost)))
+    smsc_port, smsc = await within(listen_smsc(reactor, LOOPBACK, system_id="billgw", password="e2e-pw"))
+    base = parse_settings(tomllib.loads(conf_text("billgw.toml") + "\n" + conf_text("billers-electricity.example.toml")),
+                          environ={"ELE_PASSWORD": "pw123"})
+    biller = base.billers["ELE"]
+    settings = dataclasses.replace(
+        base,
+        listener=dataclasses.replace(base.listener, endpoint=LOOPBACK),
+        database=dataclasses.replace(base.database, url=db_url, auto_upgrade=False),
+        sms=dataclasses.replace(base.sms, host="127.0.0.1", port=smsc_port.getHost().port, system_id="billgw",
+                                password="e2e-pw", poll_interval=0.2),
+        # The in-doubt payment waits status_delay for the switch's word; the
+        # advice follows the 91 on the same connection at once, well inside it.
+        recovery=dataclasses.replace(base.recovery, status_delay=2.0 if advised else 0.5, poll_interval=0.2,
+                                     retry_base=0.2),
+        billers={"ELE": dataclasses.replace(biller, maintenance=(), adapter_settings={
+            **biller.adapter_settings, "port": host_port.getHost().port, "ledger": ledger_path,
+            "reconnect_initial": 0.1})},
+    )
+    engine = make_engine(settings.database.url, 1)
+    await within(deferToThread(upgrade, engine), 30)
+    gateway = GatewayService(settings, reactor)
+    try:
+        listening = await within(gateway.start(), 20)
+        await within(gateway.link.wait_for_state(LinkState.BOUND), 20)
+
+        def switch():
+            with Client("127.0.0.1", listening.getHost().port, timeout=15) as client:
+                client.sign_on()
+                fields, answer = client.bill_request(PAYMENT_PROCESSING_CODE, bill=ele("2000000001", msisdn=MSISDN),
+                                                     amount_minor=23_450, stan="000401")
+                advice = client.exchange("0220", fields) if advised else None
+            return answer, advice
+
+        answer, advice = await within(deferToThread(switch), 40)
+        assert answer.fields["39"] == "91"  # in doubt: the ATM does not say "paid"
+        if advised:
+            assert (advice.mti, advice.fields["39"]) == ("0230", "00")
+        [posted] = await within(host.payments())
+        wanted = "CONFIRMED" if advised else "REVERSED"
+
+        def state():
+            with engine.connect() as conn:
+                return conn.execute(select(transactions.c.state, transactions.c.biller_receipt)
+                                    .where(transactions.c.id == posted.payment_id)).one()
+
+        for _ in range(300):  # bounded: the worker's status query once the link is back
+            current = await within(deferToThread(state))
+            if current.state == wanted:
+                break
+            await _pause(0.05)
+        assert current.state == wanted
+        [after] = await within(host.payments())
+        assert host.requests.count("PAYR") == 1 and "STAR" in host.requests  # settled by asking, never re-posted
+        if advised:
+            assert current.biller_receipt == posted.receipt and not after.reversed
+            await within(smsc.wait_for_messages(1), 30)
+            assert f"Receipt {posted.receipt}" in smsc.messages_received[0].text
+        else:
+            assert after.reversed and "REVR" in host.requests
+            await within(gateway.sender.wake())  # every receipt committed so far was sent: none
+            assert smsc.messages_received == []
+    finally:
+        for child in reversed(list(gateway)):
+            await within(defer.maybeDeferred(child.stopService), 20)
+        Service.stopService(gateway)
+        gateway.engine.dispose()
+        engine.dispose()
+        await within(defer.maybeDeferred(host_port.stopListening))
+        await within(host.close())
+        await within(defer.maybeDeferred(smsc_port.stopListening))
+
+
+async def _pause(seconds: float) -> None:
+    from twisted.internet.task import deferLater
+
+    await deferLater(reactor, seconds, lambda: None)
