@@ -31,7 +31,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from billgw.billing_adapters.transports.tcp_records import FramingError, RecordFramer
+from billgw.billing_adapters.transports.record_framing import FramingError, RecordFramer
 
 from . import ledger as host_ledger
 from .copybook import RecordError
