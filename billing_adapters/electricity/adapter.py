@@ -123,6 +123,10 @@ class ElectricityAdapter:
     # --- the four calls -------------------------------------------------------
 
     def inquire(self, query: BillQuery) -> Deferred[BillInquiryResult]:
+        try:
+            answers.check_account(query.billing_number)
+        except BillerDeclined as exc:
+            return fail(exc)
         values = {"service": self._service(query.service_code), "account": query.billing_number,
                   "bill_number": query.bill_number or ""}
         return self._call("inquire", "INQR", values,

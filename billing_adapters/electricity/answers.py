@@ -78,7 +78,18 @@ def host_timestamp(iso: str) -> int:
 
 # --- requests ----------------------------------------------------------------------
 
+ACCOUNT_LENGTH = 16  # the host's account fields are PIC X(16)
+
+
+def check_account(billing_number: str) -> None:
+    """A billing number the host's account field cannot hold is no account
+    of the host's: declined before anything is sent."""
+    if len(billing_number) > ACCOUNT_LENGTH:
+        raise BillerDeclined(DeclineReason.UNKNOWN_BILLING_NUMBER,
+                             f"{len(billing_number)} characters, the host's accounts have at most {ACCOUNT_LENGTH}")
+
 def payment_values(order: PaymentOrder, service: str, exponent: int) -> dict:
+    check_account(order.billing_number)
     bills = list(order.bills)
     if not bills and order.bill_number:
         bills = [BillAmount(order.bill_number, order.amount)]

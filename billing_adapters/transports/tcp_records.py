@@ -220,8 +220,12 @@ class RecordLinkProtocol(Protocol):
         if any(w.kind == "heartbeat" for w in self.pending.values()):
             return  # the last one is still within its timeout
         now = _dt.datetime.fromtimestamp(self.link.clock.seconds(), _dt.timezone.utc)
-        d = self.send("heartbeat", lambda seq: self.link.dialect.heartbeat(seq, now),
-                      self.link.settings.heartbeat_timeout)
+        try:
+            d = self.send("heartbeat", lambda seq: self.link.dialect.heartbeat(seq, now),
+                          self.link.settings.heartbeat_timeout)
+        except BillerUnavailable as exc:  # the link is going: nothing to watch
+            self._log.info("record_link_heartbeat_not_sent", detail=str(exc))
+            return
 
         def unanswered(failure: Failure):
             if failure.check(BillerOutcomeUnknown) and not self.lost:

@@ -108,6 +108,11 @@ async def test_inquiry_answers_the_open_bills_oldest_first(world):
     assert isinstance(credit, BillerDeclined) and credit.reason is DeclineReason.NO_BILL_DUE
     unknown = await failure_of(adapter.inquire(query("2999999999")))
     assert isinstance(unknown, BillerDeclined) and unknown.reason is DeclineReason.UNKNOWN_BILLING_NUMBER
+    asked = len(world.sim.requests)
+    too_long = await failure_of(adapter.inquire(query("2" * 17)))  # cannot be one of the host's accounts
+    assert isinstance(too_long, BillerDeclined) and too_long.reason is DeclineReason.UNKNOWN_BILLING_NUMBER
+    assert isinstance(await failure_of(adapter.pay(order("2" * 17))), BillerDeclined)
+    assert len(world.sim.requests) == asked  # declined without asking
 
 
 @pytest_twisted.ensureDeferred
