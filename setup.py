@@ -64,7 +64,8 @@ setup(
             "pytest-timeout>=2.3",
             "psycopg[binary]>=3.1",
             # Property-based tests: the SMS splitter (escape and surrogate pairs
-            # never cut), the ISO codec and framing (tests/security).
+            # never cut), the ISO codec and framing (tests/security), the
+            # mainframe decimal codecs (zoned, COMP-3).
             "hypothesis>=6.100",
         ],
     },

@@ -246,3 +246,16 @@ register_adapter_kind(
     read_ledger=lambda settings, source: read_json_ledger(
         source or settings["url"], page_size=settings["ledger_page_size"], headers=settings["headers"]),
 )
+
+
+# The electricity host: fixed-width EBCDIC records over one persistent TCP
+# link (billing_adapters/electricity/, docs/billers.md).
+from billgw.billing_adapters.electricity import settings as _electricity  # noqa: E402
+
+register_adapter_kind(
+    "electricity",
+    _electricity.SCHEMA,
+    _electricity.build,
+    doc="a mainframe-style host: fixed-width EBCDIC records over a persistent TCP link",
+    read_ledger=_electricity.read_ledger,
+)

@@ -13,10 +13,12 @@ Sub-commands::
     billgw [--config FILE] sms resend PAYMENT_ID --reason WHY [--operator NAME]
     billgw [--config FILE] sms preview [--biller CODE] [--language LANG] [--reversal]
     billgw [--config FILE] sms ref SHORT_REFERENCE
+    billgw [--config FILE] journal find --pan [PAN]
     billgw telecom-sim [--listen ENDPOINT] [--db PATH] [--reversal-policy allowed|never]
     billgw json-biller-sim [--listen ENDPOINT] [--service NAME ...] [--behaviour KIND] [--reversal-policy P]
     billgw smsc-sim [--listen ENDPOINT] [--system-id ID] [--password PW] [--record PATH]
                     [--receipts tlv|text|none] [--receipts-early]
+    billgw electricity-sim [--listen ENDPOINT] [--db PATH] [--framing F] [--code-page CP] [--behaviour KIND]
     billgw demo [--workdir DIR]
 """
 from __future__ import annotations
@@ -58,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     from billgw.billing_adapters.json_biller.sim import add_arguments as add_json_sim_arguments
 
     add_json_sim_arguments(jsim)  # --listen, --service, --behaviour, --reversal-policy, ...
+
+    esim = sub.add_parser("electricity-sim",
+                          help="run the electricity host simulator (fixed-width EBCDIC records over TCP)")
+    from billgw.billing_adapters.electricity.sim import add_arguments as add_electricity_sim_arguments
+
+    add_electricity_sim_arguments(esim)  # --listen, --db, --framing, --code-page, --behaviour, ...
 
     smsc = sub.add_parser("smsc-sim", help="run the SMSC simulator (SMPP 3.4 server)")
     smsc.add_argument("--listen", default="tcp:2775:interface=127.0.0.1")
@@ -216,6 +224,23 @@ def _smsc_sim(reactor, args):
     return d.addCallback(started)
 
 
+def _electricity_sim(reactor, args):
+    from billgw.billing_adapters.electricity.sim import listen_electricity_sim, options_from_args
+
+    host_class, options = options_from_args(args)
+    d = defer.ensureDeferred(listen_electricity_sim(reactor, args.listen, db_path=args.db, host_class=host_class,
+                                                    **options))
+
+    def started(result):
+        port, _host = result
+        address = port.getHost()
+        print(f"electricity host simulator ({args.behaviour}) listening on {address.host}:{address.port} "
+              f"({args.framing}, {args.code_page}; ledger {args.db})", flush=True)
+        return defer.Deferred()
+
+    return d.addCallback(started)
+
+
 def _run(reactor, args):
     if args.command == "serve":
         settings = _settings(args)
@@ -230,6 +255,9 @@ def _run(reactor, args):
     if args.command == "json-biller-sim":
         _configure_logging(fmt="json")
         return _json_biller_sim(reactor, args)
+    if args.command == "electricity-sim":
+        _configure_logging(fmt="json")
+        return _electricity_sim(reactor, args)
     if args.command == "demo":
         from .demo import run_demo
 

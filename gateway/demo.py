@@ -7,6 +7,10 @@ would -- making an inquiry and two payments (English and Arabic receipts).
 It prints each answer and every SMS the SMSC received, checks the biller's
 ledger holds exactly the approved payments, and exits 0 only if all is well.
 Logs go to ``<workdir>/gateway.log`` as JSON lines.
+
+It also pays an electricity bill through the same wire messages, on the
+electricity host simulator's persistent record link (the ``ELE`` biller of
+``conf/billers-electricity.example.toml``), and prints that host's ledger.
 """
 from __future__ import annotations
 
@@ -31,6 +35,63 @@ PAYMENTS = (
     ("0791234567", "12.500", "962791234567", "en"),
     ("0797654321", "8.250", "962797654321", "ar"),
 )
+
+
+# The electricity host (billing_adapters/electricity/): one payment with a receipt.
+ELECTRICITY_PAYMENT = ("2000000001", "23.450", "962795550101", "en")
+ELECTRICITY_PASSWORD = "demo-pw"
+
+
+async def _start_electricity(reactor, work: Path):
+    from billgw.billing_adapters.electricity.sim import listen_electricity_sim
+
+    return await listen_electricity_sim(reactor, LOOPBACK, db_path=str(work / "electricity-ledger.sqlite"),
+                                        password=ELECTRICITY_PASSWORD)
+
+
+def _electricity_billers(host_port, work: Path) -> dict:
+    """The ELE biller of conf/billers-electricity.example.toml, pointed at
+    the simulator (no maintenance window: the demo may run at any hour)."""
+    import tomllib
+    from importlib import resources
+
+    from .config import parse_settings
+
+    text = resources.files("billgw.conf").joinpath("billers-electricity.example.toml").read_text("utf-8")
+    biller = parse_settings(tomllib.loads(text), environ={"ELE_PASSWORD": ELECTRICITY_PASSWORD}).billers["ELE"]
+    return {"ELE": dataclasses.replace(biller, maintenance=(), adapter_settings={
+        **biller.adapter_settings, "port": host_port.getHost().port,
+        "ledger": str(work / "electricity-ledger.sqlite")})}
+
+
+async def _electricity_part(reactor, port: int, smsc, host, problems: list) -> None:
+    """Pay an electricity bill like the others, show its SMS and the host's ledger."""
+    number, amount, msisdn, lang = ELECTRICITY_PAYMENT
+    _banner(f"electricity bill payment {number}: {amount} JOD (fixed-width EBCDIC records over TCP)")
+    before = len(smsc.messages_received)
+    text, code = await _atm(reactor, port, "pay", "--biller", "ELE", "--service", "HOME",
+                            "--billing-number", number, "--amount", amount, "--currency", "400",
+                            "--exponent", "3", "--msisdn", msisdn, "--language", lang)
+    print(text, end="", flush=True)
+    if code != 0:
+        problems.append(f"electricity payment for {number} was not approved")
+        return
+    waiting = smsc.wait_for_messages(before + 1)
+    waiting.addTimeout(30, reactor)
+    try:
+        await waiting
+        message = smsc.messages_received[before]
+        print(f"SMS to {message.destination_addr}: {message.text}")
+    except defer.TimeoutError:
+        problems.append("no SMS receipt for the electricity payment")
+    _banner("electricity host ledger")
+    payments = await host.payments()
+    for p in payments:
+        bills = ", ".join(f"{number} {part}" for number, part in p.settled)
+        print(f"  {p.payment_id}  {p.account}  bills {bills}  {p.amount}  receipt {p.receipt}"
+              f"{'  REVERSED' if p.reversed else ''}")
+    if len(payments) != 1:
+        problems.append(f"the electricity host holds {len(payments)} payments, expected 1")
 
 
 def _atm_sim() -> str:
@@ -68,6 +129,7 @@ async def run_demo(reactor, workdir: str = "var/demo", config_path: str | None =
     tel_port, telecom = await listen_telecom_sim(reactor, LOOPBACK, db_path=str(work / "telecom-ledger.sqlite"))
     smsc_port, smsc = await listen_smsc(reactor, LOOPBACK, system_id=SMSC_SYSTEM_ID, password=SMSC_PASSWORD,
                                         record_path=str(work / "smsc-received.jsonl"))
+    ele_port, ele_host = await _start_electricity(reactor, work)
     base = load_settings(config_path)
     tel = base.billers["TEL"]
     settings = dataclasses.replace(
@@ -77,7 +139,8 @@ async def run_demo(reactor, workdir: str = "var/demo", config_path: str | None =
         sms=dataclasses.replace(base.sms, host="127.0.0.1", port=smsc_port.getHost().port,
                                 system_id=SMSC_SYSTEM_ID, password=SMSC_PASSWORD, poll_interval=0.5),
         billers={"TEL": dataclasses.replace(tel, adapter_settings={
-            **tel.adapter_settings, "url": f"http://127.0.0.1:{tel_port.getHost().port}/BillingService"})},
+            **tel.adapter_settings, "url": f"http://127.0.0.1:{tel_port.getHost().port}/BillingService"}),
+            **_electricity_billers(ele_port, work)},
     )
     await deferToThread(_upgrade, settings)
     gateway = GatewayService(settings, reactor)
@@ -122,10 +185,14 @@ async def run_demo(reactor, workdir: str = "var/demo", config_path: str | None =
             print(f"  {p.payment_id}  {p.subscriber}  bill {p.bill_number}  {p.amount}  receipt {p.receipt_number}")
         if len(postings) != len(PAYMENTS):
             problems.append(f"the biller holds {len(postings)} postings, expected {len(PAYMENTS)}")
+
+        await _electricity_part(reactor, port, smsc, ele_host, problems)
     finally:
         await gateway.stop()
         await defer.maybeDeferred(tel_port.stopListening)
         await defer.maybeDeferred(smsc_port.stopListening)
+        await defer.maybeDeferred(ele_port.stopListening)
+        await ele_host.close()
         if hasattr(telecom, "close"):
             await defer.maybeDeferred(telecom.close)
         log_file.flush()

@@ -118,7 +118,19 @@ class BillerAdapters(Service):
             d.addErrback(lambda f, c=code: self._log.error("biller adapter failed to start", biller=c,
                                                            exc_info=(f.type, f.value, f.tb)))
             starting.append(d)
-        return defer.DeferredList(starting)
+        self._started = defer.DeferredList(starting)
+        return self._started
+
+    def when_started(self) -> defer.Deferred:
+        """Fires once every adapter's start() has (a persistent link signed
+        on, or its adapter's own bounded wait ran out), so the listener
+        opens only when the billers can be called."""
+        started = getattr(self, "_started", None)
+        if started is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        started.addBoth(lambda result: (d.callback(None), result)[1])
+        return d
 
     def stopService(self):
         super().stopService()
@@ -292,7 +304,8 @@ class GatewayService(MultiService):
     def start(self) -> defer.Deferred:
         """Start every child, then listen; fires with the listening port."""
         self.startService()
-        d = self.listener.listen()
+        d = self.billers.when_started()
+        d.addCallback(lambda _: self.listener.listen())
 
         def listening(port):
             host = port.getHost()

@@ -143,3 +143,37 @@ def test_the_json_billers_example_passes_check_config(tmp_path, capsys):
     mun = settings.billers["MUN"]
     assert [(w.start, w.end, w.days) for w in mun.maintenance] == [(23 * 60 + 30, 15, frozenset({4}))]
     assert settings.billers["WAT"].adapter_settings["headers"] == {"Authorization": "Bearer demo-token"}
+
+
+def test_the_electricity_example_passes_check_config(tmp_path, capsys):
+    example = resources.files("billgw.conf").joinpath("billers-electricity.example.toml").read_text("utf-8")
+    code, out, err = check_config(tmp_path, packaged_text() + "\n" + example, capsys)
+    assert (code, err) == (0, ""), err
+    assert "OK (2 biller(s))" in out
+    settings = parse_settings(tomllib.loads(packaged_text() + "\n" + example), environ={"ELE_PASSWORD": "pw123"})
+    assert settings.billers["ELE"].adapter_settings["password"] == "pw123"
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ('framing = "length2"', 'framing = "fixed"',
+     'billers.ELE.settings.record_length: required with framing = "fixed"'),
+    ('framing = "length2"', 'framing = "fixed"\nrecord_length = 100',
+     "billers.ELE.settings.record_length: must hold the longest record (379 bytes)"),
+    ('code_page = "cp037"', 'code_page = "utf-8"', "billers.ELE.settings.code_page: code page 'utf-8' is not"),
+    ('code_page = "cp037"', 'code_page = "ebcdic-martian"', "billers.ELE.settings.code_page: unknown code page"),
+    ('user = "BILLGW"', 'user = "BILLGATEWAY"', "billers.ELE.settings.user: at most 8 characters"),
+    ('user = "BILLGW"', 'user = "BILL€"', "billers.ELE.settings.user: text 'BILL€' has a character"),
+    ('port = 8084', 'port = 70000', "billers.ELE.settings.port: must be a TCP port"),
+    ('heartbeat_timeout = 10 ', 'heartbeat_timeout = 40 ',
+     "billers.ELE.settings.heartbeat_timeout: must be shorter than heartbeat_interval"),
+    ('E201 = "cutoff_passed"', 'E201 = "closed"', "billers.ELE.settings.error_codes.E201: must be one of"),
+    ('E201 = "cutoff_passed"', 'e201 = "cutoff_passed"', "billers.ELE.settings.error_codes.e201: key does not"),
+    ('currency_exponent = 3 ', 'currency_exponent = 4 ', "billers.ELE.settings.currency_exponent: must be 0-3"),
+    ('heartbeat_interval = 30 ', 'heartbeat_intervall = 30 ', "billers.ELE.settings.heartbeat_intervall: unknown"),
+])
+def test_check_config_names_the_electricity_key(tmp_path, capsys, old, new, message):
+    example = resources.files("billgw.conf").joinpath("billers-electricity.example.toml").read_text("utf-8")
+    assert old in example
+    code, out, err = check_config(tmp_path, packaged_text() + "\n" + example.replace(old, new, 1), capsys)
+    assert code == 2, out
+    assert message in err
