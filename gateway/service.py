@@ -169,6 +169,7 @@ class GatewayService(MultiService):
             journal=self.journal, billers=routes, codes=settings.response_codes, clock=reactor,
             receipts=receipts, on_sms_queued=wake, log=self.log.bind(component="processor"),
             status_delay=recovery.status_delay, expire_after=recovery.expire_after,
+            accepted_poll_delay=recovery.accepted_poll_delay, accepted_expire_after=recovery.accepted_expire_after,
         )
         self.worker = BillerWorker(
             run_in_db=self.pool.run, processor=self.processor, clock=reactor, owner=owner,
