@@ -12,6 +12,7 @@ Sub-commands::
     billgw telecom-sim [--listen ENDPOINT] [--db PATH] [--reversal-policy allowed|never]
     billgw json-biller-sim [--listen ENDPOINT] [--service NAME ...] [--behaviour KIND] [--reversal-policy P]
     billgw smsc-sim [--listen ENDPOINT] [--system-id ID] [--password PW] [--record PATH]
+    billgw water-sim [--db URL] [--init] [--batch-now | --batch-interval S] [--behaviour KIND]
     billgw demo [--workdir DIR]
 """
 from __future__ import annotations
@@ -53,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     from billgw.billing_adapters.json_biller.sim import add_arguments as add_json_sim_arguments
 
     add_json_sim_arguments(jsim)  # --listen, --service, --behaviour, --reversal-policy, ...
+
+    wsim = sub.add_parser("water-sim", help="the water biller's tables and batch (a database biller)")
+    from billgw.billing_adapters.water.sim import add_arguments as add_water_sim_arguments
+
+    add_water_sim_arguments(wsim)  # --db, --init, --batch-now, --batch-interval, --behaviour, ...
 
     smsc = sub.add_parser("smsc-sim", help="run the SMSC simulator (SMPP 3.4 server)")
     smsc.add_argument("--listen", default="tcp:2775:interface=127.0.0.1")
@@ -217,6 +223,10 @@ def main(argv=None) -> None:
             _upgrade(settings)
             print(f"journal schema is up to date ({settings.database.url.split('@')[-1]})")
             return
+        if args.command == "water-sim":
+            from billgw.billing_adapters.water.sim import run_from_args
+
+            raise SystemExit(run_from_args(args))  # blocking: the biller's own process, no reactor
         if args.command == "audit":
             from .audit import run_command
 
