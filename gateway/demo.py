@@ -12,15 +12,39 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import sys
+import tomllib
+from importlib import resources
 from pathlib import Path
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 
-from .config import load_settings
+from .config import Settings, load_settings, parse_settings
+
+WATER_EXAMPLE = "billers-water.example.toml"
+
+
+def settings_with_water(config_path: str | None, water_url: str, *, environ=None) -> Settings:
+    """The configuration with the water biller of conf/billers-water.example.toml
+    appended (unless it has a WTR biller of its own), its database at
+    ``water_url``: what ``billgw demo`` runs, and what an operator trying
+    the example does by hand."""
+    if config_path is None:
+        base = resources.files("billgw.conf").joinpath("billgw.toml").read_text("utf-8")
+        source = "billgw.conf/billgw.toml"
+    else:
+        base, source = Path(config_path).read_text("utf-8"), str(config_path)
+    data = tomllib.loads(base)
+    if "WTR" not in data.get("billers", {}):
+        example = resources.files("billgw.conf").joinpath(WATER_EXAMPLE).read_text("utf-8")
+        data = tomllib.loads(base + "\n" + example)
+        source += f" + {WATER_EXAMPLE}"
+    env = {**(os.environ if environ is None else environ), "BILLGW_WATER_DB_URL": water_url}
+    return parse_settings(data, base=Path.cwd(), environ=env, source=source)
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 SMSC_SYSTEM_ID = "billgw"
