@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import time
 from typing import Sequence, TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -106,7 +107,8 @@ def run_command(settings, ledger_args: Sequence[str], *, as_json: bool = False,
         print(f"billgw audit: {exc}", file=err)
         return 2
     report = audit(snapshot.transactions, ledgers, snapshot.sms, snapshot.reversals, snapshot.biller_outbox,
-                   rules=rule_check(settings))
+                   rules=rule_check(settings), now=time.time(),
+                   accepted_limit=settings.recovery.accepted_alert_after)
     out.write(render_json(report) if as_json else render_text(report))
     out.flush()
     return report.exit_status

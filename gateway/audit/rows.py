@@ -31,12 +31,21 @@ CONFIRMED_AFTER_REVERSAL = "confirmed_after_reversal"
 # A payment that breaks its service's local rules, yet was posted or is
 # being posted (an advice taken past the rules, or rules that let it by).
 POSTED_OUTSIDE_RULES = "posted_outside_rules"
+# Contract v2 (a biller that records later): an ACCEPTED payment the biller
+# holds nothing for; one ACCEPTED longer than the configured limit (the
+# biller's batch is not running); a CONFIRMED one the biller has not booked
+# (the receipt went out before the batch).
+ACCEPTED_MISSING_AT_BILLER = "accepted_missing_at_biller"
+ACCEPTED_TOO_LONG = "accepted_too_long"
+CONFIRMED_NOT_BOOKED = "confirmed_not_booked"
 
 # Every category here breaks an invariant: any finding makes the exit status 1.
 # The order is the order of the summary (money first, then SMS).
 BROKEN_CATEGORIES = (
     POSTED_TWICE,
     CONFIRMED_MISSING_AT_BILLER,
+    ACCEPTED_MISSING_AT_BILLER,
+    CONFIRMED_NOT_BOOKED,
     ADVISED_NOT_HELD,
     REVERSAL_MISSED_ORIGINAL,
     CONFIRMED_AFTER_REVERSAL,
@@ -45,6 +54,7 @@ BROKEN_CATEGORIES = (
     REVERSED_STILL_POSTED,
     UNKNOWN_POSTING,
     UNRESOLVED,
+    ACCEPTED_TOO_LONG,
     EXCEPTION,
     SMS_FOR_UNCONFIRMED,
     SMS_MISSING,
@@ -56,7 +66,9 @@ REVERSAL_NOT_FOUND = "reversal_not_found"
 NOT_AUDITED = "not_audited"
 # A receipt whose sender died mid-submit: maybe on the phone, never resent.
 SMS_UNCERTAIN = "sms_uncertain"
-NOTE_CATEGORIES = (REVERSAL_NOT_FOUND, NOT_AUDITED, SMS_UNCERTAIN)
+# Booked by the biller's batch, the gateway's next poll not made yet.
+ACCEPTED_BOOKED = "accepted_booked"
+NOTE_CATEGORIES = (REVERSAL_NOT_FOUND, NOT_AUDITED, SMS_UNCERTAIN, ACCEPTED_BOOKED)
 
 # --- what was read ------------------------------------------------------------
 
@@ -83,6 +95,7 @@ class JournalRow:
     service_code: str | None = None
     billing_number: str | None = None
     local_problem: str | None = None  # the rule the gateway found broken at journaling
+    updated_at: float | None = None  # epoch seconds of the row's last change (how long ACCEPTED)
 
     @property
     def acquirer_keys(self) -> tuple[str, str, str, str]:
