@@ -116,20 +116,22 @@ class WaterBillerSim:
 
     # --- tables ------------------------------------------------------------------
 
-    def create(self, *, seed: bool = True, accounts: int = 0) -> None:
-        """Create the tables (and the schema) if missing; seed an empty bills table."""
+    def create(self, *, seed: bool = True, accounts: int = 0, account_base: int = LOAD_ACCOUNT_BASE) -> None:
+        """Create the tables (and the schema) if missing; seed an empty bills
+        table (``accounts`` load accounts numbered from ``account_base``,
+        ten digits with leading zeros)."""
         with self.engine.begin() as conn:
             if self.schema:
                 conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
             self.tables.metadata.create_all(conn)
             if seed and conn.execute(select(func.count()).select_from(self.tables.bills)).scalar() == 0:
-                self._seed(conn, accounts)
+                self._seed(conn, accounts, account_base)
 
     def drop(self) -> None:
         with self.engine.begin() as conn:
             self.tables.metadata.drop_all(conn)
 
-    def _seed(self, conn: Connection, accounts: int) -> None:
+    def _seed(self, conn: Connection, accounts: int, account_base: int = LOAD_ACCOUNT_BASE) -> None:
         bc = self.tables.bill_columns
         rows = []
         for account, name, bills in SAMPLE_ACCOUNTS:
@@ -137,7 +139,7 @@ class WaterBillerSim:
                 rows.append({"account": account, "customer_name": name, "bill_number": number, "amount_due": due,
                              "issue_date": issued, "due_date": due_date, "status": self._code_for(status)})
         for i in range(accounts):
-            account = str(LOAD_ACCOUNT_BASE + i)
+            account = f"{account_base + i:010d}"
             rows.append({"account": account, "customer_name": f"Load {i}", "bill_number": f"WL{account}",
                          "amount_due": 1_000_000_000, "issue_date": "2026-11-01", "due_date": "2026-11-30",
                          "status": self._code_for(BillStatus.NEW)})
