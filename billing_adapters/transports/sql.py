@@ -79,6 +79,7 @@ def make_biller_engine(url: str, *, pool_size: int, lock_timeout: float, stateme
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cursor = dbapi_conn.cursor()
             cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
+            cursor.execute("PRAGMA foreign_keys=ON")  # the biller's own constraints hold for us too
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -131,6 +132,7 @@ class SqlTransport:
         self.engine: Engine | None = None
         self._threads: ThreadPool | None = None
         self._in_flight: set[defer.Deferred] = set()
+        self._shutdown_trigger = None
 
     @property
     def running(self) -> bool:
@@ -152,13 +154,22 @@ class SqlTransport:
         self.engine = make_biller_engine(self.url, **self._engine_args)
         self._threads = ThreadPool(minthreads=0, maxthreads=self.pool_size, name=self._name)
         self._threads.start()
+        # As the reactor does for its own pool: a process that stops without
+        # stopping us does not hang on our (non-daemon) threads.
+        self._shutdown_trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self._threads.stop)
 
-    async def stop(self) -> None:
+    def stop(self) -> defer.Deferred[None]:
         """Refuse new calls, let the ones in flight end (their database-side
         timeouts bound them), then stop the threads and close connections."""
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
         threads_, self._threads = self._threads, None
         if threads_ is None:
             return
+        if self._shutdown_trigger is not None:
+            self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
+            self._shutdown_trigger = None
         if self._in_flight:
             await defer.DeferredList(list(self._in_flight), consumeErrors=True)
         threads_.stop()  # idle now: joins at once

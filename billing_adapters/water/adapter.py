@@ -21,7 +21,7 @@ import datetime as _dt
 from typing import Any
 
 import structlog
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 
 from billgw.billing_adapters.interface import (
     BillerCapabilities,
@@ -74,7 +74,7 @@ class WaterBillerAdapter:
         return succeed(None)
 
     def stop(self) -> Deferred[None]:
-        return ensureDeferred(self.transport.stop())
+        return self.transport.stop()
 
     def health(self) -> BillerHealth:
         if not self.transport.running:
