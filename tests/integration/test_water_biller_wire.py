@@ -19,7 +19,7 @@ from sqlalchemy import select
 from twisted.internet import defer, task
 from twisted.internet.threads import deferToThread
 
-from billgw.atm_sim.client import Client
+from billgw.atm_sim.client import PAYMENT_PROCESSING_CODE, Client
 from billgw.billing_adapters.water.sim import RejectingWaterBiller, WaterBillerSim
 from billgw.gateway.db import make_engine
 from billgw.gateway.demo import settings_with_water
@@ -181,5 +181,36 @@ async def test_batch_rejection_is_an_exception_and_no_sms(stack, reactor):
     assert result.rejected == 1
     await stack.until(select(transactions).where(transactions.c.id == payment_id),
                       lambda rows: rows[0]["state"] == "EXCEPTION", "EXCEPTION after the rejection")
+    assert await stack.rows(select(sms_outbox)) == []
+    assert stack.smsc.messages_received == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_reversal_of_an_accepted_payment_withdraws_its_intake_row(stack, reactor):
+    """The switch reverses (0420) a water payment still in the biller's
+    intake: the row is withdrawn, the batch books nothing, no SMS."""
+    await stack.start()
+
+    def pay_then_reverse():
+        bill = BillRequestData(biller_code="WTR", service_code="WATER", billing_number="3000000002",
+                               msisdn=MSISDN, language="en")
+        with Client("127.0.0.1", stack.port, timeout=TIMEOUT) as client:
+            client.sign_on()
+            sent, paid = client.bill_request(PAYMENT_PROCESSING_CODE, bill=bill, amount_minor=8_000,
+                                             stan="000502")
+            reversal = {k: sent[k] for k in ("3", "4", "12", "13", "32", "37", "41", "49")}
+            reversal.update({"7": sent["7"], "11": "000503", "39": "68",
+                             "90": "0200" + sent["11"] + sent["7"] + f"{sent['32']:0>11}" + "0" * 11})
+            ack = client.exchange("0420", reversal)
+        return paid, ack
+
+    paid, ack = await bounded(deferToThread(pay_then_reverse), reactor, 40)
+    assert (paid.fields["39"], ack.mti, ack.fields["39"]) == ("00", "0430", "00")
+    payment_id = dict(decode_tlv(paid.fields["48"]))["PR"]
+    await stack.until(select(transactions).where(transactions.c.id == payment_id),
+                      lambda rows: rows[0]["state"] == "REVERSED", "REVERSED after the withdrawal")
+    [row] = stack.sim.intake_rows()
+    assert (row["payment_id"], row["status"]) == (payment_id, "W")
+    assert (await bounded(deferToThread(stack.sim.run_batch), reactor)).posted == 0
     assert await stack.rows(select(sms_outbox)) == []
     assert stack.smsc.messages_received == []
