@@ -18,6 +18,7 @@ from billgw.gateway.schema import transactions
 from billgw.iso8583.bill_data import decode_tlv
 
 from settlement_world import (  # noqa: F401 (world is a fixture)
+    advice,
     LedgerBiller,
     payment,
     reversal,
@@ -197,3 +198,27 @@ async def test_a_status_item_for_a_biller_without_status_is_never_sent(world):
     await settle_all(worker, clock, 10)
     assert state_of(engine) == "REVERSED"
     assert [c[0] for c in no_status.calls] == ["reverse"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_advised_in_doubt_payment_found_in_the_intake_keeps_polling_until_booked(world):
+    """IN_DOUBT, the switch advises (it debited), the status query finds the
+    payment in the intake: ACCEPTED -- and the STATUS item that found it is
+    re-armed to poll for the batch (it must not end DONE with the payment
+    left ACCEPTED for ever)."""
+    processor, worker, biller, clock, engine = use(world, BatchBiller())
+    biller.hold = defer.Deferred(lambda d: None)
+    pending = processor.handle(payment())
+    clock.advance(10.5)
+    assert (await pending).fields["39"] == "91"
+    biller.hold = None
+    assert (await processor.handle(advice())).fields["39"] == "00"
+    await settle_all(worker, clock, 10)
+    assert state_of(engine) == "ACCEPTED" and sms(engine) == set()
+    [item] = table(engine, biller_outbox_table)
+    assert (item.action, item.state) == ("STATUS", "PENDING")
+    biller.run_batch()
+    await settle_all(worker, clock, 200)
+    assert state_of(engine) == "CONFIRMED"
+    assert sms(engine) == {("receipt", "QUEUED")}
+    assert [c[0] for c in biller.calls].count("pay") == 1  # never posted again
