@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import datetime as _dt
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -302,6 +303,10 @@ def run_from_args(args, *, stop: threading.Event | None = None) -> int:
     if isinstance(sim, SlowWaterBiller):
         sim.slow_seconds = args.slow_seconds
     stop = stop or threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM ends the loop (and brings a 'down' biller back up) cleanly.
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         if args.init:
             sim.create(accounts=args.accounts)
@@ -329,3 +334,5 @@ def run_from_args(args, *, stop: threading.Event | None = None) -> int:
         return 0
     finally:
         sim.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
