@@ -26,7 +26,8 @@ What the switch was told decides what must happen at the biller:
   of an ACCEPTED payment withdraws it at the biller where its policy
   allows (REVERSING -> REVERSED), else an EXCEPTION;
 - ``capabilities`` are honoured: a biller that answers no status queries
-  is never asked one -- a payment whose outcome is unknown there is
+  is never asked one -- a payment whose outcome is unknown there still
+  waits IN_DOUBT for the switch's advice or reversal, then (NO_STATUS) is
   undone by a reversal where the biller takes them (an EXCEPTION where it
   does not), or, when the switch advised it, re-posted idempotently;
 - an advice obeys the same local rules as a payment: one for a payment that
@@ -142,14 +143,22 @@ def _post_advised(facts: Facts, note: str) -> Decision:
     return Decision(State.POSTING, (Action.POST,), False, True, note)
 
 
-def _unknown_outcome(facts: Facts, note: str) -> Decision:
-    """The biller may or may not hold the payment.  Ask it (IN_DOUBT and a
-    status query) -- or, where it answers no status queries, settle by its
-    own means: an advised payment is re-posted (idempotently on its id),
-    any other is undone (a reversal, or an EXCEPTION where it takes none)."""
-    if facts.can_query_status:
-        return Decision(State.IN_DOUBT, (Action.QUERY_STATUS,), facts.reversal_requested,
-                        facts.advice_received, note + ": ask the biller")
+def _in_doubt(facts: Facts, note: str) -> Decision:
+    """The biller may or may not hold the payment: IN_DOUBT, settled from the
+    biller outbox once the switch has had ``status_delay`` to advise or
+    reverse.  The STATUS item asks the biller -- or, for a biller that
+    answers no status queries, is only the moment to settle without asking
+    (the worker applies NO_STATUS instead of calling it)."""
+    how = "ask the biller" if facts.can_query_status else "settle without asking (no status queries)"
+    return Decision(State.IN_DOUBT, (Action.QUERY_STATUS,), facts.reversal_requested, facts.advice_received,
+                    f"{note}: {how}")
+
+
+def _without_status(facts: Facts, note: str) -> Decision:
+    """An in-doubt payment at a biller that answers no status queries,
+    settled by its own means: an advised payment is re-posted (idempotently
+    on its id), any other is undone (a reversal, or an EXCEPTION where it
+    takes none)."""
     if facts.advice_received and not facts.reversal_requested:
         return _post_advised(facts, note + "; the biller answers no status queries: re-post the advised payment")
     return _undo(facts, note + "; the biller answers no status queries: undo it")
@@ -233,7 +242,7 @@ def decide(facts: Facts, event: Event) -> Decision:
                 return _post_advised(facts, "advised: post when the biller is back")
             return Decision(State.DECLINED, (), facts.reversal_requested, facts.advice_received, "biller unavailable")
         if event in (Event.BILLER_NO_ANSWER, Event.STALE):
-            return _unknown_outcome(facts, "outcome unknown")
+            return _in_doubt(facts, "outcome unknown")
         if event is Event.BILLER_ACCEPTED:
             return _accepted(facts, "biller took it into its intake")
         if event is Event.REVERSAL_RECEIVED:
@@ -269,12 +278,12 @@ def decide(facts: Facts, event: Event) -> Decision:
             return _undo(facts, "switch reversed an in-doubt payment", by_switch=True)
         if event is Event.ADVICE_RECEIVED:
             if not facts.can_query_status:
-                return _unknown_outcome(dataclasses.replace(facts, advice_received=True),
-                                        "advice for an in-doubt payment")
+                return _without_status(dataclasses.replace(facts, advice_received=True),
+                                       "advice for an in-doubt payment")
             return Decision(s, (Action.QUERY_STATUS,), facts.reversal_requested, True,
                             "advice for an in-doubt payment: settle by status")
         if event is Event.NO_STATUS:
-            return _unknown_outcome(facts, "in doubt")
+            return _without_status(facts, "in doubt")
         if event is Event.STATUS_ACCEPTED:
             if facts.advice_received and not facts.reversal_requested:
                 return _accepted(facts, "the biller holds it in its intake and the customer was debited")

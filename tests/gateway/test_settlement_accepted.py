@@ -162,12 +162,27 @@ async def test_no_status_capability_settles_an_unknown_outcome_by_reversal(world
     pending = processor.handle(payment())
     clock.advance(10.5)
     assert (await pending).fields["39"] == "91"
-    assert state_of(engine) == "REVERSING"  # never IN_DOUBT waiting for a status it cannot get
+    assert state_of(engine) == "IN_DOUBT"  # the switch's time to advise or reverse
     biller.hold = None
     await settle_all(worker, clock, 10)
     assert state_of(engine) == "REVERSED"
-    assert [c[0] for c in biller.calls] == ["pay", "reverse"]
+    assert [c[0] for c in biller.calls] == ["pay", "reverse"]  # never a status query
     assert biller.held() == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_status_capability_reposts_what_the_switch_advised(world):
+    processor, worker, biller, clock, engine = use(world, NoStatusBiller())
+    biller.hold = defer.Deferred(lambda d: None)  # the biller records, then never answers
+    pending = processor.handle(payment())
+    clock.advance(10.5)
+    assert (await pending).fields["39"] == "91"
+    biller.hold = None
+    assert (await processor.handle(advice())).fields["39"] == "00"  # the switch debited the customer
+    await settle_all(worker, clock, 10)
+    assert state_of(engine) == "CONFIRMED"
+    assert [c[0] for c in biller.calls] == ["pay", "pay"]  # re-posted, idempotent on the payment id
+    assert len(biller.held()) == 1 and sms(engine) == {("receipt", "QUEUED")}
 
 
 @pytest_twisted.ensureDeferred
@@ -177,8 +192,8 @@ async def test_no_status_and_no_reversal_is_an_exception_for_a_person(world):
     pending = processor.handle(payment())
     clock.advance(10.5)
     assert (await pending).fields["39"] == "91"
-    assert state_of(engine) == "EXCEPTION"
     await settle_all(worker, clock, 10)
+    assert state_of(engine) == "EXCEPTION"
     assert [c[0] for c in biller.calls] == ["pay"]
 
 
