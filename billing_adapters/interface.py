@@ -23,6 +23,15 @@ Failures are told apart by what they mean for the money:
 A timeout applied by the caller (``Deferred.addTimeout``) cancels the
 Deferred; adapters must make cancellation abort their request.
 
+**Contract version 2: recording can come later.**  ``pay()`` may answer
+:class:`PaymentAccepted` instead of :class:`PaymentConfirmation`: the biller
+durably took the payment into its intake (the money is safe there) and its
+own batch books it later.  The gateway approves the ATM, keeps the payment
+ACCEPTED and sends no receipt; it asks :meth:`BillerAdapter.status` until
+the biller says POSTED (then CONFIRMED, and the receipt goes out) or
+REJECTED (its batch refused the row: an EXCEPTION, a person refunds).
+While the row waits in the intake, ``status()`` answers ACCEPTED.
+
 Beyond the four calls, an adapter may be a service with a lifecycle
 (:class:`BillerLifecycle`: ``start``, ``stop``, ``health``) -- a persistent
 link is opened at start-up and closed on stop -- and may read its biller's
@@ -163,6 +172,24 @@ class PaymentConfirmation:
 
 
 @dataclass(frozen=True)
+class PaymentAccepted:
+    """Contract v2: the biller durably took the payment into its intake, and
+    its own batch will record it (or reject it) later.
+
+    The ATM may be approved -- the money is safe at the biller -- but the
+    subscriber's receipt waits until :meth:`BillerAdapter.status` says
+    POSTED.  ``intake_reference`` is the biller's reference of the intake
+    record (shown on the ATM's 0210 as the receipt number); the receipt
+    number the SMS carries comes with the POSTED status."""
+
+    payment_id: str
+    intake_reference: str
+    amount: int  # what the biller took into its intake
+    bill_number: str | None = None
+    settled: tuple[BillAmount, ...] = ()
+
+
+@dataclass(frozen=True)
 class LedgerEntry:
     """One payment in a biller's own ledger, as an auditor sees it
     (:meth:`LedgerReading.read_ledger`)."""
@@ -174,12 +201,25 @@ class LedgerEntry:
     receipt_number: str
     reversed: bool
     posted_at: str
+    # Contract v2: taken into the biller's intake, its batch not run yet
+    # (``pending``), or refused by its batch (``rejected``: the biller holds
+    # nothing).  Billers that record at once leave both False.
+    pending: bool = False
+    rejected: bool = False
+
+    @property
+    def held(self) -> bool:
+        """The biller holds the money for this payment (booked or in its intake)."""
+        return not self.reversed and not self.rejected
 
 
 class PaymentStatusKind(enum.Enum):
     POSTED = "posted"  # the biller holds the payment
     NOT_FOUND = "not_found"  # the biller never recorded it
     REVERSED = "reversed"  # recorded, then undone
+    # Contract v2 (see PaymentAccepted):
+    ACCEPTED = "accepted"  # in the biller's intake, its batch has not booked it yet
+    REJECTED = "rejected"  # the biller's batch refused it: the biller holds nothing
 
 
 @dataclass(frozen=True)
@@ -214,8 +254,10 @@ class BillerAdapter(Protocol):
     def inquire(self, query: BillQuery) -> Deferred[BillInquiryResult]:
         """Look the subscriber's open bills up."""
 
-    def pay(self, order: PaymentOrder) -> Deferred[PaymentConfirmation]:
-        """Post a payment, idempotently on ``order.payment_id``."""
+    def pay(self, order: PaymentOrder) -> Deferred[PaymentConfirmation | PaymentAccepted]:
+        """Post a payment, idempotently on ``order.payment_id``: recorded
+        (PaymentConfirmation), or taken into the biller's intake to be
+        recorded by its batch (PaymentAccepted; contract v2)."""
 
     def status(self, payment_id: str) -> Deferred[PaymentStatus]:
         """Tell whether the biller holds the payment (resolves IN_DOUBT)."""

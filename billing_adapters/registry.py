@@ -31,6 +31,7 @@ from billgw.billing_adapters.settings_schema import (
     positive_number,
 )
 from billgw.billing_adapters.telecom_soap import DEFAULT_SOAP_ACTION_PREFIX, TelecomSoapAdapter
+from billgw.billing_adapters.water import adapter as _water
 
 # Kept for callers of the first registry (one flat table of SettingSpec).
 SettingSpec = Setting
@@ -258,4 +259,22 @@ register_adapter_kind(
     _electricity.build,
     doc="a mainframe-style host: fixed-width EBCDIC records over a persistent TCP link",
     read_ledger=_electricity.read_ledger,
+)
+
+
+def _water_ledger(settings: dict, source: str | None) -> list[LedgerEntry]:
+    from billgw.billing_adapters.water.adapter import read_water_ledger
+    from billgw.billing_adapters.water.mapping import WaterTables
+
+    return read_water_ledger(WaterTables.from_settings(settings, schema=settings["schema"]),
+                             source or settings["url"])
+
+
+register_adapter_kind(
+    "water",
+    _water.SETTINGS,
+    _water.build_from_settings,
+    doc="the biller's own database tables: bills read, payments inserted into its intake, "
+        "booked by its batch (docs/billers.md)",
+    read_ledger=_water_ledger,
 )

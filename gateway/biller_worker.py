@@ -12,6 +12,14 @@ Two jobs, on one loop driven by the injected clock:
   answers applied as events (one transaction each, the item marked done in
   it).  Failures are retried with exponential backoff and jitter; an item
   past its expiry becomes an EXCEPTION.
+
+An ACCEPTED payment (contract v2: in the biller's intake) has a STATUS item
+that polls the biller until its batch has run: "still in the intake" is no
+event -- the item is simply asked again later, with the same backoff -- and
+the POSTED or REJECTED answer settles it.  A biller that answers no status
+queries (``capabilities``) is never asked one: its item is settled by the
+NO_STATUS event (a reversal, a re-post of an advised payment, or an
+EXCEPTION), decided by the state machine.
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ from twisted.internet import defer, task
 from billgw.billing_adapters.interface import (
     BillerDeclined,
     BillerError,
+    PaymentAccepted,
     PaymentOrder,
     PaymentStatusKind,
 )
@@ -36,6 +45,11 @@ from .bill_rules import confirmation_problem
 from .biller_outbox import BillerWork
 from .journal import get
 from .machine import Event
+from .states import State
+
+
+class NotRecordedYet(Exception):
+    """The biller still holds an ACCEPTED payment in its intake: ask later."""
 
 
 class BillerWorker(Service):
@@ -141,6 +155,9 @@ class BillerWorker(Service):
             return
         try:
             event, values, detail = await self._call(item, view, route)
+        except NotRecordedYet as exc:
+            await self._retry(item, str(exc), log, poll=True)
+            return
         except (BillerError, defer.TimeoutError) as exc:
             await self._retry(item, f"{type(exc).__name__}: {exc}", log)
             return
@@ -157,6 +174,8 @@ class BillerWorker(Service):
         timeout = route.settings.timeout
         adapter = route.adapter
         if item.action == "STATUS":
+            if not adapter.capabilities.can_query_status:
+                return Event.NO_STATUS, None, "the biller answers no status queries (capabilities)"
             d = adapter.status(view.id)
             d.addTimeout(timeout, self._clock)
             status = await d
@@ -165,10 +184,16 @@ class BillerWorker(Service):
                     # Cross-check: held, but not what the journal says.
                     return (Event.BILLER_AMOUNT_MISMATCH, None,
                             f"biller holds {status.amount}, the journal {view.amount}")
-                values = {"biller_receipt": status.receipt_number} if status.receipt_number else None
+                values = {"biller_receipt": status.receipt_number[:40]} if status.receipt_number else None
                 return Event.STATUS_POSTED, values, f"receipt {status.receipt_number}"
             if status.status is PaymentStatusKind.REVERSED:
                 return Event.STATUS_REVERSED, None, "already reversed at the biller"
+            if status.status is PaymentStatusKind.ACCEPTED:
+                if view.state is State.ACCEPTED:
+                    raise NotRecordedYet("still in the biller's intake: its batch has not booked it")
+                return Event.STATUS_ACCEPTED, None, "in the biller's intake"
+            if status.status is PaymentStatusKind.REJECTED:
+                return Event.STATUS_REJECTED, None, "the biller's batch rejected it"
             return Event.STATUS_NOT_FOUND, None, "biller never recorded it"
         if item.action == "REVERSE":
             d = adapter.reverse(view.id)
@@ -191,8 +216,13 @@ class BillerWorker(Service):
             except BillerDeclined as exc:
                 return Event.BILLER_DECLINED, None, str(exc)
             problem = confirmation_problem(view.amount, confirmation.amount, [b.amount for b in confirmation.settled])
-            if problem is not None:  # cross-check: never confirmed as if it matched
+            if problem is not None:  # cross-check: never confirmed (or accepted) as if it matched
                 return Event.BILLER_AMOUNT_MISMATCH, None, problem
+            if isinstance(confirmation, PaymentAccepted):
+                values = {"biller_receipt": confirmation.intake_reference[:40]}
+                if confirmation.bill_number and not view.bill_number:
+                    values["bill_number"] = confirmation.bill_number[:30]
+                return Event.BILLER_ACCEPTED, values, f"intake {confirmation.intake_reference}"
             values = {"biller_receipt": confirmation.receipt_number}
             if confirmation.bill_number and not view.bill_number:
                 # The biller chose the bill: keep it, as the in-line path
@@ -201,11 +231,14 @@ class BillerWorker(Service):
             return Event.BILLER_CONFIRMED, values, f"receipt {confirmation.receipt_number}"
         raise ValueError(f"unknown biller action {item.action!r}")
 
-    async def _retry(self, item: BillerWork, error: str, log) -> None:
+    async def _retry(self, item: BillerWork, error: str, log, *, poll: bool = False) -> None:
         error = mask_text(error)  # a biller's error text may echo card data
         now = self._clock.seconds()
         delay = biller_outbox.backoff(item.attempts, base=self._retry_base, cap=self._retry_cap,
                                       jitter=self._rng.random())
         await self._run(biller_outbox.reschedule, item.id, owner=self._owner, now=now, retry_at=now + delay,
                         error=error)
-        log.warning("biller work will be retried", error=error, retry_in=round(delay, 1))
+        if poll:
+            log.info("accepted payment not booked yet: asked again later", retry_in=round(delay, 1))
+        else:
+            log.warning("biller work will be retried", error=error, retry_in=round(delay, 1))

@@ -19,6 +19,7 @@ Sub-commands::
     billgw smsc-sim [--listen ENDPOINT] [--system-id ID] [--password PW] [--record PATH]
                     [--receipts tlv|text|none] [--receipts-early]
     billgw electricity-sim [--listen ENDPOINT] [--db PATH] [--framing F] [--code-page CP] [--behaviour KIND]
+    billgw water-sim [--db URL] [--init] [--batch-now | --batch-interval S] [--behaviour KIND]
     billgw demo [--workdir DIR]
 """
 from __future__ import annotations
@@ -66,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     from billgw.billing_adapters.electricity.sim import add_arguments as add_electricity_sim_arguments
 
     add_electricity_sim_arguments(esim)  # --listen, --db, --framing, --code-page, --behaviour, ...
+
+    wsim = sub.add_parser("water-sim", help="the water biller's tables and batch (a database biller)")
+    from billgw.billing_adapters.water.sim import add_arguments as add_water_sim_arguments
+
+    add_water_sim_arguments(wsim)  # --db, --init, --batch-now, --batch-interval, --behaviour, ...
 
     smsc = sub.add_parser("smsc-sim", help="run the SMSC simulator (SMPP 3.4 server)")
     smsc.add_argument("--listen", default="tcp:2775:interface=127.0.0.1")
@@ -312,6 +318,10 @@ def main(argv=None) -> None:
             _upgrade(settings)
             print(f"journal schema is up to date ({settings.database.url.split('@')[-1]})")
             return
+        if args.command == "water-sim":
+            from billgw.billing_adapters.water.sim import run_from_args
+
+            raise SystemExit(run_from_args(args))  # blocking: the biller's own process, no reactor
         if args.command == "audit":
             from .audit import run_command
 

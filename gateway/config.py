@@ -344,6 +344,11 @@ class RecoverySettings:
     stale_after: float = 40.0
     status_delay: float = 30.0
     expire_after: float = 86400.0
+    # Contract v2: polls of an ACCEPTED payment for its biller's batch.
+    accepted_poll_delay: float = 60.0
+    accepted_expire_after: float = 3 * 86400.0
+    # billgw audit flags a payment ACCEPTED for longer than this.
+    accepted_alert_after: float = 26 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -679,7 +684,8 @@ def _recovery(s: _Section, billers: Mapping[str, "BillerSettings"]) -> RecoveryS
     d = RecoverySettings()
     values = {name: s.get(name, type(getattr(d, name)), getattr(d, name), check=_positive)
               for name in ("poll_interval", "batch_size", "lease_seconds", "retry_base", "retry_cap",
-                           "stale_after", "status_delay", "expire_after")}
+                           "stale_after", "status_delay", "expire_after", "accepted_poll_delay",
+                           "accepted_expire_after", "accepted_alert_after")}
     slowest = max((b.timeout for b in billers.values()), default=0.0)
     if values["stale_after"] <= slowest + 5:
         raise ConfigError(f"{s.path}.stale_after: must exceed the slowest biller timeout ({slowest} s) by "

@@ -1,10 +1,13 @@
 """``billgw demo``: the whole product on loopback, end to end, in one command.
 
-It starts the telecom biller simulator, the SMSC simulator and the gateway
-(SQLite journal) on free loopback ports, then plays a bank switch with the
-``atm-sim`` command in a separate process -- over the wire, as a real switch
-would -- making an inquiry and two payments (English and Arabic receipts).
-It prints each answer and every SMS the SMSC received, checks the biller's
+It starts the telecom biller simulator, the water biller's tables (an
+SQLite file: conf/billers-water.example.toml), the SMSC simulator and the
+gateway (SQLite journal) on free loopback ports, then plays a bank switch
+with the ``atm-sim`` command in a separate process -- over the wire, as a
+real switch would -- making an inquiry and two telecom payments (English and
+Arabic receipts), then a water payment: approved once the biller's intake
+holds it, its receipt sent only after the demo runs the biller's batch.  It
+prints each answer and every SMS the SMSC received, checks each biller's
 ledger holds exactly the approved payments, and exits 0 only if all is well.
 Logs go to ``<workdir>/gateway.log`` as JSON lines.
 
@@ -16,15 +19,39 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import sys
+import tomllib
+from importlib import resources
 from pathlib import Path
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 
-from .config import load_settings
+from .config import Settings, parse_settings
+
+WATER_EXAMPLE = "billers-water.example.toml"
+
+
+def settings_with_water(config_path: str | None, water_url: str, *, environ=None) -> Settings:
+    """The configuration with the water biller of conf/billers-water.example.toml
+    appended (unless it has a WTR biller of its own), its database at
+    ``water_url``: what ``billgw demo`` runs, and what an operator trying
+    the example does by hand."""
+    if config_path is None:
+        base = resources.files("billgw.conf").joinpath("billgw.toml").read_text("utf-8")
+        source = "billgw.conf/billgw.toml"
+    else:
+        base, source = Path(config_path).read_text("utf-8"), str(config_path)
+    data = tomllib.loads(base)
+    if "WTR" not in data.get("billers", {}):
+        example = resources.files("billgw.conf").joinpath(WATER_EXAMPLE).read_text("utf-8")
+        data = tomllib.loads(base + "\n" + example)
+        source += f" + {WATER_EXAMPLE}"
+    env = {**(os.environ if environ is None else environ), "BILLGW_WATER_DB_URL": water_url}
+    return parse_settings(data, base=Path.cwd(), environ=env, source=source)
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 SMSC_SYSTEM_ID = "billgw"
@@ -113,6 +140,7 @@ def _banner(title: str) -> None:
 
 async def run_demo(reactor, workdir: str = "var/demo", config_path: str | None = None) -> None:
     from billgw.billing_adapters.telecom_sim import listen_telecom_sim
+    from billgw.billing_adapters.water.sim import WaterBillerSim
     from billgw.sms.smsc_sim import listen_smsc
 
     from . import log_setup
@@ -130,7 +158,10 @@ async def run_demo(reactor, workdir: str = "var/demo", config_path: str | None =
     smsc_port, smsc = await listen_smsc(reactor, LOOPBACK, system_id=SMSC_SYSTEM_ID, password=SMSC_PASSWORD,
                                         record_path=str(work / "smsc-received.jsonl"))
     ele_port, ele_host = await _start_electricity(reactor, work)
-    base = load_settings(config_path)
+    water_url = f"sqlite:///{work / 'water-biller.sqlite'}"
+    water = WaterBillerSim(water_url)
+    await deferToThread(water.create)
+    base = settings_with_water(config_path, water_url)
     tel = base.billers["TEL"]
     settings = dataclasses.replace(
         base,
@@ -140,7 +171,12 @@ async def run_demo(reactor, workdir: str = "var/demo", config_path: str | None =
                                 system_id=SMSC_SYSTEM_ID, password=SMSC_PASSWORD, poll_interval=0.5),
         billers={"TEL": dataclasses.replace(tel, adapter_settings={
             **tel.adapter_settings, "url": f"http://127.0.0.1:{tel_port.getHost().port}/BillingService"}),
+            "WTR": base.billers["WTR"],
             **_electricity_billers(ele_port, work)},
+        # The water receipt follows the batch within a second or two here,
+        # not production's minutes.
+        recovery=dataclasses.replace(base.recovery, poll_interval=0.5, retry_base=0.5, retry_cap=1.0,
+                                     accepted_poll_delay=0.5),
     )
     await deferToThread(_upgrade, settings)
     gateway = GatewayService(settings, reactor)
@@ -179,6 +215,8 @@ async def run_demo(reactor, workdir: str = "var/demo", config_path: str | None =
                   f"({'UCS-2' if message.data_coding == 8 else 'GSM-7'}), {message.parts} part(s)")
             print(f"  {message.text}")
 
+        await _water(reactor, port, gateway, water, smsc, problems)
+
         _banner("telecom biller ledger")
         postings = await telecom.postings()
         for p in postings:
@@ -195,6 +233,7 @@ async def run_demo(reactor, workdir: str = "var/demo", config_path: str | None =
         await ele_host.close()
         if hasattr(telecom, "close"):
             await defer.maybeDeferred(telecom.close)
+        water.close()
         log_file.flush()
 
     _banner("result")
@@ -202,5 +241,62 @@ async def run_demo(reactor, workdir: str = "var/demo", config_path: str | None =
         for p in problems:
             print(f"PROBLEM: {p}")
         raise SystemExit(1)
-    print(json.dumps({"demo": "ok", "payments": len(PAYMENTS), "sms": len(smsc.messages_received),
+    print(json.dumps({"demo": "ok", "payments": len(PAYMENTS) + 1, "sms": len(smsc.messages_received),
                       "journal": str(work / "journal.sqlite")}))
+
+
+WATER_ACCOUNT, WATER_AMOUNT, WATER_MSISDN = "3000000001", "15.750", "962795550001"
+
+
+async def _water_payment(gateway):
+    from . import journal as journal_ops
+
+    views = await gateway.pool.run(journal_ops.list_all)
+    return next((v for v in views if v.biller_code == "WTR" and v.kind == "payment"), None)
+
+
+async def _water(reactor, port: int, gateway, water, smsc, problems: list[str]) -> None:
+    """A water bill: approved on the intake row, receipted after the batch."""
+    from billgw.billing_adapters.water.adapter import read_water_ledger
+
+    before = len(smsc.messages_received)
+    _banner(f"water bill payment {WATER_ACCOUNT}: {WATER_AMOUNT} JOD (a database biller)")
+    text, code = await _atm(reactor, port, "pay", "--biller", "WTR", "--service", "WATER",
+                            "--billing-number", WATER_ACCOUNT, "--amount", WATER_AMOUNT, "--currency", "400",
+                            "--exponent", "3", "--msisdn", WATER_MSISDN, "--language", "en")
+    print(text, end="", flush=True)
+    if code != 0:
+        problems.append("the water payment was not approved")
+        return
+    # Let the gateway poll the biller a few times: its batch has not run.
+    await task.deferLater(reactor, 3.0, lambda: None)
+    view = await _water_payment(gateway)
+    state = view.state.value if view else "missing"
+    print(f"journal: {state} (approved, in the biller's intake); intake rows: "
+          + ", ".join(f"{r['payment_id'][:8]}.. {r['status']}" for r in water.intake_rows()))
+    print(f"SMS for the water payment so far: {len(smsc.messages_received) - before}", flush=True)
+    if state != "ACCEPTED" or len(smsc.messages_received) != before:
+        problems.append(f"before the batch the water payment was {state} with "
+                        f"{len(smsc.messages_received) - before} SMS (expected ACCEPTED, none)")
+
+    _banner("the water biller's batch runs (billgw water-sim --batch-now)")
+    result = await deferToThread(water.run_batch)
+    print(f"batch: {result.posted} posted, {result.rejected} rejected", flush=True)
+    waiting = smsc.wait_for_messages(before + 1)
+    waiting.addTimeout(30, reactor)
+    try:
+        await waiting
+    except defer.TimeoutError:
+        problems.append("no SMS for the water payment after the batch")
+    for message in smsc.messages_received[before:]:
+        print(f"to {message.destination_addr}: {message.text}")
+    view = await _water_payment(gateway)
+    print(f"journal: {view.state.value if view else 'missing'}, biller receipt {view.biller_receipt if view else '-'}")
+
+    _banner("water biller ledger (its intake table)")
+    entries = await deferToThread(read_water_ledger, water.tables, water.url)
+    for e in entries:
+        state = "pending" if e.pending else "rejected" if e.rejected else "reversed" if e.reversed else "booked"
+        print(f"  {e.payment_id}  {e.subscriber}  bill {e.bill_number}  {e.amount}  receipt {e.receipt_number}  {state}")
+    if [(e.amount, e.pending, e.held) for e in entries] != [(15_750, False, True)]:
+        problems.append(f"the water biller holds {len(entries)} entries, expected one booked payment")

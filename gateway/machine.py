@@ -19,6 +19,17 @@ What the switch was told decides what must happen at the biller:
   by posting it again;
 - a reversal that races an in-flight posting wins: when the posting comes
   back confirmed, it is reversed at the biller;
+- a biller that records later (contract v2) leaves an approved payment
+  ACCEPTED: no receipt until its batch books it (the status query says
+  POSTED: CONFIRMED and the receipt); a row its batch rejects is an
+  EXCEPTION (the switch was approved: a person refunds); a reversal (0420)
+  of an ACCEPTED payment withdraws it at the biller where its policy
+  allows (REVERSING -> REVERSED), else an EXCEPTION;
+- ``capabilities`` are honoured: a biller that answers no status queries
+  is never asked one -- a payment whose outcome is unknown there still
+  waits IN_DOUBT for the switch's advice or reversal, then (NO_STATUS) is
+  undone by a reversal where the biller takes them (an EXCEPTION where it
+  does not), or, when the switch advised it, re-posted idempotently;
 - an advice obeys the same local rules as a payment: one for a payment that
   breaks them (``breaks_local_rules``, decided when it was journaled) is
   never posted -- the customer was debited for something the gateway will
@@ -26,6 +37,7 @@ What the switch was told decides what must happen at the biller:
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
@@ -57,6 +69,12 @@ class Event(enum.Enum):
     # payment's.  Never accepted silently: a person settles it.
     BILLER_AMOUNT_MISMATCH = "biller_amount_mismatch"
     REVERSAL_AMOUNT_MISMATCH = "reversal_amount_mismatch"
+    # Contract v2: recorded later.
+    BILLER_ACCEPTED = "biller_accepted"  # posting taken into the biller's intake, booked later
+    STATUS_ACCEPTED = "status_accepted"  # status query: in the intake, not booked yet
+    STATUS_REJECTED = "status_rejected"  # status query: the biller's batch refused it
+    # The biller answers no status queries (capabilities): settle otherwise.
+    NO_STATUS = "no_status"
 
 
 class Action(enum.Enum):
@@ -81,6 +99,7 @@ class Facts:
     # The request broke a local rule (amount bounds, billing number, ...)
     # when it was journaled: the gateway told the switch so and never posts it.
     breaks_local_rules: bool = False
+    can_query_status: bool = True  # the biller answers status queries (capabilities)
 
 
 @dataclass(frozen=True)
@@ -128,6 +147,60 @@ def _post_advised(facts: Facts, note: str) -> Decision:
     if facts.breaks_local_rules:
         return _refuse_advised(facts, "breaks the service's rules")
     return Decision(State.POSTING, (Action.POST,), False, True, note)
+
+
+def _in_doubt(facts: Facts, note: str) -> Decision:
+    """The biller may or may not hold the payment: IN_DOUBT, settled from the
+    biller outbox once the switch has had ``status_delay`` to advise or
+    reverse.  The STATUS item asks the biller -- or, for a biller that
+    answers no status queries, is only the moment to settle without asking
+    (the worker applies NO_STATUS instead of calling it)."""
+    how = "ask the biller" if facts.can_query_status else "settle without asking (no status queries)"
+    return Decision(State.IN_DOUBT, (Action.QUERY_STATUS,), facts.reversal_requested, facts.advice_received,
+                    f"{note}: {how}")
+
+
+def _without_status(facts: Facts, note: str) -> Decision:
+    """An in-doubt payment at a biller that answers no status queries,
+    settled by its own means: an advised payment is re-posted (idempotently
+    on its id), any other is undone (a reversal, or an EXCEPTION where it
+    takes none)."""
+    if facts.advice_received and not facts.reversal_requested:
+        return _post_advised(facts, note + "; the biller answers no status queries: re-post the advised payment")
+    return _undo(facts, note + "; the biller answers no status queries: undo it")
+
+
+def _accepted(facts: Facts, note: str) -> Decision:
+    """In the biller's intake: the switch is approved, the receipt waits for
+    the biller's batch, which the gateway polls for (when it can ask)."""
+    if facts.reversal_requested:
+        return _undo(facts, note + " after the switch reversed it")
+    poll = (Action.QUERY_STATUS,) if facts.can_query_status else ()
+    return Decision(State.ACCEPTED, poll, False, facts.advice_received, note + ": receipt after the biller's batch")
+
+
+def _decide_accepted(facts: Facts, event: Event, keep: Decision) -> Decision:
+    if event is Event.STATUS_POSTED:
+        return _confirm(facts, "the biller's batch recorded it")
+    if event is Event.STATUS_REJECTED:
+        return Decision(State.EXCEPTION, (), facts.reversal_requested, facts.advice_received,
+                        "the biller's batch rejected a payment the switch was approved for: refund by hand")
+    if event is Event.STATUS_NOT_FOUND:
+        return Decision(State.EXCEPTION, (), facts.reversal_requested, facts.advice_received,
+                        "the biller no longer has a payment it had accepted: a person checks")
+    if event is Event.STATUS_REVERSED:
+        if facts.reversal_requested:
+            return Decision(State.REVERSED, (), True, facts.advice_received, "biller already withdrew it")
+        return Decision(State.EXCEPTION, (), False, facts.advice_received,
+                        "the biller withdrew a payment the switch was approved for: a person checks")
+    if event is Event.REVERSAL_RECEIVED:
+        return _undo(facts, "switch reversed an accepted payment: withdraw it at the biller", by_switch=True)
+    if event is Event.ADVICE_RECEIVED:
+        return Decision(State.ACCEPTED, (), facts.reversal_requested, True, "advice for an accepted payment")
+    if event is Event.OUTBOX_EXPIRED:
+        return Decision(State.EXCEPTION, (), facts.reversal_requested, facts.advice_received,
+                        "the biller never booked the accepted payment: a person checks")
+    return keep
 
 
 def decide(facts: Facts, event: Event) -> Decision:
@@ -186,8 +259,9 @@ def decide(facts: Facts, event: Event) -> Decision:
                 return _post_advised(facts, "advised: post when the biller is back")
             return Decision(State.DECLINED, (), facts.reversal_requested, facts.advice_received, "biller unavailable")
         if event in (Event.BILLER_NO_ANSWER, Event.STALE):
-            return Decision(State.IN_DOUBT, (Action.QUERY_STATUS,), facts.reversal_requested,
-                            facts.advice_received, "outcome unknown: ask the biller")
+            return _in_doubt(facts, "outcome unknown")
+        if event is Event.BILLER_ACCEPTED:
+            return _accepted(facts, "biller took it into its intake")
         if event is Event.REVERSAL_RECEIVED:
             return flags_rev
         if event is Event.ADVICE_RECEIVED:
@@ -220,12 +294,30 @@ def decide(facts: Facts, event: Event) -> Decision:
         if event is Event.REVERSAL_RECEIVED:
             return _undo(facts, "switch reversed an in-doubt payment", by_switch=True)
         if event is Event.ADVICE_RECEIVED:
+            if not facts.can_query_status:
+                return _without_status(dataclasses.replace(facts, advice_received=True),
+                                       "advice for an in-doubt payment")
             return Decision(s, (Action.QUERY_STATUS,), facts.reversal_requested, True,
                             "advice for an in-doubt payment: settle by status")
+        if event is Event.NO_STATUS:
+            return _without_status(facts, "in doubt")
+        if event is Event.STATUS_ACCEPTED:
+            if facts.advice_received and not facts.reversal_requested:
+                return _accepted(facts, "the biller holds it in its intake and the customer was debited")
+            return _undo(facts, "biller holds in its intake a payment the switch was not approved for")
+        if event is Event.STATUS_REJECTED:
+            if facts.advice_received and not facts.reversal_requested:
+                return Decision(State.EXCEPTION, (), False, True,
+                                "the biller's batch rejected a payment the customer was debited for")
+            return Decision(State.DECLINED, (), facts.reversal_requested, facts.advice_received,
+                            "the biller's batch rejected it: nothing held")
         if event is Event.OUTBOX_EXPIRED:
             return Decision(State.EXCEPTION, (), facts.reversal_requested, facts.advice_received,
                             "status query expired")
         return keep
+
+    if s is State.ACCEPTED:
+        return _decide_accepted(facts, event, keep)
 
     if s is State.CONFIRMED:
         if event is Event.REVERSAL_RECEIVED:
@@ -242,7 +334,8 @@ def decide(facts: Facts, event: Event) -> Decision:
         return keep
 
     if s is State.REVERSING:
-        if event in (Event.BILLER_REVERSED, Event.STATUS_NOT_FOUND, Event.STATUS_REVERSED):
+        if event in (Event.BILLER_REVERSED, Event.STATUS_NOT_FOUND, Event.STATUS_REVERSED,
+                     Event.STATUS_REJECTED):
             if _advised_too_late(facts):
                 return Decision(State.EXCEPTION, (), False, True,
                                 "undone at the biller, but the switch debited the customer: refund or re-post by hand")

@@ -42,6 +42,7 @@ from billgw.billing_adapters.interface import (
     BillerUnavailable,
     BillQuery,
     DeclineReason,
+    PaymentAccepted,
     PaymentOrder,
 )
 from billgw.iso8583.bill_data import (
@@ -66,7 +67,7 @@ from .journal import NewTransaction, TransactionView
 from .machine import Event
 from . import msisdn_policy
 from .receipts import ReceiptComposer
-from .states import State
+from .states import APPROVED, State
 
 DECLINE_OUTCOMES = {
     DeclineReason.UNKNOWN_BILLING_NUMBER: Outcome.INVALID_BILLING_NUMBER,
@@ -168,6 +169,8 @@ class TransactionProcessor:
         calendar: business_day.BusinessCalendar = business_day.BusinessCalendar(),
         sms_country: str = "JO",
         invalid_msisdn: str = msisdn_policy.DECLINE,
+        accepted_poll_delay: float = 60.0,
+        accepted_expire_after: float = 3 * 86400.0,
     ):
         self._calendar = calendar
         self._sms_country = sms_country
@@ -184,7 +187,10 @@ class TransactionProcessor:
         self._in_flight: dict[str, list[defer.Deferred]] = {}
         self.on_biller_work: Callable[[], None] = lambda: None
         self.context = settle.SettleContext(can_reverse=self.can_reverse, sms_text=self.sms_text,
-                                            status_delay=status_delay, expire_after=expire_after)
+                                            status_delay=status_delay, expire_after=expire_after,
+                                            can_query_status=self.can_query_status,
+                                            accepted_poll_delay=accepted_poll_delay,
+                                            accepted_expire_after=accepted_expire_after)
 
     def can_reverse(self, biller_code: str | None) -> bool:
         """The biller's reversal policy (conf) and its adapter's ability."""
@@ -192,6 +198,11 @@ class TransactionProcessor:
         if route is None:
             return False
         return route.settings.reversal_policy != "never" and route.adapter.capabilities.can_reverse
+
+    def can_query_status(self, biller_code: str | None) -> bool:
+        """The biller's adapter answers status queries (capabilities)."""
+        route = self._billers.get(biller_code or "")
+        return route is not None and route.adapter.capabilities.can_query_status
 
     def sms_text(self, view: TransactionView, kind: OutboxKind) -> str | None:
         """The receipt (or reversal notice) text of a journaled payment."""
@@ -561,7 +572,7 @@ class TransactionProcessor:
         declined = request.respond_bill(self._code(outcome))
 
         def respond(state: State):
-            response = approved if (approved is not None and state is State.CONFIRMED) else declined
+            response = approved if (approved is not None and state in APPROVED) else declined
             return response.mti, response.fields
 
         applied = await self._journal.run(settle.apply_event, new.id, event, self._clock.seconds(),
@@ -570,7 +581,7 @@ class TransactionProcessor:
         log.info("payment settled", machine_event=event.value, state=state.value, detail=detail,
                  response_code=applied.view.response_code)
         self._after(applied)
-        return approved if (approved is not None and state is State.CONFIRMED) else declined
+        return approved if (approved is not None and state in APPROVED) else declined
 
     def _after(self, applied) -> None:
         if applied.sms_queued:
@@ -584,8 +595,15 @@ class TransactionProcessor:
         an answer we cannot use -- outcome unknown (IN_DOUBT, 91), settled
         by a status query and a reversal, never a CONFIRMED payment whose
         switch gets no answer.  So is a confirmation of another amount than
-        the one posted (bill_rules.confirmation_problem): never approved."""
-        problem = (unusable("receipt number", confirmation.receipt_number, RECEIPT_NUMBER_MAX, required=True)
+        the one posted (bill_rules.confirmation_problem): never approved.
+
+        A biller that records later answers PaymentAccepted (contract v2):
+        the 0210 is the same approval, carrying the biller's intake
+        reference as the receipt number, and the payment becomes ACCEPTED --
+        its SMS receipt waits for the biller's batch (biller_worker.py)."""
+        accepted = isinstance(confirmation, PaymentAccepted)
+        receipt = confirmation.intake_reference if accepted else confirmation.receipt_number
+        problem = (unusable("receipt number", receipt, RECEIPT_NUMBER_MAX, required=True)
                    or unusable("bill number", confirmation.bill_number, BILL_NUMBER_MAX)
                    or bill_rules.confirmation_problem(order.amount, confirmation.amount,
                                                       [b.amount for b in confirmation.settled])
@@ -603,7 +621,7 @@ class TransactionProcessor:
         settled = confirmation.settled or order.bills  # the biller's word, else the plan's
         data = fit_paid(BillResponseData(
             bill_number=confirmation.bill_number or order.bill_number,
-            receipt_number=confirmation.receipt_number,
+            receipt_number=receipt,
             payment_reference=new.id,
             fee=service.customer_fee or None,
             surcharge=sum(b.surcharge for b in settled) or None,
@@ -614,14 +632,15 @@ class TransactionProcessor:
         if not encodes(approved):
             return await self._settle(request, new, Event.BILLER_NO_ANSWER, Outcome.BILLER_UNAVAILABLE,
                                       "biller answer unusable: the approval cannot be encoded", log)
-        values = {"biller_receipt": confirmation.receipt_number, "auth_code": auth_code,
+        values = {"biller_receipt": receipt, "auth_code": auth_code,
                   "settlement_date": settlement, "surcharge": sum(b.surcharge for b in settled)}
         if (confirmation.bill_number or order.bill_number) and not new.bill_number:
             values["bill_number"] = (confirmation.bill_number or order.bill_number)[:30]
         paid = "".join(f"; {b.bill_number} {b.amount}" + (f" (surcharge {b.surcharge})" if b.surcharge else "")
                        for b in settled)
-        return await self._settle(request, new, Event.BILLER_CONFIRMED, Outcome.BILLER_UNAVAILABLE,
-                                  f"receipt {confirmation.receipt_number}{paid}", log, approved=approved,
+        event = Event.BILLER_ACCEPTED if accepted else Event.BILLER_CONFIRMED
+        return await self._settle(request, new, event, Outcome.BILLER_UNAVAILABLE,
+                                  f"{'intake' if accepted else 'receipt'} {receipt}{paid}", log, approved=approved,
                                   values=values)
 
     async def _reverse(self, request: ReversalRequest, log) -> Response:

@@ -233,6 +233,7 @@ class GatewayService(MultiService):
             status_delay=recovery.status_delay, expire_after=recovery.expire_after,
             calendar=settings.business_day,
             sms_country=sms.country, invalid_msisdn=sms.invalid_msisdn,
+            accepted_poll_delay=recovery.accepted_poll_delay, accepted_expire_after=recovery.accepted_expire_after,
         )
         self.worker = BillerWorker(
             run_in_db=self.pool.run, processor=self.processor, clock=reactor, owner=owner,

@@ -71,6 +71,13 @@ class SettleContext:
     # and decides the outcome; settling earlier would undo what it advises.
     status_delay: float = 30.0
     expire_after: float = 86400.0
+    # What the biller's adapter can be asked (capabilities); None: anything.
+    can_query_status: Callable[[str | None], bool] | None = None
+    # Contract v2: an ACCEPTED payment's polls for its biller's batch.  The
+    # first one waits a while (batches run hourly or nightly); they give up
+    # -- an EXCEPTION a person checks -- only after days.
+    accepted_poll_delay: float = 60.0
+    accepted_expire_after: float = 3 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,7 @@ def facts_of(conn: Connection, view: TransactionView, ctx: SettleContext) -> Fac
         # Only a REVERSING payment's decision reads it: no query otherwise.
         receipt_left=view.state is State.REVERSING and _receipt_left(conn, view.id),
         breaks_local_rules=view.local_problem is not None,
+        can_query_status=ctx.can_query_status(view.biller_code) if ctx.can_query_status else True,
     )
 
 
@@ -153,12 +161,21 @@ def apply_event(conn: Connection, txn_id: str, event: Event, now: float, ctx: Se
         if rev_state is not None:
             _move_reversal_rows(conn, txn_id, REV_ACKED, rev_state, at)
 
+    # The item this answers is done before the decision's own work is queued:
+    # a decision may ask for the same action again (IN_DOUBT -> ACCEPTED
+    # polls with the STATUS item that found it), which re-arms the item.
+    if work_item is not None:
+        biller_outbox.complete(conn, work_item, now=now)
     biller_work = sms_queued = False
     for action in decision.actions:
         if action in BILLER_ACTIONS:
-            delay = ctx.status_delay if action is Action.QUERY_STATUS else 0.0
+            delay, expire = 0.0, ctx.expire_after
+            if action is Action.QUERY_STATUS:
+                accepted = decision.state is State.ACCEPTED
+                delay = ctx.accepted_poll_delay if accepted else ctx.status_delay
+                expire = ctx.accepted_expire_after if accepted else ctx.expire_after
             biller_outbox.enqueue(conn, txn_id, action.value, now=now, first_attempt_at=now + delay,
-                                  expires_at=now + ctx.expire_after)
+                                  expires_at=now + expire)
             biller_work = True
         elif action is Action.QUEUE_RECEIPT:
             sms_queued |= _queue_sms(conn, fresh, sms_outbox.OutboxKind.RECEIPT, now, ctx)
@@ -166,8 +183,6 @@ def apply_event(conn: Connection, txn_id: str, event: Event, now: float, ctx: Se
             sms_queued |= _queue_sms(conn, fresh, sms_outbox.OutboxKind.REVERSAL_NOTICE, now, ctx)
         elif action is Action.CANCEL_RECEIPT:
             sms_outbox.cancel_unsent(conn, txn_id, now=now)
-    if work_item is not None:
-        biller_outbox.complete(conn, work_item, now=now)
     return Applied(fresh, decision, biller_work, sms_queued)
 
 

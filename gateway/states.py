@@ -2,7 +2,10 @@
 
 A payment moves RECEIVED -> POSTING -> CONFIRMED or DECLINED; a biller that
 does not answer in time leaves it IN_DOUBT until a status query or a
-reversal settles it.  An inquiry ends ANSWERED or DECLINED.  Every state
+reversal settles it.  A biller that records later (contract v2, a database
+biller's intake table) leaves it ACCEPTED -- the switch was approved, no
+receipt yet -- until its batch books it (CONFIRMED, the receipt goes out)
+or rejects it (EXCEPTION: a person refunds).  An inquiry ends ANSWERED or DECLINED.  Every state
 change goes through :func:`check_transition`, so an impossible move (say,
 DECLINED -> CONFIRMED) is a bug caught where it happens.
 """
@@ -15,6 +18,7 @@ class State(enum.Enum):
     RECEIVED = "RECEIVED"
     POSTING = "POSTING"
     CONFIRMED = "CONFIRMED"
+    ACCEPTED = "ACCEPTED"  # in the biller's intake: approved, recorded by its batch later
     DECLINED = "DECLINED"
     IN_DOUBT = "IN_DOUBT"
     REVERSING = "REVERSING"  # to be undone at the biller (outbox item pending)
@@ -28,9 +32,12 @@ ALLOWED: dict[State, frozenset[State]] = {
     # EXCEPTION from RECEIVED: an advice for a payment that cannot be posted.
     State.RECEIVED: frozenset({State.POSTING, State.DECLINED, State.ANSWERED, State.EXCEPTION}),
     State.POSTING: frozenset({State.CONFIRMED, State.DECLINED, State.IN_DOUBT, State.REVERSING,
-                              State.EXCEPTION}),
+                              State.EXCEPTION, State.ACCEPTED}),
     State.IN_DOUBT: frozenset({State.CONFIRMED, State.DECLINED, State.POSTING, State.REVERSING,
-                               State.REVERSED, State.EXCEPTION}),
+                               State.REVERSED, State.EXCEPTION, State.ACCEPTED}),
+    # The biller's batch booked it (CONFIRMED), rejected it (EXCEPTION), or
+    # the switch reversed it first (REVERSING: the intake row is withdrawn).
+    State.ACCEPTED: frozenset({State.CONFIRMED, State.EXCEPTION, State.REVERSING, State.REVERSED}),
     State.CONFIRMED: frozenset({State.REVERSING, State.EXCEPTION}),
     # An advice says the customer was debited: post it, or (when it breaks
     # the local rules) a person refunds.
@@ -44,6 +51,9 @@ ALLOWED: dict[State, frozenset[State]] = {
 
 # Payments in these states have work left that the gateway itself owns.
 UNSETTLED = frozenset({State.RECEIVED, State.POSTING, State.IN_DOUBT, State.REVERSING})
+
+# The switch was (or is) told "approved" (00) for payments in these states.
+APPROVED = frozenset({State.CONFIRMED, State.ACCEPTED})
 
 
 class IllegalTransition(RuntimeError):

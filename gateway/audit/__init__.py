@@ -34,6 +34,10 @@ tickets and e-mails where a leaked card number would stay.
 from .command import AuditUsageError, parse_ledger_args, run_command
 from .render import render_json, render_text
 from .rows import (  # noqa: F401 (the categories, for callers and tests)
+    ACCEPTED_BOOKED,
+    ACCEPTED_MISSING_AT_BILLER,
+    ACCEPTED_TOO_LONG,
+    CONFIRMED_NOT_BOOKED,
     ADVISED_NOT_HELD,
     AMOUNT_MISMATCH,
     BROKEN_CATEGORIES,

@@ -110,7 +110,8 @@ def run_command(settings, ledger_args: Sequence[str], *, as_json: bool = False,
         print(f"billgw audit: {exc}", file=err)
         return 2
     report = audit(snapshot.transactions, ledgers, snapshot.sms, snapshot.reversals, snapshot.biller_outbox,
-                   rules=rule_check(settings))
+                   rules=rule_check(settings), now=time.time(),
+                   accepted_limit=settings.recovery.accepted_alert_after)
     report = extend_report(report, *sms_health_findings(sms_health, now=time.time(),
                                                         queued_alert_after=settings.sms.queued_alert_after))
     out.write(render_json(report) if as_json else render_text(report))

@@ -36,12 +36,21 @@ POSTED_OUTSIDE_RULES = "posted_outside_rules"
 # for its credentials (the sender stopped trying: nothing goes out).
 SMS_STUCK = "sms_stuck"
 SMS_BIND_REFUSED = "sms_bind_refused"
+# Contract v2 (a biller that records later): an ACCEPTED payment the biller
+# holds nothing for; one ACCEPTED longer than the configured limit (the
+# biller's batch is not running); a CONFIRMED one the biller has not booked
+# (the receipt went out before the batch).
+ACCEPTED_MISSING_AT_BILLER = "accepted_missing_at_biller"
+ACCEPTED_TOO_LONG = "accepted_too_long"
+CONFIRMED_NOT_BOOKED = "confirmed_not_booked"
 
 # Every category here breaks an invariant: any finding makes the exit status 1.
 # The order is the order of the summary (money first, then SMS).
 BROKEN_CATEGORIES = (
     POSTED_TWICE,
     CONFIRMED_MISSING_AT_BILLER,
+    ACCEPTED_MISSING_AT_BILLER,
+    CONFIRMED_NOT_BOOKED,
     ADVISED_NOT_HELD,
     REVERSAL_MISSED_ORIGINAL,
     CONFIRMED_AFTER_REVERSAL,
@@ -50,6 +59,7 @@ BROKEN_CATEGORIES = (
     REVERSED_STILL_POSTED,
     UNKNOWN_POSTING,
     UNRESOLVED,
+    ACCEPTED_TOO_LONG,
     EXCEPTION,
     SMS_FOR_UNCONFIRMED,
     SMS_MISSING,
@@ -68,7 +78,10 @@ SMS_UNCERTAIN = "sms_uncertain"
 # a receipt because their MSISDN was invalid ([sms] invalid_msisdn).
 SMS_LINK_NOT_BOUND = "sms_link_not_bound"
 SMS_INVALID_MSISDN = "sms_invalid_msisdn"
-NOTE_CATEGORIES = (REVERSAL_NOT_FOUND, NOT_AUDITED, SMS_UNCERTAIN, SMS_LINK_NOT_BOUND, SMS_INVALID_MSISDN)
+# Booked by the biller's batch, the gateway's next poll not made yet.
+ACCEPTED_BOOKED = "accepted_booked"
+NOTE_CATEGORIES = (REVERSAL_NOT_FOUND, NOT_AUDITED, SMS_UNCERTAIN, ACCEPTED_BOOKED,
+                   SMS_LINK_NOT_BOUND, SMS_INVALID_MSISDN)
 
 # --- what was read ------------------------------------------------------------
 
@@ -95,6 +108,7 @@ class JournalRow:
     service_code: str | None = None
     billing_number: str | None = None
     local_problem: str | None = None  # the rule the gateway found broken at journaling
+    updated_at: float | None = None  # epoch seconds of the row's last change (how long ACCEPTED)
 
     @property
     def acquirer_keys(self) -> tuple[str, str, str, str]:

@@ -15,6 +15,7 @@ from billgw.iso8583.masking import mask_pan, mask_text
 from billgw.sms.outbox import OutboxKind, OutboxState
 
 from ..states import UNSETTLED, State
+from . import accepted as accepted_rules
 from .rows import (
     ADVISED_NOT_HELD,
     AMOUNT_MISMATCH,
@@ -68,7 +69,8 @@ _REVERSAL_EXCEPTION = "EXCEPTION"
 _OUTBOX_PENDING = "PENDING"
 _OUTBOX_EXPIRED = "EXPIRED"
 # Payment states in which the biller holds, or is being asked to hold, it.
-_POSTED_OR_POSTING = frozenset({State.POSTING.value, State.IN_DOUBT.value, State.CONFIRMED.value})
+_POSTED_OR_POSTING = frozenset({State.POSTING.value, State.IN_DOUBT.value, State.CONFIRMED.value,
+                                State.ACCEPTED.value})
 
 
 def _payment_details(row: JournalRow) -> dict[str, Any]:
@@ -92,6 +94,7 @@ def _mask_foreign(text: object) -> str:
 
 def _posting_details(biller: str, posting: Posting) -> dict[str, Any]:
     return {"ledger": biller, "ledger_amount": posting.amount, "ledger_reversed": posting.reversed,
+            "ledger_pending": posting.pending, "ledger_rejected": posting.rejected,
             "receipt_number": _mask_foreign(posting.receipt_number),
             "bill_number": _mask_foreign(posting.bill_number), "posted_at": posting.posted_at}
 
@@ -133,7 +136,7 @@ def _ledger_findings(journal: Mapping[str, JournalRow],
     # knows, at this biller, once.
     for payment_id, entries in by_payment.items():
         row = journal.get(payment_id)
-        live = [(b, p) for b, p in entries if not p.reversed]
+        live = [(b, p) for b, p in entries if p.held]
         ledger_billers = sorted({b for b, _ in entries})
         twice = len(live) > 1 or len(ledger_billers) > 1
         if twice:
@@ -162,7 +165,7 @@ def _ledger_findings(journal: Mapping[str, JournalRow],
         if row.biller_code not in ledgers:
             continue
         own = [p for b, p in by_payment.get(row.id, ()) if b == row.biller_code]
-        live = [p for p in own if not p.reversed]
+        live = [p for p in own if p.held]
         if row.kind != "payment":
             for posting in live:
                 findings.append(_finding(
@@ -174,7 +177,7 @@ def _ledger_findings(journal: Mapping[str, JournalRow],
         if row.state == State.CONFIRMED.value and not live:
             if own:
                 message = (f"Payment {row.id} is CONFIRMED in the journal, but {row.biller_code} "
-                           "holds only a reversed posting: the customer was told \"paid\" and the "
+                           "holds only a reversed (or rejected) posting: the customer was told \"paid\" and the "
                            "biller has undone it.")
                 extra = _posting_details(row.biller_code, own[0])
             else:
@@ -231,6 +234,8 @@ def _outbox_findings(journal: Mapping[str, JournalRow], outbox_rows: Iterable[Bi
                  "attempts": item.attempts}
         if item.last_error:
             extra["last_error"] = _mask_foreign(item.last_error)
+        if item.state == _OUTBOX_PENDING and row is not None and row.state == State.ACCEPTED.value:
+            continue  # polling for the biller's batch: judged by the ACCEPTED rules (audit/accepted.py)
         if item.state == _OUTBOX_PENDING:
             findings.append(_finding(
                 UNRESOLVED, row, item.transaction_id,
@@ -299,7 +304,7 @@ def _rules_findings(journal: Mapping[str, JournalRow], ledgers: Mapping[str, Seq
     not by the in-line path, not by an advice.  The rule the gateway found
     broken when it journaled the payment is trusted first; ``check`` also
     applies the rules as configured now, which catches what let it by."""
-    held_at_biller = {p.payment_id for postings in ledgers.values() for p in postings if not p.reversed}
+    held_at_biller = {p.payment_id for postings in ledgers.values() for p in postings if p.held}
     findings = []
     for row in journal.values():
         if row.kind != "payment":
@@ -424,7 +429,8 @@ def _totals_and_unaudited(journal_rows: Sequence[JournalRow], ledgers: Mapping[s
             unaudited[code].append(row)
     totals = {}
     for code in sorted(billers):
-        live = [p.amount for p in ledgers[code] if not p.reversed] if code in ledgers else None
+        # Booked postings: a row still in a biller's intake is not booked yet.
+        live = [p.amount for p in ledgers[code] if p.held and not p.pending] if code in ledgers else None
         totals[code] = BillerTotals(
             biller_code=code, audited=code in ledgers,
             journal_confirmed_count=len(confirmed[code]), journal_confirmed_amount=sum(confirmed[code]),
@@ -442,11 +448,14 @@ def _totals_and_unaudited(journal_rows: Sequence[JournalRow], ledgers: Mapping[s
 
 def audit(journal_rows: Sequence[JournalRow], ledgers: Mapping[str, Sequence[Posting]],
           sms_rows: Sequence[SmsRow], reversal_rows: Sequence[ReversalRow],
-          outbox_rows: Sequence[BillerOutboxRow], *, rules: RuleCheck | None = None) -> AuditReport:
+          outbox_rows: Sequence[BillerOutboxRow], *, rules: RuleCheck | None = None,
+          now: float | None = None, accepted_limit: float | None = None) -> AuditReport:
     """Every broken invariant across the journal, the ledgers given and the
     SMS outbox.  ``ledgers`` maps a biller code to that biller's postings;
     billers without an entry are only checked on the gateway's side.
     ``rules`` re-checks a payment against its service's configured rules.
+    ``now`` and ``accepted_limit`` (seconds): a payment ACCEPTED for longer
+    is flagged (its biller's batch is not booking it).
 
     Pure: no I/O, so the rules are tested on plain rows.  Findings come out
     grouped by category (in :data:`BROKEN_CATEGORIES` order), then by payment.
@@ -458,12 +467,15 @@ def audit(journal_rows: Sequence[JournalRow], ledgers: Mapping[str, Sequence[Pos
     findings += _ledger_findings(journal, ledgers)
     findings += _state_findings(journal)
     findings += _rules_findings(journal, ledgers, rules)
+    accepted_findings = accepted_rules.findings(journal, ledgers, now=now, limit=accepted_limit)
+    findings += [f for f in accepted_findings if f.category not in NOTE_CATEGORIES]
+    notes_accepted = [f for f in accepted_findings if f.category in NOTE_CATEGORIES]
     findings += _outbox_findings(journal, outbox_rows)
     reversal_findings, notes = _reversal_findings(journal, reversal_rows)
     findings += reversal_findings
     sms_findings = _sms_findings(journal, sms_rows)
     findings += [f for f in sms_findings if f.category not in NOTE_CATEGORIES]
-    notes += [f for f in sms_findings if f.category in NOTE_CATEGORIES]
+    notes += [f for f in sms_findings if f.category in NOTE_CATEGORIES] + notes_accepted
     totals, unaudited_notes = _totals_and_unaudited(journal_rows, ledgers)
     order = {category: i for i, category in enumerate(BROKEN_CATEGORIES + NOTE_CATEGORIES)}
     key = lambda f: (order[f.category], f.payment_id or "", f.biller_code or "")  # noqa: E731

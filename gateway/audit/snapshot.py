@@ -4,6 +4,8 @@ adapter kind's ``read_ledger`` (billing_adapters/registry.py), so a new kind
 of biller is audited with no change here."""
 from __future__ import annotations
 
+import datetime as _dt
+
 from typing import Callable
 
 from sqlalchemy import create_engine, event, select
@@ -15,6 +17,13 @@ from billgw.sms.outbox import sms_outbox
 
 from ..schema import biller_outbox, reversals, transactions
 from .rows import BillerOutboxRow, JournalRow, JournalSnapshot, ReversalRow, SmsRow
+
+def _epoch(value) -> float | None:
+    """A journal timestamp (naive UTC) as epoch seconds."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=_dt.timezone.utc).timestamp()
+
 
 def make_audit_engine(url: str) -> Engine:
     """An engine for reading the journal while the gateway runs.
@@ -67,12 +76,13 @@ def load_journal(engine: Engine) -> JournalSnapshot:
                            transmission_dt=r.transmission_dt, rrn=r.rrn, biller_receipt=r.biller_receipt,
                            advice_received=bool(r.advice_received),
                            reversal_requested=bool(r.reversal_requested), service_code=r.service_code,
-                           billing_number=r.billing_number, local_problem=r.local_problem)
+                           billing_number=r.billing_number, local_problem=r.local_problem,
+                           updated_at=_epoch(r.updated_at))
                 for r in conn.execute(select(
                     t.c.id, t.c.kind, t.c.state, t.c.amount, t.c.biller_code, t.c.currency, t.c.masked_pan,
                     t.c.msisdn, t.c.acquirer_id, t.c.terminal_id, t.c.stan, t.c.transmission_dt, t.c.rrn,
                     t.c.biller_receipt, t.c.advice_received, t.c.reversal_requested, t.c.service_code,
-                    t.c.billing_number, t.c.local_problem)
+                    t.c.billing_number, t.c.local_problem, t.c.updated_at)
                     .order_by(t.c.created_at, t.c.id)))
             s = sms_outbox
             sms = tuple(

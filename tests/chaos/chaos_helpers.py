@@ -26,7 +26,8 @@ from billgw.atm_sim.switch import ROLE_RULE_BREAKING_ADVICE
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-UNRESOLVED_STATES = ("RECEIVED", "POSTING", "IN_DOUBT", "REVERSING")
+# ACCEPTED too: approved, but its receipt waits for the water biller's batch.
+UNRESOLVED_STATES = ("RECEIVED", "POSTING", "IN_DOUBT", "REVERSING", "ACCEPTED")
 SMS_PENDING_STATES = ("WAITING", "QUEUED", "SENDING", "FAILED")
 
 
@@ -75,8 +76,17 @@ class GatewaySetup:
     smsc_password: str
 
 
+def water_biller_tables(biller_timeout: float) -> str:
+    """The example water biller (conf/billers-water.example.toml), its
+    database named by BILLGW_WATER_DB_URL, timed like the telecom biller."""
+    text = resources.files("billgw.conf").joinpath("billers-water.example.toml").read_text("utf-8")
+    # The load accounts are numbered like mobiles (see test_chaos.py).
+    text = set_toml(text, "billers.WTR.services.WATER", "billing_number_pattern", "^(3[0-9]{9}|078[0-9]{7})$")
+    return set_toml(text, "billers.WTR", "timeout", biller_timeout)
+
+
 def write_gateway_config(path: Path, *, port: int, db_url: str, telecom_port: int, smsc_port: int,
-                         biller_timeout: float) -> dict:
+                         biller_timeout: float, water: bool = False, acquirers: tuple[str, ...] = ()) -> dict:
     """The packaged conf/billgw.toml with our ports, journal and fast timers.
 
     Timers are shortened so a crashed gateway's leases expire within the
@@ -110,9 +120,15 @@ def write_gateway_config(path: Path, *, port: int, db_url: str, telecom_port: in
     recovery = {"poll_interval": 0.3, "lease_seconds": biller_timeout + 3.0, "retry_base": 0.5,
                 "retry_cap": 3.0, "stale_after": biller_timeout + 6.0,
                 # the switch advises or reverses within ~3 s of a timeout: let it decide first
-                "status_delay": 5.0}
+                "status_delay": 5.0,
+                # the water biller's batch runs every second: poll for it often
+                "accepted_poll_delay": 0.5}
     for key, value in recovery.items():
         text = set_toml(text, "recovery", key, value, required=False)
+    if acquirers:
+        text = set_toml(text, "peers.local", "acquirers", list(acquirers))
+    if water:
+        text += "\n" + water_biller_tables(biller_timeout)
     path.write_text(text, encoding="utf-8")
     return tomllib.loads(text)  # proves it still parses
 
@@ -254,7 +270,7 @@ def unresolved(state: dict[str, dict[str, int]] | None) -> dict[str, int]:
 
 # --- the checks ---------------------------------------------------------------------------
 
-RECEIPT_NUMBER = re.compile(r"\bTR\d{10}\b")
+RECEIPT_NUMBER = re.compile(r"\b[TW]R\d{10}\b")  # the telecom's, the water biller's batch's
 REFERENCE = re.compile(r"\b[0-9a-f]{32}\b")
 
 

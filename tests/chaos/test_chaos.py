@@ -26,6 +26,13 @@ has nothing left to resolve, then checks:
 (c) every SMS is a receipt of a posting the biller holds or a reversal
     notice, no payment got two receipts, and every live posting got one.
 
+A second switch (its own acquirer) pays the water biller at the same time:
+its tables in an SQLite file, its batch run every second by ``billgw
+water-sim`` in a process of its own.  Its payments are approved on the
+intake row (ACCEPTED) and receipted after the batch; the same checks hold
+for its ledger (every row booked, none left pending), and the audit reads
+both ledgers.
+
 Every problem is listed at once, with the figures of the run.  Files (config,
 journal, ledger, logs of each gateway incarnation, the switch's report) stay
 in the test's tmp_path.  It runs in ``make test``; select it alone with
@@ -33,11 +40,13 @@ in the test's tmp_path.  It runs in ``make test``; select it alone with
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
 import signal
 import time
+import types
 from collections import Counter
 
 import pytest
@@ -48,6 +57,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 
 from billgw.atm_sim.switch import SwitchPlan, run_switch
 from billgw.billing_adapters.telecom_sim import extra_subscriber_number, read_ledger
+from billgw.billing_adapters.water.adapter import read_water_ledger
+from billgw.billing_adapters.water.sim import WaterBillerSim
 
 from chaos_helpers import (
     BIN,
@@ -90,6 +101,15 @@ SETTLE_BOUND = 45.0  # the gateway's time to resolve what is left, after the loa
 FAULTS = ["--fault-slow-rate", "0.05", "--fault-slow-seconds", str(SLOW_SECONDS), "--fault-error-rate", "0.05",
           "--fault-drop-after-post-rate", "0.05", "--fault-drop-before-rate", "0.02", "--seed", str(SEED)]
 SMSC_PASSWORD = "chaos-pw"
+# The water biller's share: a second, slower switch over the same kills.
+WATER_PAYMENTS = 60
+WATER_ACCOUNTS = 8
+WATER_RATE = 3.0  # ~20 s of load, inside the telecom load's span
+WATER_ACQUIRER = "654321"
+# Water accounts numbered like Jordanian mobiles (0785000000...): the switch
+# texts "962" + the billing number without its 0, which must be a real MSISDN.
+WATER_ACCOUNT_BASE = 785_000_000
+BATCH_INTERVAL = 1.0  # seconds between the water biller's batch runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -197,8 +217,15 @@ async def settle(db_url: str) -> dict:
 @pytest_twisted.ensureDeferred
 async def test_money_adds_up_after_kills_and_biller_faults(tmp_path, db_url):
     began = time.monotonic()
-    env = {**os.environ, "BILLGW_SMPP_PASSWORD": SMSC_PASSWORD}
+    water_url = f"sqlite:///{tmp_path / 'water-biller.sqlite'}"
+    env = {**os.environ, "BILLGW_SMPP_PASSWORD": SMSC_PASSWORD, "BILLGW_WATER_DB_URL": water_url}
     ledger, sms_record = tmp_path / "telecom-ledger.sqlite", tmp_path / "smsc-received.jsonl"
+    water = WaterBillerSim(water_url)
+    await deferToThread(water.create, accounts=WATER_ACCOUNTS, account_base=WATER_ACCOUNT_BASE)
+    water.close()
+    batch = ChildProcess(reactor, [str(BIN / "billgw"), "water-sim", "--db", water_url, "--batch-interval",
+                                   str(BATCH_INTERVAL)],
+                         cwd=tmp_path, out=tmp_path / "water-batch.log", err=tmp_path / "water-batch.err", env=env)
 
     # The biller and the SMSC: their own process, from tmp_path (not the
     # repository root, whose iso8583/ would shadow pyiso8583).
@@ -213,35 +240,51 @@ async def test_money_adds_up_after_kills_and_biller_faults(tmp_path, db_url):
         port = free_port()
         config = tmp_path / "billgw.toml"
         write_gateway_config(config, port=port, db_url=db_url, telecom_port=ports["telecom_port"],
-                             smsc_port=ports["smsc_port"], biller_timeout=BILLER_TIMEOUT)
+                             smsc_port=ports["smsc_port"], biller_timeout=BILLER_TIMEOUT, water=True,
+                             acquirers=("123456", WATER_ACQUIRER))
         gateway = Gateway(tmp_path, config, port, env)
         await gateway.start()
 
+        first_stan = int(time.time()) % 1_000_000  # as the switch's default, made explicit
         plan = SwitchPlan(
             count=PAYMENTS, subscribers=tuple(extra_subscriber_number(i) for i in range(SUBSCRIBERS)),
             amount_min=1_000, amount_max=250_000, concurrency=30, rate=RATE, connections=2,
             duplicate_rate=0.1, advice_rate=0.06, cancel_rate=0.06, pipelined_reversal_rate=0.05,
             rule_breaking_advice_rate=0.03, seed=SEED, answer_timeout=ANSWER_TIMEOUT,
-            repeat_interval=1.0, connect_wait=3.0, max_duration=LOAD_BOUND, max_repeats=200)
+            repeat_interval=1.0, connect_wait=3.0, max_duration=LOAD_BOUND, max_repeats=200,
+            first_stan=first_stan)
+        # The water switch: its own acquirer and STANs far from the telecom
+        # switch's, so no two requests of the run share keys.
+        water_plan = dataclasses.replace(
+            plan, count=WATER_PAYMENTS, subscribers=tuple(f"{WATER_ACCOUNT_BASE + i:010d}" for i in range(WATER_ACCOUNTS)),
+            amount_max=50_000, biller="WTR", service="WATER", acquirer_id=WATER_ACQUIRER, concurrency=6,
+            rate=WATER_RATE, connections=1, seed=SEED + 2, first_stan=(first_stan + 500_000) % 1_000_000)
         progress = Progress()
         schedule = action_schedule(random.Random(SEED))
         load = run_switch(reactor, "127.0.0.1", port, plan, on_payment_started=progress.payment_started)
+        water_load = run_switch(reactor, "127.0.0.1", port, water_plan)
         actions = await chaos_monkey(gateway, schedule, progress, load)
         report = await within(load, LOAD_BOUND + 60)
         report.write(tmp_path / "switch-report.json")
+        water_report = await within(water_load, LOAD_BOUND + 60)
+        water_report.write(tmp_path / "water-switch-report.json")
         if not gateway.current.running:
             await gateway.start()
         left = await settle(db_url)
 
         postings = await deferToThread(read_ledger, ledger)
+        water_entries = await deferToThread(read_water_ledger, water.tables, water_url)
         audit_out, audit_err, audit_code = await within(getProcessOutputAndValue(
-            str(BIN / "billgw"), ["--config", str(config), "audit", "--ledger", f"TEL={ledger}", "--json"],
+            str(BIN / "billgw"), ["--config", str(config), "audit", "--ledger", f"TEL={ledger}",
+                                  "--ledger", f"WTR={water_url}", "--json"],
             env=env, path=str(tmp_path), reactor=reactor), 120)
         keys_by_id = await deferToThread(journal_keys, db_url)
     finally:
         if gateway is not None and gateway.incarnations and gateway.current.running:
             await gateway.current.kill("TERM")
         await sims.kill("TERM")
+        if batch.running:
+            await batch.kill("TERM")
     # Read only once the SMSC simulator has stopped: it writes its record on
     # its own thread, and stopping flushes every line.
     messages = read_sms(sms_record)
@@ -266,22 +309,38 @@ async def test_money_adds_up_after_kills_and_biller_faults(tmp_path, db_url):
           f"SMS received: {len(messages)}; unresolved after settling: {left or 'nothing'}; "
           f"audit exit {audit_code}; total {time.monotonic() - began:.0f} s; files in {tmp_path}")
 
+    booked = [e for e in water_entries if e.held and not e.pending]
+    print(f"water switch: {water_report.summary()}")
+    print(f"water ledger: {len(booked)} booked, {len(water_entries) - len(booked)} withdrawn, reversed, "
+          "rejected or pending")
+
     problems = []
+    if not booked:
+        problems.append("water: the biller booked no payment (the water share of the load did not run)")
     if actions != schedule:
         problems.append(f"the load ended before the planned actions: done {actions}, planned {schedule}")
     if left:
         problems.append(f"the gateway did not resolve everything within {SETTLE_BOUND} s: {left}")
     problems += check_switch_settled(report)
     problems += check_ledger(report, postings)
+    # The water ledger: rejected or withdrawn rows hold nothing; none may be
+    # left pending once the gateway has settled (the batch runs every second).
+    water_postings = [dataclasses.replace(e, reversed=not e.held) for e in water_entries]
+    pending = [e.payment_id for e in water_entries if e.pending]
+    if pending:
+        problems.append(f"water: {len(pending)} intake rows still pending after settling: {pending[:5]}")
+    problems += [f"water: {p}" for p in check_switch_settled(water_report)]
+    problems += [f"water: {p}" for p in check_ledger(water_report, water_postings)]
     try:
         audit = json.loads(audit_out)
     except ValueError:
         problems.append(f"billgw audit exited {audit_code} without a report: "
                         f"{(audit_out + audit_err).decode('utf-8', 'replace')[-2000:]}")
     else:
-        problems += check_audit(audit, report, keys_by_id)
+        both = types.SimpleNamespace(payments=report.payments + water_report.payments)
+        problems += check_audit(audit, both, keys_by_id)
     uncertain = await deferToThread(uncertain_receipts, db_url)
     if len(uncertain) > 10 * len(kills):  # a kill interrupts at most a window (sms.window = 10) of submits
         problems.append(f"{len(uncertain)} receipts UNCERTAIN after {len(kills)} kills")
-    problems += check_sms(messages, postings, uncertain)
+    problems += check_sms(messages, list(postings) + water_postings, uncertain)
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:60])

@@ -517,7 +517,7 @@ def test_reversed_duplicate_posting_is_not_posted_twice():
 
 
 def test_reader_registry_is_keyed_by_adapter_kind():
-    assert set(audit_mod.LEDGER_READERS) == {"telecom_soap", "json", "electricity"}
+    assert set(audit_mod.LEDGER_READERS) == {"telecom_soap", "json", "electricity", "water"}
 
 
 def test_core_takes_plain_rows():
