@@ -14,7 +14,7 @@ the journal's keys begin with the acquirer id, a peer that may use only its
 own acquirers can find, advise or reverse only its own acquirers' payments.
 
 Pure: no Twisted, no I/O.  The configuration builds a :class:`PeerTable`
-(gateway/config.py, ``[peers.NAME]``); with no ``[peers]`` at all the
+(gateway/config/listener.py, ``[peers.NAME]``); with no ``[peers]`` at all the
 built-in :data:`DEFAULT_PEERS` apply, the same single loopback peer as the
 packaged configuration, so no configuration lets every acquirer in.
 """
