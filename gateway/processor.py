@@ -20,12 +20,19 @@ cut short on purpose: an answer given before the journal holds the outcome
 could contradict it (a 96 for a payment then recorded CONFIRMED); a late
 answer is safe, since the switch then reverses or advises and both are
 settled from the journal.
+
+This module holds the processor's entry points and the request's life up
+to the biller: dispatch, the local checks, journaling, repeats, and the
+settling of every outcome through the state machine.  Its other jobs sit
+beside it: the inquiry and payment path (:mod:`.payment_path`), advices
+and reversals (:mod:`.advices`), both mixins of
+:class:`TransactionProcessor`, and the pure checks of requests and
+answers (:mod:`.processor_checks`).
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -34,51 +41,32 @@ from typing import Callable, Mapping
 import structlog
 from twisted.internet import defer
 
-from billgw.billing_adapters.interface import (
-    BillAmount,
-    BillerAdapter,
-    BillerDeclined,
-    BillerOutcomeUnknown,
-    BillerUnavailable,
-    BillQuery,
-    DeclineReason,
-    PaymentAccepted,
-    PaymentOrder,
-)
-from billgw.iso8583.bill_data import (
-    BILL_NUMBER_MAX,
-    RECEIPT_NUMBER_MAX,
-    BillLine,
-    BillPaid,
-    BillResponseData,
-    fit_bills,
-    fit_paid,
-)
+from billgw.billing_adapters.interface import BillerAdapter
 from billgw.iso8583.codes import Outcome, ResponseCodes
 from billgw.iso8583.masking import mask_text
 from billgw.iso8583.messages import BillRequest, RequestKind, Response, ReversalRequest
 from billgw.sms.outbox import OutboxKind
 
 from . import journal as journal_ops
-from . import bill_rules, business_day, business_journal, rules, settle
-from .config import FEE_CUSTOMER, REFERENCE_IGNORED, REFERENCE_REQUIRED, BillerSettings, ServiceSettings
+from . import bill_rules, business_day, business_journal, settle
+from .advices import Advices
+from .config import FEE_CUSTOMER, BillerSettings, ServiceSettings
 from .db import JournalBusy
 from .journal import NewTransaction, TransactionView
 from .machine import Event
 from . import msisdn_policy
+from .payment_path import PaymentPath
+from .processor_checks import (  # noqa: F401 -- billgw.gateway.processor exported them before
+    DECLINE_OUTCOMES,
+    cutoff_problem,
+    encodes,
+    fingerprint,
+    local_check,
+    unusable,
+)
 from .receipts import ReceiptComposer
 from .states import APPROVED, State
 
-DECLINE_OUTCOMES = {
-    DeclineReason.UNKNOWN_BILLING_NUMBER: Outcome.INVALID_BILLING_NUMBER,
-    DeclineReason.BILL_NOT_FOUND: Outcome.RECORD_NOT_FOUND,
-    DeclineReason.NO_BILL_DUE: Outcome.NO_BILL_DUE,
-    DeclineReason.BILL_ALREADY_PAID: Outcome.BILL_ALREADY_PAID,
-    DeclineReason.INVALID_AMOUNT: Outcome.INVALID_AMOUNT,
-    DeclineReason.NOT_PERMITTED: Outcome.INVALID_TRANSACTION,
-    DeclineReason.CUTOFF_PASSED: Outcome.CUTOFF_PASSED,
-    DeclineReason.OTHER: Outcome.INVALID_TRANSACTION,
-}
 
 # How long a repeat waits for its in-flight original beyond the biller's
 # own timeout before it is answered "biller unavailable" by itself.
@@ -99,59 +87,7 @@ def new_auth_code() -> str:
     return f"{secrets.randbelow(1_000_000):06d}"
 
 
-def fingerprint(request: BillRequest) -> str:
-    """What must be equal for a message to be a repeat rather than a clash:
-    same keys but another amount or bill is not a repeat (answered 94).  The
-    MTI is left out: an advice (0220) repeats its original 0200."""
-    f = request.fields
-    basis = "|".join((f.get("3", ""), f.get("4", ""), f.get("49", ""), f.get("48", "")))
-    return hashlib.sha256(basis.encode("utf-8")).hexdigest()
-
-
-def local_check(request: BillRequest, billers: Mapping[str, BillerRoute]) -> tuple[
-        Outcome | None, BillerRoute | None, ServiceSettings | None]:
-    """The gateway's own rules (:mod:`.rules`) for a decoded request (pure)."""
-    bill = request.bill
-    route = billers.get(bill.biller_code)
-    problem, service = rules.check_request(
-        {code: r.settings for code, r in billers.items()}, kind=request.kind.value,
-        biller_code=bill.biller_code, service_code=bill.service_code, currency=request.currency,
-        billing_number=bill.billing_number, amount=request.amount)
-    return problem, route, service
-
-
-def unusable(name: str, value: str | None, limit: int, *, required: bool = False) -> str | None:
-    """Why a value from a biller cannot travel in our answer (pure): too
-    long for its F48 tag, or not printable; None when it can."""
-    if value is None or value == "":
-        return f"no {name}" if required else None
-    if len(value) > limit:
-        return f"{name} of {len(value)} characters (at most {limit})"
-    if not value.isprintable():
-        return f"{name} with control characters"
-    return None
-
-
-def encodes(response: Response) -> bool:
-    """The answer can be put on the wire (checked before it is journaled)."""
-    try:
-        response.encode()
-    except Exception:  # pyiso8583 and the F48 codec raise their own kinds
-        return False
-    return True
-
-
-def cutoff_problem(calendar: business_day.BusinessCalendar, route: BillerRoute | None, now: float) -> Outcome | None:
-    """A biller whose cut-off has passed and that declines rather than
-    booking on the next business date (pure)."""
-    cutoff = route.settings.cutoff if route is not None else None
-    if cutoff is not None and cutoff.after == business_day.DECLINE and business_day.cutoff_passed(
-            calendar, cutoff, now):
-        return Outcome.CUTOFF_PASSED
-    return None
-
-
-class TransactionProcessor:
+class TransactionProcessor(PaymentPath, Advices):
     def __init__(
         self,
         *,
@@ -415,155 +351,6 @@ class TransactionProcessor:
         deferred.addTimeout(route.settings.timeout, self._clock)
         return await deferred
 
-    async def _inquire(self, request, new, route, service, log) -> Response:
-        bill = request.bill
-        query = BillQuery(bill.biller_code, bill.service_code, bill.billing_number, bill.bill_number)
-        outcome, detail = None, None
-        try:
-            result = await self._call_biller(route.adapter.inquire(query), route)
-        except BillerDeclined as exc:
-            outcome, detail = DECLINE_OUTCOMES[exc.reason], str(exc)
-        except (BillerUnavailable, BillerOutcomeUnknown, defer.TimeoutError) as exc:
-            outcome, detail = Outcome.BILLER_UNAVAILABLE, f"{type(exc).__name__}: {exc}"
-        if outcome is not None:
-            log.info("inquiry declined", outcome=outcome.value, detail=detail)
-            return await self._decline_here(request, new, outcome, detail, log)
-        bills = sorted(result.bills, key=lambda b: b.due_date)
-        problem = next(filter(None, (unusable("bill number", b.bill_number, BILL_NUMBER_MAX, required=True)
-                                     or bill_rules.due_date_problem(b.due_date) for b in bills)), None)
-        if problem is not None:
-            log.warning("inquiry: biller answer unusable", problem=problem)
-            return await self._decline_here(request, new, Outcome.SYSTEM_MALFUNCTION,
-                                            f"biller answer unusable: {problem}", log)
-        if (not bills or result.total_due <= 0) and not service.prepaid:
-            return await self._decline_here(request, new, Outcome.NO_BILL_DUE, "nothing due", log)
-        # Each bill with its late surcharge today (bill_rules; none for a
-        # prepaid account, which has no bill: its inquiry names the customer).
-        priced = () if service.prepaid else bill_rules.price_bills(
-            bill_rules.open_bills(bills), service.surcharge, self._today())
-        # F48 holds 999 bytes: the oldest bills that fit, the rest counted in MB.
-        data = fit_bills(BillResponseData(
-            customer_name=result.customer_name,
-            due_amount=None if service.prepaid else result.total_due,
-            due_date=priced[0].bill.due_date.strftime("%Y%m%d") if priced else None,
-            fee=service.customer_fee,
-            surcharge=sum(p.surcharge for p in priced) or None,
-            bills=tuple(BillLine(p.bill.bill_number, p.bill.amount_due, p.bill.due_date.strftime("%Y%m%d"),
-                                 p.surcharge) for p in priced),
-            inquiry_reference=new.id,
-        ))
-        response = request.respond_bill(self._code(Outcome.APPROVED), bill=data)
-        if not encodes(response):
-            return await self._decline_here(request, new, Outcome.SYSTEM_MALFUNCTION,
-                                            "the answer cannot be encoded", log)
-        await self._journal.run(settle.apply_event, new.id, Event.INQUIRY_ANSWERED, self._clock.seconds(),
-                                self.context, respond=lambda _state: (response.mti, response.fields),
-                                detail=f"{len(bills)} bill(s), due {result.total_due}")
-        log.info("inquiry answered", bills=len(bills), due=result.total_due)
-        return response
-
-    async def _pay(self, request, new, route, service, log) -> Response:
-        # Journaled POSTING by record_request (a reversal that came first made
-        # it a RECEIVED decline instead); a reversal arriving from now on is
-        # noted on the row and wins when the biller answers (machine.py).
-        now = self._clock.seconds()
-        bill = request.bill
-        if service.inquiry_reference != REFERENCE_IGNORED:
-            declined = await self._check_reference(request, new, service, log)
-            if declined is not None:
-                return declined
-        plan = None
-        if service.needs_bills or len(bill.named_bills) > 1:
-            plan = await self._plan(request, new, route, service, log)
-            if isinstance(plan, Response):
-                return plan  # a bill rule broken, or the bills could not be listed
-        order = PaymentOrder(
-            payment_id=new.id, biller_code=bill.biller_code, service_code=bill.service_code,
-            billing_number=bill.billing_number,
-            bill_number=plan.shares[0].bill_number if plan and plan.shares else bill.bill_number,
-            amount=request.amount, currency=request.currency,
-            paid_at=_dt.datetime.fromtimestamp(now, _dt.timezone.utc).isoformat(timespec="seconds"),
-            bills=tuple(BillAmount(s.bill_number, s.amount, s.surcharge) for s in plan.shares) if plan else (),
-            surcharge=plan.surcharge if plan else 0,
-        )
-        try:
-            confirmation = await self._call_biller(route.adapter.pay(order), route)
-        except BillerDeclined as exc:
-            return await self._settle(request, new, Event.BILLER_DECLINED, DECLINE_OUTCOMES[exc.reason],
-                                      str(exc), log)
-        except BillerUnavailable as exc:
-            return await self._settle(request, new, Event.BILLER_UNAVAILABLE, Outcome.BILLER_UNAVAILABLE,
-                                      f"biller unavailable: {exc}", log)
-        except (BillerOutcomeUnknown, defer.TimeoutError) as exc:
-            return await self._settle(request, new, Event.BILLER_NO_ANSWER, Outcome.BILLER_UNAVAILABLE,
-                                      f"outcome unknown: {type(exc).__name__}: {exc}", log)
-        except Exception as exc:
-            log.error("biller adapter failed", exc_info=True)
-            return await self._settle(request, new, Event.BILLER_NO_ANSWER, Outcome.SYSTEM_MALFUNCTION,
-                                      f"adapter error: {type(exc).__name__}", log)
-        return await self._confirm(request, new, route, service, confirmation, log, order)
-
-    async def _check_reference(self, request, new, service, log) -> Response | None:
-        """The inquiry reference the payment quotes, where the service checks
-        it: an answered inquiry of this account, fresh enough
-        (bill_rules.reference_problem); the decline otherwise, as for a
-        broken bill rule (nothing posted, an advice for it never posted)."""
-        bill = request.bill
-        reference = bill.inquiry_reference
-        if reference is None and service.inquiry_reference != REFERENCE_REQUIRED:
-            return None
-        view = await self._journal.get(reference) if reference else None
-        record = None if view is None else bill_rules.InquiryRecord(
-            kind=view.kind, answered=view.state is State.ANSWERED, biller_code=view.biller_code,
-            service_code=view.service_code, billing_number=view.billing_number,
-            at=view.created_at.replace(tzinfo=_dt.timezone.utc).timestamp())
-        problem = bill_rules.reference_problem(
-            record, biller_code=bill.biller_code, service_code=bill.service_code,
-            billing_number=bill.billing_number, now=self._clock.seconds(), ttl=service.inquiry_reference_ttl)
-        if problem is None:
-            return None
-        log.info("declined on the inquiry reference", outcome=problem.value)
-        return await self._settle(request, new, Event.BILLER_DECLINED, problem,
-                                  f"inquiry reference: {problem.value}", log, values={"local_problem": problem.value})
-
-    async def _plan(self, request, new, route, service, log):
-        """The bill rules, before the posting: the open bills are listed by
-        the biller and the payment judged against them (gateway/bill_rules.py).
-        Returns the :class:`~.bill_rules.PaymentPlan`, or the decline.
-
-        The payment is journaled POSTING already; nothing was sent to the
-        biller but an inquiry, so a decline here is the biller-declined
-        event (DECLINED, or an EXCEPTION when the switch advised it
-        meanwhile) with the broken rule journaled as the request's local
-        problem: a later advice for it is never posted."""
-        bill = request.bill
-        # Every open bill, whichever the payment names: the rules judge the
-        # bills named among all of them.
-        query = BillQuery(bill.biller_code, bill.service_code, bill.billing_number)
-        try:
-            result = await self._call_biller(route.adapter.inquire(query), route)
-        except BillerDeclined as exc:
-            return await self._settle(request, new, Event.BILLER_DECLINED, DECLINE_OUTCOMES[exc.reason],
-                                      f"bills not listed: {exc}", log)
-        except (BillerUnavailable, BillerOutcomeUnknown, defer.TimeoutError) as exc:
-            # Only an inquiry went out: the payment certainly was not posted.
-            return await self._settle(request, new, Event.BILLER_UNAVAILABLE, Outcome.BILLER_UNAVAILABLE,
-                                      f"bills not listed: {type(exc).__name__}: {exc}", log)
-        unusable_bill = next(filter(None, (unusable("bill number", b.bill_number, BILL_NUMBER_MAX, required=True)
-                                           or bill_rules.due_date_problem(b.due_date) for b in result.bills)), None)
-        if unusable_bill is not None:
-            return await self._settle(request, new, Event.BILLER_UNAVAILABLE, Outcome.SYSTEM_MALFUNCTION,
-                                      f"biller answer unusable: {unusable_bill}", log)
-        problem, plan = bill_rules.plan_payment(
-            bill_rules.open_bills(result.bills), amount=request.amount, rule=service.amount_rule,
-            surcharge_rule=service.surcharge, named=bill.named_bills,
-            today=self._today())
-        if problem is not None:
-            log.info("declined on the bill rules", outcome=problem.value)
-            return await self._settle(request, new, Event.BILLER_DECLINED, problem,
-                                      f"bill rules: {problem.value}", log, values={"local_problem": problem.value})
-        return plan
-
     async def _settle(self, request, new, event: Event, outcome: Outcome, detail: str, log,
                       approved: Response | None = None, values=None) -> Response:
         """Apply the biller's answer through the state machine, storing the
@@ -588,99 +375,3 @@ class TransactionProcessor:
             self._on_sms_queued()
         if applied.biller_work:
             self.on_biller_work()
-
-    async def _confirm(self, request, new, route, service, confirmation, log, order: PaymentOrder) -> Response:
-        """The biller confirmed: answer 00, once the answer is known to fit
-        the wire.  A confirmation whose values cannot travel in our 0210 is
-        an answer we cannot use -- outcome unknown (IN_DOUBT, 91), settled
-        by a status query and a reversal, never a CONFIRMED payment whose
-        switch gets no answer.  So is a confirmation of another amount than
-        the one posted (bill_rules.confirmation_problem): never approved.
-
-        A biller that records later answers PaymentAccepted (contract v2):
-        the 0210 is the same approval, carrying the biller's intake
-        reference as the receipt number, and the payment becomes ACCEPTED --
-        its SMS receipt waits for the biller's batch (biller_worker.py)."""
-        accepted = isinstance(confirmation, PaymentAccepted)
-        receipt = confirmation.intake_reference if accepted else confirmation.receipt_number
-        problem = (unusable("receipt number", receipt, RECEIPT_NUMBER_MAX, required=True)
-                   or unusable("bill number", confirmation.bill_number, BILL_NUMBER_MAX)
-                   or bill_rules.confirmation_problem(order.amount, confirmation.amount,
-                                                      [b.amount for b in confirmation.settled])
-                   or next(filter(None, (unusable("settled bill number", b.bill_number, BILL_NUMBER_MAX,
-                                                  required=True) for b in confirmation.settled)), None))
-        if problem is not None and problem.startswith("amount"):
-            log.warning("biller confirmed another amount than was posted: not approved", problem=problem)
-        if problem is not None:
-            return await self._settle(request, new, Event.BILLER_NO_ANSWER, Outcome.BILLER_UNAVAILABLE,
-                                      f"biller answer unusable: {problem}", log)
-        auth_code = self._new_auth()
-        # F15: the business date the payment was journaled on (the schedule,
-        # the last cut-over and the biller's cut-off decided it).
-        settlement = business_day.f15(new.business_date) if new.business_date else None
-        settled = confirmation.settled or order.bills  # the biller's word, else the plan's
-        data = fit_paid(BillResponseData(
-            bill_number=confirmation.bill_number or order.bill_number,
-            receipt_number=receipt,
-            payment_reference=new.id,
-            fee=service.customer_fee or None,
-            surcharge=sum(b.surcharge for b in settled) or None,
-            paid=tuple(BillPaid(b.bill_number, b.amount, b.surcharge) for b in settled),
-        ))
-        approved = request.respond_bill(self._code(Outcome.APPROVED), bill=data, auth_code=auth_code,
-                                        settlement_date=settlement)
-        if not encodes(approved):
-            return await self._settle(request, new, Event.BILLER_NO_ANSWER, Outcome.BILLER_UNAVAILABLE,
-                                      "biller answer unusable: the approval cannot be encoded", log)
-        values = {"biller_receipt": receipt, "auth_code": auth_code,
-                  "settlement_date": settlement, "surcharge": sum(b.surcharge for b in settled)}
-        if (confirmation.bill_number or order.bill_number) and not new.bill_number:
-            values["bill_number"] = (confirmation.bill_number or order.bill_number)[:30]
-        paid = "".join(f"; {b.bill_number} {b.amount}" + (f" (surcharge {b.surcharge})" if b.surcharge else "")
-                       for b in settled)
-        event = Event.BILLER_ACCEPTED if accepted else Event.BILLER_CONFIRMED
-        return await self._settle(request, new, event, Outcome.BILLER_UNAVAILABLE,
-                                  f"{'intake' if accepted else 'receipt'} {receipt}{paid}", log, approved=approved,
-                                  values=values)
-
-    async def _reverse(self, request: ReversalRequest, log) -> Response:
-        """0420/0421: durable first, then acknowledged; the undoing follows."""
-        keys = request.original_keys
-        rev = settle.ReversalInput(
-            orig_mti=request.original.mti, orig_acquirer_id=keys.acquirer_id,
-            orig_terminal_id=keys.terminal_id, orig_stan=keys.stan,
-            orig_transmission_dt=keys.transmission_datetime, stan=request.stan,
-            transmission_dt=request.transmission_datetime, amount=request.amount,
-            currency=request.currency,
-            business_date=business_day.as_text(business_day.payment_date(self._calendar, self._clock.seconds())))
-        outcome = await self._journal.admit(settle.record_reversal, rev, self._clock.seconds(), self.context,
-                                          ack_code=self._code(Outcome.APPROVED))
-        log.info("reversal recorded", payment_id=outcome.transaction_id, state=outcome.state,
-                 repeat=outcome.repeat, orig_stan=keys.stan)
-        if outcome.biller_work:
-            self.on_biller_work()
-        if outcome.sms_queued:
-            self._on_sms_queued()
-        return request.respond(outcome.response_code)
-
-    async def _advise(self, request: BillRequest, log) -> Response:
-        """0220/0221: the customer was debited; see the payment completed."""
-        problem, route, service = local_check(request, self._billers)  # the codec refuses non-payment advices
-        new = self._new_transaction(request, service, problem, self._business_floor(route, self._clock.seconds()))
-
-        def respond(code: str):
-            response = request.respond_bill(code)
-            return response.mti, response.fields
-
-        outcome = await self._journal.admit(
-            settle.record_advice, new, self._clock.seconds(), self.context, respond=respond,
-            ok_code=self._code(Outcome.APPROVED), mismatch_code=self._code(Outcome.DUPLICATE_TRANSMISSION))
-        log.info("advice recorded", payment_id=outcome.transaction_id, repeat=outcome.repeat,
-                 biller_work=outcome.biller_work)
-        if outcome.biller_work:
-            self.on_biller_work()
-        if outcome.sms_queued:
-            self._on_sms_queued()
-        # This message's own echo fields with the stored code: a 0221 gets
-        # exactly the answer its 0220 got.
-        return request.respond_bill(outcome.response[1]["39"])
