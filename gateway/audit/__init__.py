@@ -16,7 +16,11 @@ files:
   are lists of the interface's :class:`LedgerEntry`, the auditor's view of
   a biller's ledger, read by the biller's adapter), of what was found, and
   the categories;
-- :mod:`.rules`: :func:`audit`, pure: rows in, :class:`AuditReport` out;
+- :mod:`.rules`: :func:`audit`, pure: rows in, :class:`AuditReport` out,
+  with the money's invariants (journal against ledgers, states, reversals,
+  the biller outbox); the SMS receipts' are :mod:`.sms_rules`, contract
+  v2's :mod:`.accepted`, the report's counts and totals :mod:`.totals`,
+  and how a finding shows a payment (masked) :mod:`.details`;
 - :mod:`.snapshot`: :func:`load_journal`, a thin blocking loader reading the
   journal's tables in one read transaction (one consistent snapshot), and
   :data:`LEDGER_READERS`, the adapter kinds whose adapter reads its

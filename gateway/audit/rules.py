@@ -3,19 +3,20 @@
 Each ``_..._findings`` function checks one family of promises across the
 journal, the billers' ledgers and the SMS outbox; :func:`audit` runs them
 all.  No I/O here, so every rule is tested on rows built by hand.
+
+(The SMS receipts' rules are :mod:`.sms_rules`, contract v2's
+:mod:`.accepted`; the report's counts and totals :mod:`.totals`.)
 """
 from __future__ import annotations
 
-import re
-from collections import Counter, defaultdict
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections import defaultdict
+from typing import Callable, Iterable, Mapping, Sequence
 
 from billgw.billing_adapters.interface import LedgerEntry as Posting  # any adapter's ledger entry
-from billgw.iso8583.masking import mask_pan, mask_text
-from billgw.sms.outbox import OutboxKind, OutboxState
 
 from ..states import UNSETTLED, State
 from . import accepted as accepted_rules
+from .details import _finding, _mask_foreign, _posting_details  # noqa: F401 -- _mask_foreign: command.py
 from .rows import (
     ADVISED_NOT_HELD,
     AMOUNT_MISMATCH,
@@ -23,27 +24,23 @@ from .rows import (
     CONFIRMED_AFTER_REVERSAL,
     CONFIRMED_MISSING_AT_BILLER,
     EXCEPTION,
-    NOT_AUDITED,
     NOTE_CATEGORIES,
     POSTED_OUTSIDE_RULES,
     POSTED_TWICE,
     REVERSAL_MISSED_ORIGINAL,
     REVERSAL_NOT_FOUND,
     REVERSED_STILL_POSTED,
-    SMS_ABANDONED,
-    SMS_FOR_UNCONFIRMED,
-    SMS_MISSING,
-    SMS_UNCERTAIN,
     UNKNOWN_POSTING,
     UNRESOLVED,
     AuditReport,
     BillerOutboxRow,
-    BillerTotals,
     Finding,
     JournalRow,
     ReversalRow,
     SmsRow,
 )
+from .sms_rules import _sms_findings
+from .totals import _counts, _totals_and_unaudited
 
 # A payment's rules as the configuration states them now: the broken rule's
 # name, or None (see :func:`billgw.gateway.rules.check_request`).
@@ -54,16 +51,6 @@ UNSETTLED_STATES = frozenset(state.value for state in UNSETTLED)
 # Payment states after which the biller must hold no live posting.
 UNDONE_STATES = frozenset({State.REVERSED.value, State.DECLINED.value})
 
-# SMS rows that have gone, are going, or will go to the subscriber's phone.
-_SMS_LIVE = frozenset({OutboxState.QUEUED.value, OutboxState.SENDING.value, OutboxState.SENT.value,
-                       OutboxState.FAILED.value, OutboxState.UNCERTAIN.value,
-                       OutboxState.DELIVERED.value, OutboxState.UNDELIVERABLE.value, OutboxState.EXPIRED.value})
-# A receipt in these states may already be on the subscriber's phone
-# (UNDELIVERABLE: some of its parts may be).
-_SMS_MAYBE_DELIVERED = frozenset({OutboxState.SENT.value, OutboxState.SENDING.value,
-                                  OutboxState.UNCERTAIN.value, OutboxState.DELIVERED.value,
-                                  OutboxState.UNDELIVERABLE.value})
-
 _REVERSAL_NOT_FOUND = "NOT_FOUND"
 _REVERSAL_EXCEPTION = "EXCEPTION"
 _OUTBOX_PENDING = "PENDING"
@@ -71,39 +58,6 @@ _OUTBOX_EXPIRED = "EXPIRED"
 # Payment states in which the biller holds, or is being asked to hold, it.
 _POSTED_OR_POSTING = frozenset({State.POSTING.value, State.IN_DOUBT.value, State.CONFIRMED.value,
                                 State.ACCEPTED.value})
-
-
-def _payment_details(row: JournalRow) -> dict[str, Any]:
-    return {"kind": row.kind, "state": row.state, "amount": row.amount, "currency": row.currency,
-            "masked_pan": mask_pan(row.masked_pan), "rrn": row.rrn, "terminal_id": row.terminal_id}
-
-
-_LONG_DIGITS = re.compile(r"\d{13,}")
-
-
-def _mask_foreign(text: object) -> str:
-    """Free text from another system (a biller's ledger or error message).
-
-    ``mask_text`` masks a PAN only when it stands apart from other digits;
-    text we did not write may run a PAN into other digits (a raw frame's
-    length prefix), so any run of 13 or more digits is also cut to its first
-    6 and last 4 -- an audit line loses nothing it needs by that.
-    """
-    return _LONG_DIGITS.sub(lambda m: m[0][:6] + "*" * (len(m[0]) - 10) + m[0][-4:], mask_text(str(text)))
-
-
-def _posting_details(biller: str, posting: Posting) -> dict[str, Any]:
-    return {"ledger": biller, "ledger_amount": posting.amount, "ledger_reversed": posting.reversed,
-            "ledger_pending": posting.pending, "ledger_rejected": posting.rejected,
-            "receipt_number": _mask_foreign(posting.receipt_number),
-            "bill_number": _mask_foreign(posting.bill_number), "posted_at": posting.posted_at}
-
-
-def _finding(category: str, row: JournalRow | None, payment_id: str | None, message: str,
-             **extra: Any) -> Finding:
-    details = _payment_details(row) if row is not None else {}
-    details.update(extra)
-    return Finding(category, payment_id, message, row.biller_code if row is not None else None, details)
 
 
 def _duplicate_keys(journal_rows: Sequence[JournalRow]) -> list[Finding]:
@@ -322,128 +276,6 @@ def _rules_findings(journal: Mapping[str, JournalRow], ledgers: Mapping[str, Seq
             + (" and held by the biller" if row.id in held_at_biller else "")
             + ": the gateway declines such a payment and never posts it.", rule=problem))
     return findings
-
-
-def _sms_findings(journal: Mapping[str, JournalRow], sms_rows: Iterable[SmsRow]) -> list[Finding]:
-    """Exactly one receipt per confirmed payment, none for anything else;
-    a reversal notice exactly when a reversed payment's receipt may have gone."""
-    findings = []
-    by_payment: dict[str, dict[str, SmsRow]] = defaultdict(dict)
-    for sms in sms_rows:
-        by_payment[sms.payment_id][sms.kind] = sms
-    receipt_kind, notice_kind = OutboxKind.RECEIPT.value, OutboxKind.REVERSAL_NOTICE.value
-
-    for payment_id, kinds in by_payment.items():
-        row = journal.get(payment_id)
-        state = row.state if row is not None else None
-        if row is None:
-            described = "payment the journal does not know"
-        else:
-            described = f"{row.kind} in state {state}"
-        receipt, notice = kinds.get(receipt_kind), kinds.get(notice_kind)
-        for sms in (receipt, notice):
-            if sms is None:
-                continue
-            extra = {"sms_id": sms.id, "sms_kind": sms.kind, "sms_state": sms.state,
-                     "sms_attempts": sms.attempts}
-            if sms.state == OutboxState.UNCERTAIN.value:
-                findings.append(_finding(
-                    SMS_UNCERTAIN, row, payment_id,
-                    f"The {sms.kind.replace('_', ' ')} SMS for {payment_id} was being sent when its "
-                    "sender stopped; the SMSC may or may not have it, and it is not sent again.",
-                    **extra))
-            if sms.state == OutboxState.ABANDONED.value:
-                findings.append(_finding(
-                    SMS_ABANDONED, row, payment_id,
-                    f"The {sms.kind.replace('_', ' ')} SMS for {payment_id} was abandoned after "
-                    f"{sms.attempts} attempt(s): the subscriber was never told.", **extra))
-        if receipt is not None and receipt.state in _SMS_LIVE and state != State.CONFIRMED.value:
-            reversed_after_receipt = (state == State.REVERSED.value
-                                      and receipt.state in _SMS_MAYBE_DELIVERED)
-            # A receipt that left before the reversal is legitimate; a missing
-            # reversal notice for it is reported below as sms_missing.
-            if not reversed_after_receipt:
-                findings.append(_finding(
-                    SMS_FOR_UNCONFIRMED, row, payment_id,
-                    f"A receipt SMS ({receipt.state}) exists for {payment_id} ({described}): "
-                    "the subscriber may be told \"paid\" for a payment that is not.",
-                    sms_id=receipt.id, sms_kind=receipt.kind, sms_state=receipt.state))
-        if notice is not None and notice.state in _SMS_LIVE and state != State.REVERSED.value:
-            findings.append(_finding(
-                SMS_FOR_UNCONFIRMED, row, payment_id,
-                f"A reversal notice SMS ({notice.state}) exists for {payment_id} ({described}).",
-                sms_id=notice.id, sms_kind=notice.kind, sms_state=notice.state))
-
-    for row in journal.values():
-        if row.kind != "payment":
-            continue
-        kinds = by_payment.get(row.id, {})
-        receipt, notice = kinds.get(receipt_kind), kinds.get(notice_kind)
-        if row.state == State.CONFIRMED.value and row.msisdn:
-            if receipt is None:
-                findings.append(_finding(
-                    SMS_MISSING, row, row.id,
-                    f"Payment {row.id} is CONFIRMED with a phone number for its receipt, but no "
-                    "receipt SMS was ever queued."))
-            elif receipt.state == OutboxState.CANCELLED.value:
-                findings.append(_finding(
-                    SMS_MISSING, row, row.id,
-                    f"Payment {row.id} is CONFIRMED, but its receipt SMS was cancelled.",
-                    sms_id=receipt.id, sms_kind=receipt.kind, sms_state=receipt.state))
-        if (row.state == State.REVERSED.value and receipt is not None
-                and receipt.state in _SMS_MAYBE_DELIVERED and notice is None):
-            findings.append(_finding(
-                SMS_MISSING, row, row.id,
-                f"Payment {row.id} was REVERSED after its receipt SMS went out ({receipt.state}), "
-                "but no reversal notice was queued: the subscriber still believes it paid.",
-                sms_id=receipt.id, sms_kind=receipt.kind, sms_state=receipt.state))
-    return findings
-
-
-def _counts(journal_rows, sms_rows, reversal_rows, outbox_rows) -> dict[str, dict[str, int]]:
-    counters: dict[str, Counter] = defaultdict(Counter)
-    for row in journal_rows:
-        counters[row.kind][row.state] += 1
-    for rev in reversal_rows:
-        counters["reversal"][rev.state] += 1
-    for item in outbox_rows:
-        counters["biller_outbox"][item.state] += 1
-    for sms in sms_rows:
-        counters[f"sms_{sms.kind}"][sms.state] += 1
-    return {name: dict(sorted(counter.items())) for name, counter in sorted(counters.items())}
-
-
-def _totals_and_unaudited(journal_rows: Sequence[JournalRow], ledgers: Mapping[str, Sequence[Posting]]
-                          ) -> tuple[dict[str, BillerTotals], list[Finding]]:
-    confirmed: dict[str, list[int]] = defaultdict(list)
-    unaudited: dict[str, list[JournalRow]] = defaultdict(list)
-    billers = set(ledgers)
-    for row in journal_rows:
-        if row.kind != "payment":
-            continue
-        code = row.biller_code or "-"
-        billers.add(code)
-        if row.state == State.CONFIRMED.value:
-            confirmed[code].append(row.amount)
-        if code not in ledgers:
-            unaudited[code].append(row)
-    totals = {}
-    for code in sorted(billers):
-        # Booked postings: a row still in a biller's intake is not booked yet.
-        live = [p.amount for p in ledgers[code] if p.held and not p.pending] if code in ledgers else None
-        totals[code] = BillerTotals(
-            biller_code=code, audited=code in ledgers,
-            journal_confirmed_count=len(confirmed[code]), journal_confirmed_amount=sum(confirmed[code]),
-            ledger_posted_count=None if live is None else len(live),
-            ledger_posted_amount=None if live is None else sum(live))
-    notes = [
-        Finding(NOT_AUDITED, None,
-                f"{len(rows)} payment(s) of biller {code} were not compared with a ledger "
-                f"(no --ledger {code}=...); their states and SMS were still checked.",
-                code, {"payments": len(rows)})
-        for code, rows in sorted(unaudited.items())
-    ]
-    return totals, notes
 
 
 def audit(journal_rows: Sequence[JournalRow], ledgers: Mapping[str, Sequence[Posting]],
