@@ -69,6 +69,30 @@ def without_tables(text: str, header: str) -> str:
     return "\n".join(out)
 
 
+def only_biller(text: str, code: str) -> str:
+    """The tables of biller ``code`` of an example file holding several
+    (the lines before the first table, comments, are kept)."""
+    out, keeping = [], True
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            keeping = stripped.strip("[]").split(".")[:2] == ["billers", code]
+        if keeping:
+            out.append(line)
+    return "\n".join(out)
+
+
+def json_biller_tables(port: int, biller_timeout: float) -> str:
+    """The example's first JSON biller (WAT, conf/billers-json.example.toml:
+    a biller added by configuration alone) on the chaos run's simulator,
+    timed like the other billers, without its maintenance window."""
+    text = resources.files("billgw.conf").joinpath("billers-json.example.toml").read_text("utf-8")
+    text = without_tables(only_biller(text, "WAT"), "[[billers.WAT.maintenance]]")
+    text = set_toml(text, "billers.WAT", "timeout", biller_timeout)
+    text = set_toml(text, "billers.WAT.settings", "url", f"http://127.0.0.1:{port}/api/v1")
+    return set_toml(text, "billers.WAT.settings", "request_timeout", biller_timeout - 0.5)
+
+
 def electricity_biller_tables(host: ElectricityHost, biller_timeout: float) -> str:
     """The example electricity biller (conf/billers-electricity.example.toml)
     on the chaos run's host simulator, timed like the other billers: a
@@ -88,7 +112,7 @@ def electricity_biller_tables(host: ElectricityHost, biller_timeout: float) -> s
 
 def write_gateway_config(path: Path, *, port: int, db_url: str, telecom_port: int, smsc_port: int,
                          biller_timeout: float, water: bool = False, electricity: ElectricityHost | None = None,
-                         acquirers: tuple[str, ...] = ()) -> dict:
+                         json_port: int | None = None, acquirers: tuple[str, ...] = ()) -> dict:
     """The packaged conf/billgw.toml with our ports, journal and fast timers.
 
     Timers are shortened so a crashed gateway's leases expire within the
@@ -133,5 +157,7 @@ def write_gateway_config(path: Path, *, port: int, db_url: str, telecom_port: in
         text += "\n" + water_biller_tables(biller_timeout)
     if electricity is not None:
         text += "\n" + electricity_biller_tables(electricity, biller_timeout)
+    if json_port is not None:
+        text += "\n" + json_biller_tables(json_port, biller_timeout)
     path.write_text(text, encoding="utf-8")
     return tomllib.loads(text)  # proves it still parses

@@ -209,7 +209,8 @@ def unresolved(state: dict[str, dict[str, int]] | None) -> dict[str, int]:
 
 # --- the checks ---------------------------------------------------------------------------
 
-RECEIPT_NUMBER = re.compile(r"\b[TWE]R\d{10}\b")  # the telecom's, the water batch's, the electricity host's
+# The telecom's, the water batch's, the electricity host's, the JSON biller's.
+RECEIPT_NUMBER = re.compile(r"\b[TWEJ]R\d{10}\b")
 REFERENCE = re.compile(r"\b[0-9a-f]{32}\b")
 
 
