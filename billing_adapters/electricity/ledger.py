@@ -82,10 +82,17 @@ def _transaction(conn: sqlite3.Connection):
     conn.execute("COMMIT")
 
 
-def seed(conn: sqlite3.Connection, *, service: str = SERVICE, currency: int = 400, extra_accounts: int = 0) -> None:
-    """The demo accounts (and ``extra_accounts`` more with one 10.000 bill each)."""
-    rows = list(SEED) + [(f"29{i:08d}", f"Subscriber {i}", ((f"EB-29{i:08d}-1", 10_000, 10_000, 20260301,
-                                                            20260331, True, 1_000),)) for i in range(extra_accounts)]
+EXTRA_ACCOUNT_BASE = 2_900_000_000  # the load accounts: 2900000000, 2900000001, ...
+
+
+def seed(conn: sqlite3.Connection, *, service: str = SERVICE, currency: int = 400, extra_accounts: int = 0,
+         extra_account_base: int = EXTRA_ACCOUNT_BASE) -> None:
+    """The demo accounts (and ``extra_accounts`` more with one 10.000 bill
+    each, numbered from ``extra_account_base``: a load whose switch texts
+    the billing number as a mobile number numbers them like mobiles)."""
+    extra = [f"{extra_account_base + i:010d}" for i in range(extra_accounts)]
+    rows = list(SEED) + [(account, f"Subscriber {i}", ((f"EB-{account}-1", 10_000, 10_000, 20260301,
+                                                        20260331, True, 1_000),)) for i, account in enumerate(extra)]
     with _transaction(conn):
         for account, customer, bills in rows:
             conn.execute("INSERT OR IGNORE INTO accounts VALUES (?, ?, ?, ?)", (service, account, customer, currency))

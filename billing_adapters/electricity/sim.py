@@ -76,7 +76,7 @@ class ElectricityHost(Factory):
     def __init__(self, db_path: str, *, reactor, clock=None, code_page: str = "cp037", framing: str = "length2",
                  record_length: int | None = None, max_record: int = 4096, user: str = "BILLGW",
                  password: str = "secret", reversal_policy: str = "allowed", extra_accounts: int = 0,
-                 log: Any = None, **_ignored):
+                 extra_account_base: int = host_ledger.EXTRA_ACCOUNT_BASE, log: Any = None, **_ignored):
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.codec = RecordCodec(code_page, record_length if framing == "fixed" else None)
@@ -86,6 +86,7 @@ class ElectricityHost(Factory):
         self.reversal_policy = reversal_policy
         self.db_path = db_path
         self.extra_accounts = extra_accounts
+        self.extra_account_base = extra_account_base
         self.log = (log if log is not None else structlog.get_logger()).bind(component="electricity_sim")
         self.connections: list[HostConnection] = []
         self.requests: list[str] = []  # record types received, in order
@@ -102,7 +103,8 @@ class ElectricityHost(Factory):
 
         def open_ledger():
             self._conn = host_ledger.connect(self.db_path)
-            host_ledger.seed(self._conn, extra_accounts=self.extra_accounts)
+            host_ledger.seed(self._conn, extra_accounts=self.extra_accounts,
+                             extra_account_base=self.extra_account_base)
 
         return self._in_thread(open_ledger)
 
@@ -347,14 +349,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--behaviour", choices=sorted(BEHAVIOURS), default="happy")
     parser.add_argument("--delay", type=float, default=60.0, help="seconds, with --behaviour slow")
     parser.add_argument("--garble", choices=("packed", "ebcdic"), default="packed", help="with --behaviour garble")
-    parser.add_argument("--extra-accounts", type=int, default=0)
+    parser.add_argument("--extra-accounts", type=int, default=0,
+                        help="accounts with one 10.000 bill each (partial payments from 1.000), for a load")
+    parser.add_argument("--extra-account-base", type=int, default=host_ledger.EXTRA_ACCOUNT_BASE,
+                        help="the first extra account's number (10 digits with leading zeros)")
 
 
 def options_from_args(args) -> tuple[type, dict]:
     host_class = BEHAVIOURS[args.behaviour]
     options = {"code_page": args.code_page, "framing": args.framing, "record_length": args.record_length,
                "user": args.user, "password": args.password, "reversal_policy": args.reversal_policy,
-               "extra_accounts": args.extra_accounts}
+               "extra_accounts": args.extra_accounts, "extra_account_base": args.extra_account_base}
     if host_class is SlowHost:
         options["delay"] = args.delay
     if host_class is GarbleHost:

@@ -1,5 +1,6 @@
-"""Helpers of the chaos test: the gateway's configuration, the processes, the
-journal and ledger reads, and the checks of the money against the switch.
+"""Helpers of the chaos test: the processes, the journal and ledger reads,
+and the checks of the money against the switch (the gateway's configuration
+is :mod:`chaos_config`, its names importable from here too).
 
 A module with a unique name (the tests folders have no __init__.py).  The
 checks are plain functions returning a list of problems, each a sentence
@@ -12,10 +13,7 @@ import os
 import re
 import socket
 import sys
-import tomllib
 from collections import Counter
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from twisted.internet import defer, protocol
@@ -23,6 +21,13 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 
 from billgw.atm_sim.switch import ROLE_RULE_BREAKING_ADVICE
+
+from chaos_config import (  # noqa: F401 (importable from here, as before)
+    ElectricityHost,
+    set_toml,
+    water_biller_tables,
+    write_gateway_config,
+)
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -36,101 +41,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-# --- configuration ---------------------------------------------------------------
-
-def set_toml(text: str, section: str, key: str, value, *, required: bool = True) -> str:
-    """Replace ``key = ...`` inside ``[section]`` of a commented TOML file,
-    keeping every comment (tomllib cannot write, and the packaged file is
-    the one we want to run, comments and all).  A missing optional section
-    or key leaves the text as it is."""
-    literal = json.dumps(value) if isinstance(value, str) else (
-        ("true" if value else "false") if isinstance(value, bool) else repr(value))
-    lines = text.split("\n")
-    inside = False
-    for i, line in enumerate(lines):
-        stripped = line.strip()
-        if stripped.startswith("["):
-            inside = stripped == f"[{section}]"
-            continue
-        if inside and re.match(rf"^{re.escape(key)}\s*=", stripped):
-            comment = ""
-            match = re.search(r"\s+#.*$", line)
-            if match and '"' not in line[match.start():]:
-                comment = match.group(0)
-            lines[i] = f"{key} = {literal}{comment}"
-            return "\n".join(lines)
-    if required:
-        raise KeyError(f"[{section}] {key} not found in the packaged configuration")
-    return text
-
-
-@dataclass(frozen=True)
-class GatewaySetup:
-    config: Path
-    port: int
-    db_url: str
-    ledger: Path
-    smsc_record: Path
-    smsc_password: str
-
-
-def water_biller_tables(biller_timeout: float) -> str:
-    """The example water biller (conf/billers-water.example.toml), its
-    database named by BILLGW_WATER_DB_URL, timed like the telecom biller."""
-    text = resources.files("billgw.conf").joinpath("billers-water.example.toml").read_text("utf-8")
-    # The load accounts are numbered like mobiles (see test_chaos.py).
-    text = set_toml(text, "billers.WTR.services.WATER", "billing_number_pattern", "^(3[0-9]{9}|078[0-9]{7})$")
-    return set_toml(text, "billers.WTR", "timeout", biller_timeout)
-
-
-def write_gateway_config(path: Path, *, port: int, db_url: str, telecom_port: int, smsc_port: int,
-                         biller_timeout: float, water: bool = False, acquirers: tuple[str, ...] = ()) -> dict:
-    """The packaged conf/billgw.toml with our ports, journal and fast timers.
-
-    Timers are shortened so a crashed gateway's leases expire within the
-    test's bounds; each stays consistent with the rules the configuration
-    enforces (leases longer than the biller timeout, and so on)."""
-    text = resources.files("billgw.conf").joinpath("billgw.toml").read_text("utf-8")
-    text = set_toml(text, "gateway", "listen", f"tcp:{port}:interface=127.0.0.1")
-    text = set_toml(text, "database", "url", db_url)
-    text = set_toml(text, "logging", "format", "json")
-    text = set_toml(text, "logging", "level", "info")
-    text = set_toml(text, "sms", "host", "127.0.0.1")
-    text = set_toml(text, "sms", "port", smsc_port)
-    text = set_toml(text, "sms", "poll_interval", 0.3)
-    text = set_toml(text, "sms", "submit_timeout", 3.0)
-    text = set_toml(text, "sms", "lease_seconds", 6.0)
-    text = set_toml(text, "sms", "retry_base", 0.5)
-    text = set_toml(text, "sms", "retry_cap", 3.0)
-    text = set_toml(text, "sms", "enquire_link_interval", 10.0)
-    # check_sms finds each SMS's payment by the receipt number and the full
-    # payment id: templates that carry both (the packaged ones are one part
-    # and show only the 10-character short reference).
-    receipt = "Paid {amount} {currency_code} to {biller_name}. Receipt {receipt_number}, ref {reference}."
-    notice = "Your payment of {amount} {currency_code} was reversed. Ref {reference}."
-    for section, template in (("sms.templates.receipt", receipt), ("sms.templates.receipt.TEL", receipt),
-                              ("sms.templates.reversal", notice), ("sms.templates.reversal.TEL", notice)):
-        for language in ("en", "ar", "el"):
-            # (the telecom's own tables lack some languages: the generic ones serve)
-            text = set_toml(text, section, language, template, required=not section.endswith("TEL"))
-    text = set_toml(text, "billers.TEL", "timeout", biller_timeout)
-    text = set_toml(text, "billers.TEL.settings", "url", f"http://127.0.0.1:{telecom_port}/BillingService")
-    recovery = {"poll_interval": 0.3, "lease_seconds": biller_timeout + 3.0, "retry_base": 0.5,
-                "retry_cap": 3.0, "stale_after": biller_timeout + 6.0,
-                # the switch advises or reverses within ~3 s of a timeout: let it decide first
-                "status_delay": 5.0,
-                # the water biller's batch runs every second: poll for it often
-                "accepted_poll_delay": 0.5}
-    for key, value in recovery.items():
-        text = set_toml(text, "recovery", key, value, required=False)
-    if acquirers:
-        text = set_toml(text, "peers.local", "acquirers", list(acquirers))
-    if water:
-        text += "\n" + water_biller_tables(biller_timeout)
-    path.write_text(text, encoding="utf-8")
-    return tomllib.loads(text)  # proves it still parses
 
 
 # --- processes ---------------------------------------------------------------------
@@ -204,6 +114,35 @@ async def wait_for_port(reactor, port: int, child: ChildProcess, bound: float) -
     raise RuntimeError(f"nothing listens on {port} after {bound} s:\n{child.tail()}")
 
 
+async def wait_for_line(reactor, path: Path, pattern: str, child: ChildProcess, bound: float) -> re.Match:
+    """Until a line of ``path`` (a child's stdout) matches ``pattern``."""
+    for _ in range(int(bound / 0.1) + 1):
+        if path.exists():
+            for line in path.read_text("utf-8", "replace").splitlines():
+                match = re.search(pattern, line)
+                if match:
+                    return match
+        if not child.running:
+            raise RuntimeError(f"{child.argv[0]} exited before it was ready:\n{child.tail()}")
+        await sleep(reactor, 0.1)
+    raise RuntimeError(f"no line matching {pattern!r} in {path} within {bound} s:\n{child.tail()}")
+
+
+async def start_electricity_host(reactor, tmp_path: Path, env: dict, *, accounts: int, account_base: int,
+                                 password: str) -> tuple[ChildProcess, ElectricityHost]:
+    """``billgw electricity-sim`` in a process of its own (the host lives on
+    while the gateway is killed), on a port the system picks, which its
+    start-up line names; ``accounts`` load accounts from ``account_base``."""
+    ledger = tmp_path / "electricity-ledger.sqlite"
+    child = ChildProcess(reactor, [str(BIN / "billgw"), "electricity-sim", "--listen", "tcp:0:interface=127.0.0.1",
+                                   "--db", str(ledger), "--password", password, "--extra-accounts", str(accounts),
+                                   "--extra-account-base", str(account_base)],
+                         cwd=tmp_path, out=tmp_path / "electricity-host.log", err=tmp_path / "electricity-host.err",
+                         env=env)
+    match = await wait_for_line(reactor, child.out, r"listening on 127\.0\.0\.1:(\d+) ", child, 30.0)
+    return child, ElectricityHost(port=int(match.group(1)), ledger=ledger, password=password)
+
+
 async def wait_for_file(reactor, path: Path, child: ChildProcess, bound: float) -> dict:
     for _ in range(int(bound / 0.1) + 1):
         if path.exists():
@@ -270,7 +209,8 @@ def unresolved(state: dict[str, dict[str, int]] | None) -> dict[str, int]:
 
 # --- the checks ---------------------------------------------------------------------------
 
-RECEIPT_NUMBER = re.compile(r"\b[TW]R\d{10}\b")  # the telecom's, the water biller's batch's
+# The telecom's, the water batch's, the electricity host's, the JSON biller's.
+RECEIPT_NUMBER = re.compile(r"\b[TWEJ]R\d{10}\b")
 REFERENCE = re.compile(r"\b[0-9a-f]{32}\b")
 
 

@@ -5,12 +5,15 @@ failed on a wrong outcome; these tests feed them each kind of wrong outcome.
 """
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from billgw.atm_sim.switch import SwitchPlan, SwitchReport
 from billgw.billing_adapters.telecom_sim import Posting
 from billgw.gateway.config import load_settings
 
+from chaos_gateway import action_schedule
 from chaos_helpers import (
     check_audit,
     check_ledger,
@@ -176,3 +179,14 @@ def test_audit_allows_exactly_one_exception_per_refused_advice():
     posted = check_audit({"findings": [finding("posted_outside_rules", "g2"), finding("exception", "g3")]},
                          switch, keys)
     assert any("posted_outside_rules" in p for p in posted) and any("no EXCEPTION" in p for p in posted)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_chaos_actions_fall_inside_the_window_far_enough_apart(seed):
+    schedule = action_schedule(random.Random(seed), kills=4, pauses=1, window=(20, 170), gap=32)
+    points = [index for index, _ in schedule]
+    assert sorted(action for _, action in schedule) == ["kill"] * 4 + ["pause"]
+    assert 20 <= points[0] and points[-1] < 170
+    assert all(b - a >= 32 for a, b in zip(points, points[1:]))
+    with pytest.raises(AssertionError, match="do not fit"):
+        action_schedule(random.Random(seed), kills=4, pauses=1, window=(20, 100), gap=32)
