@@ -247,23 +247,32 @@ class TransactionProcessor(PaymentPath, Advices):
             problem = verdict.problem
         new = self._new_transaction(request, service, problem, self._business_floor(route, now), verdict)
         reversed_first = request.respond_bill(self._code(Outcome.TRANSACTION_REVERSED))
-        recorded, was_reversed = await self._journal.admit(
-            settle.record_request, new, now, self.context, (reversed_first.mti, reversed_first.fields),
-            posting=problem is None and request.kind is RequestKind.PAYMENT)
-        if not recorded.is_new:
-            return await self._answer_repeat(request, recorded.view, route, log)
-        new = dataclasses.replace(new, business_date=recorded.view.business_date)  # as journaled
-        log = log.bind(payment_id=new.id)
-        if verdict.reason is not None:  # never the number itself
-            log.warning("receipt number invalid", reason=verdict.reason,
-                        action="declined" if verdict.problem else "no SMS receipt")
-        if was_reversed:
-            log.warning("original arrived after its reversal: declined, not posted")
-            return reversed_first
+        # In flight from before it is journaled, not after: on PostgreSQL the
+        # journal's threads deliver results in any order, so a repeat of this
+        # request (blocked behind it on the acquirer keys' lock) may learn of
+        # the journaled original before this coroutine does.  It must find the
+        # original in flight and wait for its answer -- never answer 91 for a
+        # payment that goes on to be approved
+        # (tests/gateway/test_repeat_delivery_race.py).
         self._in_flight[new.id] = []
         response = None
         try:
-            if problem is not None:
+            recorded, was_reversed = await self._journal.admit(
+                settle.record_request, new, now, self.context, (reversed_first.mti, reversed_first.fields),
+                posting=problem is None and request.kind is RequestKind.PAYMENT)
+            if not recorded.is_new:
+                # Not journaled under ``new.id``: nobody can be waiting on it.
+                self._in_flight.pop(new.id, None)
+                return await self._answer_repeat(request, recorded.view, route, log)
+            new = dataclasses.replace(new, business_date=recorded.view.business_date)  # as journaled
+            log = log.bind(payment_id=new.id)
+            if verdict.reason is not None:  # never the number itself
+                log.warning("receipt number invalid", reason=verdict.reason,
+                            action="declined" if verdict.problem else "no SMS receipt")
+            if was_reversed:
+                log.warning("original arrived after its reversal: declined, not posted")
+                response = reversed_first
+            elif problem is not None:
                 log.info("declined locally", outcome=problem.value)
                 response = await self._decline_here(request, new, problem, f"local check: {problem.value}", log)
             elif request.kind is RequestKind.INQUIRY:

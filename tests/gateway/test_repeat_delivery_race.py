@@ -12,10 +12,10 @@ answered 00, first answer 91", and the biller holding a posting the switch
 never kept).  Here a pool that delivers the first admit's result after the
 second's reproduces it on any database.
 
-Known bug (gateway/processor.py, ``_handle`` / ``_answer_repeat``): marked
-``xfail(strict=True)`` so the fix must remove the mark.
+Fixed in gateway/processor.py (``_handle``): a request is in flight from
+before it is journaled, so the repeat finds it and waits for its answer.
+Without that, this test fails (the repeat gets 91).
 """
-import pytest
 import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.task import Clock
@@ -79,8 +79,6 @@ def payment_request():
     return decode_request(encode_fields("0200", fields))
 
 
-@pytest.mark.xfail(strict=True, reason="known race: a repeat journaled before its original's result is "
-                                       "delivered is answered 91 while the original is approved")
 @pytest_twisted.ensureDeferred
 async def test_a_repeat_delivered_before_its_original_gets_the_originals_answer(sync_pool):
     settings = load_settings(environ={})
@@ -98,4 +96,4 @@ async def test_a_repeat_delivered_before_its_original_gets_the_originals_answer(
     pool.release()
     first, second = await original, await repeat
     assert first.fields["39"] == "00" and len(biller.pay_calls) == 1  # the original is approved
-    assert second.fields == first.fields  # today: 91, a decline of an approved payment
+    assert second.fields == first.fields  # the original's 00, never a 91 for an approved payment
