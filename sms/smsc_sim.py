@@ -104,6 +104,8 @@ class SmscProtocol(Protocol):
     def connectionLost(self, reason):
         if self in self.factory.connections:
             self.factory.connections.remove(self)
+        if self.factory.dlr is not None:
+            self.factory.dlr.connection_lost(self)
 
     def pdu_received(self, pdu: p.Pdu) -> None:
         cid = pdu.command_id
@@ -122,8 +124,11 @@ class SmscProtocol(Protocol):
                 self.respond(pdu, p.ESME_ROK)
                 self.bound_as = None
                 self.transport.loseConnection()
+            elif cid == p.DELIVER_SM | p.RESPONSE:
+                if self.factory.dlr is not None:
+                    self.factory.dlr.answered(self, pdu.sequence_number)
             elif cid & p.RESPONSE:
-                pass  # deliver_sm_resp, enquire_link_resp: nothing to do
+                pass  # enquire_link_resp: nothing to do
             else:
                 self.send_pdu(p.GENERIC_NACK, p.ESME_RINVCMDID, pdu.sequence_number)
         except p.PduError as e:
