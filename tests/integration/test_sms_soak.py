@@ -296,7 +296,8 @@ async def test_every_confirmed_payment_gets_one_whole_receipt_through_throttles_
           f"settled {settled - loaded:.1f} s later; SMSC: {factory.submits_received} submits, "
           f"{factory.refused} throttled, {factory.drops} drops, {smsc.restarts} restarts, "
           f"{factory.dlr.sent} receipts ({factory.dlr.redelivered} sent again); outbox {dict(by_state)}; "
-          f"UNCERTAIN reached {collections.Counter(reached[pid] for pid in uncertain)}")
+          f"UNCERTAIN reached {collections.Counter(reached[pid] for pid in uncertain)}, "
+          f"{sum(1 for pid in uncertain if 'refused' in (rows[pid]['last_error'] or ''))} of them partly refused")
 
     # The load: every payment confirmed, and the misbehaviours happened.
     assert counts["approved"] == PAYMENTS == len(confirmed), counts
@@ -315,7 +316,11 @@ async def test_every_confirmed_payment_gets_one_whole_receipt_through_throttles_
     assert max(received.values()) == 1, "a subscriber got a receipt twice"
     not_once = {pid for pid, n in reached.items() if n != 1}
     assert not_once <= uncertain, sorted(not_once - uncertain)[:5]
-    assert 1 <= len(uncertain) <= WINDOW * (factory.drops + smsc.restarts)
+    # A link lost takes at most a window of written, unanswered submits with
+    # it; a later part refused past its in-place retries is UNCERTAIN too
+    # (parts are on the handset), and is told apart by its error.
+    refused_partly = {pid for pid in uncertain if "refused" in (rows[pid]["last_error"] or "")}
+    assert 1 <= len(uncertain - refused_partly) <= WINDOW * (factory.drops + smsc.restarts)
     assert sum(1 for e in logs if e.get("event") == "sms.uncertain") == len(uncertain)
     assert not [e for e in logs if e.get("log_level") in ("error", "critical") and e["event"] != "sms.uncertain"]
     assert set(by_state) <= {"DELIVERED", "UNDELIVERABLE", "UNCERTAIN"}, by_state
