@@ -225,7 +225,7 @@ class GatewayService(MultiService):
                     self.link_health.append(recorder)
             wake = self.sender.wake
 
-        receipts = ReceiptComposer(sms.receipt_templates, sms.reversal_templates)
+        receipts = ReceiptComposer(sms.receipt_templates, sms.reversal_templates, timezone=settings.business_day.timezone)
         recovery = settings.recovery
         self.processor = TransactionProcessor(
             journal=self.journal, billers=routes, codes=settings.response_codes, clock=reactor,

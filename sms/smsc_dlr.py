@@ -17,7 +17,11 @@ a receipt, in the forms real SMSCs use:
 
 A receipt goes to a connection of the same system_id bound as receiver or
 transceiver (the submitting one first); with none bound it waits, bounded,
-until one binds, as SMSCs queue receipts.
+until one binds, as SMSCs queue receipts.  A receipt is kept until its
+deliver_sm_resp comes: one written to a connection that is lost first (the
+bytes may never have left) is sent again on the next bind, as a real SMSC
+redelivers an unanswered deliver_sm -- so the ESME may see a receipt twice,
+never lose one to a dropped link.
 """
 from __future__ import annotations
 
@@ -97,7 +101,10 @@ class DlrSender:
         self.factory = factory
         self.policy = policy
         self.sent = 0
+        self.redelivered = 0  # receipts sent again after their connection was lost unanswered
         self._waiting: list[tuple[str, bytes]] = []  # (system_id, body) with no receiver bound
+        # Written, not yet answered: connection -> {sequence: (system_id, body)}.
+        self._unanswered: dict[object, dict[int, tuple[str, bytes]]] = {}
 
     def wants(self, sm: p.SubmitSm) -> bool:
         return bool(sm.registered_delivery & 0x03)
@@ -129,8 +136,25 @@ class DlrSender:
             if len(self._waiting) < MAX_WAITING:
                 self._waiting.append((system_id, body))
             return
-        proto.send_pdu(p.DELIVER_SM, 0, proto.next_sequence(), body)
+        self._write(proto, system_id, body)
+
+    def _write(self, proto, system_id: str, body: bytes) -> None:
+        sequence = proto.next_sequence()
+        self._unanswered.setdefault(proto, {})[sequence] = (system_id, body)
+        proto.send_pdu(p.DELIVER_SM, 0, sequence, body)
         self.sent += 1
+
+    def answered(self, proto, sequence: int) -> None:
+        """The ESME's deliver_sm_resp: that receipt is delivered."""
+        self._unanswered.get(proto, {}).pop(sequence, None)
+
+    def connection_lost(self, proto) -> None:
+        """Receipts written to ``proto`` and never answered wait for the next bind."""
+        lost = self._unanswered.pop(proto, {})
+        for _, (system_id, body) in sorted(lost.items()):
+            if len(self._waiting) < MAX_WAITING:
+                self._waiting.append((system_id, body))
+                self.redelivered += 1
 
     def bound(self, proto) -> None:
         """A connection bound: hand it the receipts waiting for its system_id."""
@@ -139,7 +163,6 @@ class DlrSender:
         waiting, self._waiting = self._waiting, []
         for system_id, body in waiting:
             if system_id == proto.system_id:
-                proto.send_pdu(p.DELIVER_SM, 0, proto.next_sequence(), body)
-                self.sent += 1
+                self._write(proto, system_id, body)
             else:
                 self._waiting.append((system_id, body))

@@ -53,7 +53,7 @@ class ReceiptData:
     exponent: int
     currency_code: str
     fee: int
-    paid_at: _dt.datetime
+    paid_at: _dt.datetime  # naive, the gateway's local wall-clock time (gateway/receipts.py)
     receipt_number: str
     reference: str
     masked_pan: str
@@ -81,11 +81,11 @@ PLACEHOLDERS = {
     "fee": "fee with the currency's decimals, e.g. 0.250",
     "total": "amount + fee with the currency's decimals",
     "currency_code": "ISO 4217 alphabetic code, e.g. JOD",
-    "date": "payment date and time, YYYY-MM-DD HH:MM",
+    "date": "payment date and time, YYYY-MM-DD HH:MM, the gateway's local time ([business_day] timezone)",
     "receipt_number": "the biller's receipt number",
     "reference": "the gateway's payment id (32 characters)",
     "short_reference": "the payment id's first 10 characters, upper case (billgw sms ref finds it)",
-    "date_short": "payment date and time, DD/MM/YY HH:MM",
+    "date_short": "payment date and time, DD/MM/YY HH:MM, the gateway's local time",
     "card": "the card as ****1234 (last four digits only)",
     "surcharge": "late-payment surcharge included in the amount, with the currency's decimals",
     "surcharge_line": "' Incl. late surcharge 0.263 JOD.' in the message language, empty when none",

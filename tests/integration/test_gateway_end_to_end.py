@@ -21,6 +21,7 @@ import importlib.util
 import socket
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import pytest_twisted
@@ -278,13 +279,16 @@ def expected_receipt(settings, language: str, *, bill_number: str, receipt_numbe
                      paid_at: dt.datetime) -> str:
     """The receipt text rendered from the configuration's template, by hand:
     the service's name, amount with JOD's three decimals, the fee, the
-    minute of payment, and the card as its last four digits only."""
+    minute of payment in the gateway's local time ([business_day] timezone;
+    ``paid_at`` is the journal's naive UTC), and the card as its last four
+    digits only."""
     service = settings.billers["TEL"].services["MOBILE"]
+    local = paid_at.replace(tzinfo=dt.timezone.utc).astimezone(ZoneInfo(settings.business_day.timezone))
     return settings.sms.receipt_templates[language].format(
         amount="12.500", fee="0.000", total="12.500", currency_code="JOD",
         biller_name=service.name_ar if language == "ar" else service.name_en,
         billing_number=BILLING_NUMBER, bill_number=bill_number,
-        date=paid_at.strftime("%Y-%m-%d %H:%M"), card="****0010",
+        date=local.strftime("%Y-%m-%d %H:%M"), card="****0010",
         receipt_number=receipt_number, reference=reference)
 
 

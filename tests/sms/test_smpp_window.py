@@ -1,21 +1,13 @@
-"""SmppLink on a Clock over StringTransport: the window, the per-part timers,
-the pacer, throttling, dead links, refused binds, bounded PDUs and poison
-rows -- asserted on the PDUs written and the answers each message gets."""
-import struct
-
+"""SmppLink's window on a Clock over StringTransport: the window, the per-part
+timers, the pacer, throttling, a drop mid-window, poison rows, the stop --
+asserted on the PDUs written and the answers each message gets.  The
+session's own life (enquire_link, binds, bounded PDUs) is test_smpp_session.py."""
 import pytest
-from twisted.internet import defer
-from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 
 from billgw.sms import smpp_pdu as p
 from billgw.sms.smpp_link import (
     LinkState,
     SmppInvalidMessage,
-    SmppLink,
-    SmppLinkConfig,
     SmppLinkDown,
     SmppSubmitError,
     SmppUncertain,
@@ -23,124 +15,7 @@ from billgw.sms.smpp_link import (
     relative_validity,
 )
 
-MSISDN = "962791234567"
-LONG_EN = "Paid 12.500 JOD to Orange Jordan. " * 10  # 340 GSM-7 characters: 3 parts
-
-
-class Transport(StringTransport):
-    """Closing it ends the connection on the next clock turn, as a reactor would."""
-
-    def __init__(self, clock):
-        super().__init__()
-        self.clock = clock
-        self.closed = False
-
-    def loseConnection(self):
-        if not self.closed:
-            self.closed = True
-            super().loseConnection()
-            self.clock.callLater(0, self.protocol.connectionLost, Failure(ConnectionDone()))
-
-    abortConnection = loseConnection
-
-
-class Smsc:
-    """The far end: reads what the link wrote, answers by hand."""
-
-    def __init__(self, clock):
-        self.clock = clock
-        self.connections = []  # (protocol, transport)
-
-    def connect(self, factory):
-        proto = factory.buildProtocol(None)
-        transport = Transport(self.clock)
-        transport.protocol = proto
-        proto.makeConnection(transport)
-        self.connections.append((proto, transport))
-        return defer.succeed(proto)
-
-    @property
-    def proto(self):
-        return self.connections[-1][0]
-
-    @property
-    def transport(self):
-        return self.connections[-1][1]
-
-    def read(self, settle=True):
-        if settle:  # let the pacer (1000/s by default here) write what it may
-            self.clock.pump([0.001] * 20)
-        data = self.transport.value()
-        self.transport.clear()
-        return [p.decode_pdu(f) for f in p.PduFramer(1 << 20).add_and_parse(data)]
-
-    def answer(self, pdu, status=0, body=None):
-        if body is None:
-            body = p.encode_message_id_body(f"id-{pdu.sequence_number}") if pdu.command_id == p.SUBMIT_SM else b""
-        self.proto.dataReceived(p.encode_pdu(pdu.command_id | p.RESPONSE, status, pdu.sequence_number, body))
-
-    def bind(self, status=0):
-        [bind] = self.read()
-        assert bind.command_id in p.BINDS
-        self.answer(bind, status, p.encode_message_id_body("smsc") if status == 0 else b"")
-        return bind
-
-    def drop(self):
-        self.transport.loseConnection()
-        self.clock.advance(0)
-
-
-@pytest.fixture
-def clock():
-    c = Clock()
-    c.advance(1_700_000_000)
-    return c
-
-
-@pytest.fixture
-def smsc(clock):
-    return Smsc(clock)
-
-
-@pytest.fixture
-def make_link(clock, smsc):
-    links, submitted = [], []
-
-    def make(bind=True, **overrides):
-        settings = dict(host="smsc.test", port=2775, system_id="billgw", password="pw", rate=1000.0,
-                        window=10, response_timeout=10.0, reconnect_initial=1.0, reconnect_max=60.0,
-                        reconnect_jitter=0.0, stop_timeout=15.0)
-        settings.update(overrides)
-        link = SmppLink(clock, SmppLinkConfig(**settings), connect=smsc.connect, random=lambda: 0.0)
-        submit = link.submit
-        link.submit = lambda *a: submitted.append(submit(*a)) or submitted[-1]
-        link.startService()
-        links.append(link)
-        if bind:
-            smsc.bind()
-            assert link.state is LinkState.BOUND
-        return link
-
-    yield make
-    for link in links:
-        if link.running:
-            link.stopService()
-            clock.pump([1.0] * 20)
-    for d in submitted:  # what a test did not look at is not an unhandled error
-        d.addErrback(lambda f: None)
-
-
-def results(deferreds):
-    out = []
-    for d in deferreds:
-        box = []
-        d.addBoth(box.append)
-        out.append(box[0] if box else None)
-    return out
-
-
-def submits(pdus):
-    return [(x, p.decode_submit_sm(x.body)) for x in pdus if x.command_id == p.SUBMIT_SM]
+from smpp_fake_smsc import LONG_EN, MSISDN, clock, make_link, results, smsc, submits  # noqa: F401 (fixtures)
 
 
 def test_window_caps_submits_in_flight_and_each_answer_frees_a_slot(make_link, smsc, clock):
@@ -269,83 +144,6 @@ def test_link_drop_mid_window_written_are_uncertain_queued_are_handed_back(make_
     clock.advance(1)  # back-off after one failure
     smsc.bind()
     assert link.state is LinkState.BOUND and link.failures == 0
-
-
-def test_unanswered_enquire_link_is_a_dead_link_and_the_link_reconnects(make_link, smsc, clock):
-    link = make_link(enquire_link_interval=30.0, enquire_link_timeout=5.0)
-    clock.advance(30)
-    [enquire] = smsc.read()
-    assert enquire.command_id == p.ENQUIRE_LINK
-    clock.advance(5)
-    clock.advance(0)
-    assert link.state is LinkState.DOWN and "dead link" in link.last_error
-    clock.advance(1)
-    assert len(smsc.connections) == 2
-    smsc.bind()
-    assert link.bound
-
-
-def test_an_answered_enquire_link_keeps_the_bind(make_link, smsc, clock):
-    link = make_link(enquire_link_interval=30.0, enquire_link_timeout=5.0)
-    for _ in range(3):
-        clock.advance(30)
-        [enquire] = smsc.read()
-        smsc.answer(enquire)
-    clock.advance(5)
-    assert link.bound and len(smsc.connections) == 1
-
-
-@pytest.mark.allow_errors  # smpp.bind_refused: the alert
-@pytest.mark.parametrize("status", [0x0D, 0x0E, 0x0F])
-def test_bind_refused_for_credentials_stops_that_bind_without_reconnecting(make_link, smsc, clock, status,
-                                                                          fail_on_logged_errors):
-    link = make_link(bind=False)
-    smsc.bind(status)
-    clock.advance(0)
-    assert link.state is LinkState.REFUSED and link.last_bind_status == status
-    clock.advance(24 * 3600)
-    assert len(smsc.connections) == 1  # no reconnect storm
-    assert link.health()["state"] == "REFUSED"
-    assert results([link.submit(MSISDN, "x")])[0].check(SmppLinkDown)
-    [alert] = [e for e in fail_on_logged_errors if e["event"] == "smpp.bind_refused"]
-    assert alert["status"] == status and alert["log_level"] == "error"
-
-
-def test_other_bind_failures_reconnect_with_growing_back_off_reset_by_a_good_bind(make_link, smsc, clock):
-    link = make_link(bind=False)
-    for attempt, delay in enumerate([1.0, 2.0, 4.0], start=1):
-        smsc.bind(0x08)  # system error: worth another try
-        clock.advance(0)
-        assert link.state is LinkState.DOWN and link.failures == attempt
-        clock.advance(delay - 0.01)
-        assert len(smsc.connections) == attempt
-        clock.advance(0.01)
-        assert len(smsc.connections) == attempt + 1
-    smsc.bind()
-    assert link.bound and link.failures == 0
-    smsc.drop()
-    clock.advance(1)  # the back-off starts over from reconnect_initial
-    assert len(smsc.connections) == 5
-
-
-def test_a_pdu_announcing_more_than_max_pdu_length_drops_the_link_at_once(make_link, smsc, clock):
-    link = make_link(max_pdu_length=4096)
-    smsc.proto.dataReceived(struct.pack(">I", 2_000_000_000) + b"\x80\x00\x00\x04")
-    clock.advance(0)
-    assert link.state is LinkState.DOWN and smsc.proto.framer.partial
-    assert "command_length" in link.last_error
-
-
-def test_a_pdu_that_stops_arriving_midway_drops_the_link_after_the_read_timeout(make_link, smsc, clock):
-    link = make_link(pdu_read_timeout=10.0, enquire_link_interval=3600.0)
-    frame = p.encode_pdu(p.DELIVER_SM, 0, 7, b"x" * 40)
-    for n in range(9):  # a byte a second never completes the PDU in time
-        smsc.proto.dataReceived(frame[n:n + 1])
-        clock.advance(1)
-    assert link.bound
-    clock.advance(1)
-    clock.advance(0)
-    assert link.state is LinkState.DOWN and "middle of a PDU" in link.last_error
 
 
 def test_poison_msisdn_fails_alone_and_the_bind_goes_on(make_link, smsc):

@@ -5,7 +5,9 @@ import json
 import pytest
 from smpplib import smpp
 from twisted.internet import defer
+from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 
 from billgw.sms import smpp_pdu as p
 from billgw.sms.encoding import split_message
@@ -15,6 +17,7 @@ from billgw.sms.smsc_sim import (
     NoResponseOnSubmitSMSC,
     SmscFactory,
 )
+from billgw.sms.smsc_dlr import DlrPolicy
 
 
 def bind_pdu(seq=1, system_id="gw", password="secret", command=p.BIND_TRANSCEIVER):
@@ -199,3 +202,38 @@ def test_truncated_submit_is_answered_with_an_error_not_a_crash():
     body = p.encode_submit_sm(p.SubmitSm("", 5, 0, "A", 1, 1, "9", 0, 0, 0, "", "", 0, 0, 0, 0, b"hello"))
     proto.dataReceived(p.encode_pdu(p.SUBMIT_SM, 0, 8, body[:-3]))
     assert responses(t)[0].command_status == p.ESME_RINVMSGLEN
+
+
+def test_a_receipt_unanswered_when_its_connection_falls_is_sent_again_on_the_next_bind():
+    """As an SMSC redelivers an unanswered deliver_sm: a receipt is kept until
+    the ESME's deliver_sm_resp, so a dropped link cannot lose it."""
+    def registered_submit(seq):
+        sm = p.SubmitSm("", 5, 0, "BillGW", 1, 1, "962791234567", 0, 0, 0, "", "", 1, 0, 0, 0, b"hi")
+        return p.encode_pdu(p.SUBMIT_SM, 0, seq, p.encode_submit_sm(sm))
+
+    def lose(proto):
+        proto.connectionLost(Failure(ConnectionLost()))
+
+    factory, proto, t = connect(dlr=DlrPolicy())
+    proto.dataReceived(bind_pdu(seq=1))
+    proto.dataReceived(registered_submit(2))
+    bind_resp, submit_resp, receipt = responses(t)
+    assert (submit_resp.command_id, receipt.command_id) == (0x80000004, p.DELIVER_SM)
+    lose(proto)  # the ESME never answered the receipt
+
+    again = factory.buildProtocol(None)
+    t2 = StringTransport()
+    again.makeConnection(t2)
+    again.dataReceived(bind_pdu(seq=1))
+    _, resent = responses(t2)
+    assert (resent.command_id, resent.body) == (p.DELIVER_SM, receipt.body)
+    assert (factory.dlr.sent, factory.dlr.redelivered) == (2, 1)
+    again.dataReceived(p.encode_pdu(p.DELIVER_SM | p.RESPONSE, 0, resent.sequence_number, b"\x00"))
+    lose(again)  # answered: nothing is sent a third time
+
+    third = factory.buildProtocol(None)
+    t3 = StringTransport()
+    third.makeConnection(t3)
+    third.dataReceived(bind_pdu(seq=1))
+    assert [r.command_id for r in responses(t3)] == [0x80000009]
+    assert factory.dlr.redelivered == 1
