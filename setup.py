@@ -53,7 +53,13 @@ setup(
             "pytest-twisted>=1.14",
             "pytest-timeout>=2.3",
             "psycopg[binary]>=3.1",
+            # The bench's own tests merge histograms and draw its plots.
+            "hdrhistogram>=0.10",
+            "matplotlib>=3.7",
         ],
+        # atm-sim bench / load --histogram: HDR latency histograms merged
+        # across load processes, and the PNG plots.
+        "bench": ["hdrhistogram>=0.10", "matplotlib>=3.7"],
     },
     entry_points={
         "console_scripts": [
