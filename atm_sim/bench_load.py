@@ -22,7 +22,14 @@ from .histogram import LatencyHistogram
 BENCH_ACQUIRER_BASE = 900_001  # worker i is acquirer 900001 + i
 MAX_WORKERS = 32
 MAX_LINKS_PER_WORKER = 64  # the switch's own bound
-START_DELAY = 3.0  # seconds for every worker to import and connect before the common start
+# Seconds for every worker to start Python and import before the common
+# start: on two cores twenty processes importing Twisted take several.
+START_DELAY = 3.0
+START_DELAY_PER_WORKER = 0.5
+
+
+def start_delay(workers: int) -> float:
+    return START_DELAY + START_DELAY_PER_WORKER * workers
 
 
 def acquirer_for(worker: int) -> str:
@@ -91,6 +98,7 @@ class LoadResult:
     latency: dict  # LatencyHistogram.summary(), seconds
     load_cpu_percent: float | None  # the generators' CPU, per process, over the span
     workers: int
+    started_at: float = 0.0  # wall clock (UNIX seconds) of the first worker's start
 
 
 def merge(parts: list[dict]) -> LoadResult:
@@ -106,13 +114,13 @@ def merge(parts: list[dict]) -> LoadResult:
         approved=sum(p["counts"]["approved"] for p in parts),
         sent=sum(p["counts"]["payments"] - p["counts"]["not_sent"] for p in parts),
         seconds=seconds, latency=histogram.summary(),
-        load_cpu_percent=round(100 * cpu / seconds / len(parts), 1), workers=len(parts))
+        load_cpu_percent=round(100 * cpu / seconds / len(parts), 1), workers=len(parts), started_at=started)
 
 
 async def run_load(reactor, child_factory, atm_sim: str, shape: LoadShape, port: int, rowdir: Path) -> LoadResult:
     """Start the workers (``child_factory(argv, name)`` spawns a process and
     returns a :class:`~.bench.Child`), wait for all, merge their histograms."""
-    start_at = time.time() + START_DELAY
+    start_at = time.time() + start_delay(shape.workers)
     paths = [rowdir / f"load-{i}.hdr.json" for i in range(shape.workers)]
     children = [child_factory(worker_argv(atm_sim, shape, port, i, paths[i], start_at), f"load-{i}")
                 for i in range(shape.workers)]

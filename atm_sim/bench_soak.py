@@ -74,7 +74,7 @@ async def run_soak(reactor, *, seconds: float, report_path: Path | None, workdir
                           workers=1, open_loop_rate=RATE)
         print(f"bench: soak, {spec.count} payments at {RATE:g}/s for {seconds:g} s; RSS every "
               f"{SAMPLE_EVERY:g} s", flush=True)
-        started = time.monotonic() + bench_load.START_DELAY
+        started = time.monotonic() + bench_load.start_delay(1)
         samples: list[tuple[float, int]] = []
         done: dict = {}
         defer.ensureDeferred(bench_load.run_load(
