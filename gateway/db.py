@@ -56,12 +56,6 @@ def make_engine(url: str, pool_size: int = 4, *, read_only: bool = False) -> Eng
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA busy_timeout=30000")
-            # The page cache, per connection (negative: KiB).  SQLite's
-            # default of 2 MiB holds an empty journal's indexes but not a
-            # million payments' (the payment id and the receipt's payment
-            # id are random keys: each new row lands on a page of its own);
-            # the bench's full-journal row showed the misses as latency.
-            cursor.execute(f"PRAGMA cache_size=-{16384 if read_only else 65536}")
             if read_only:
                 cursor.execute("PRAGMA query_only=ON")
             cursor.close()
