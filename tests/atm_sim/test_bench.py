@@ -176,3 +176,20 @@ def test_a_prefilled_journal_holds_settled_payments_the_gateway_reads_and_never_
         # Every receipt already SENT: the sender has nothing to claim.
         assert outbox.claim_for_submit(conn, now=2e9, owner="t", lease_seconds=30, limit=100) == []
     engine.dispose()
+
+
+def test_atm_sim_load_writes_its_latencies_as_a_histogram_the_bench_can_merge(tmp_path):
+    from types import SimpleNamespace
+
+    from billgw.atm_sim.bench_load import merge
+    from billgw.atm_sim.cli import write_histogram
+
+    report = SimpleNamespace(latencies=[0.002, 0.004, 0.250], duration=3.0,
+                             counts={"approved": 3, "payments": 4, "not_sent": 1})
+    path = tmp_path / "load.hdr.json"
+    write_histogram(str(path), report, {"started_at": 1000.0, "ended_at": 1003.5, "cpu_at_start": 0.0})
+    part = json.loads(path.read_text())
+    row = merge([part])
+    assert (row.approved, row.sent, row.seconds) == (3, 3, 3.5)
+    assert row.latency["count"] == 3 and row.latency["max"] == pytest.approx(0.25, rel=0.01)
+    assert row.latency["p50"] == pytest.approx(0.004, rel=0.01)
