@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -178,7 +179,10 @@ async def measure(reactor, spec: RowSpec, port: int, server: Child, sms_record: 
 
 async def run_row(reactor, spec: RowSpec, workdir: Path) -> RowResult:
     rowdir = workdir / spec.name
-    rowdir.mkdir(parents=True, exist_ok=True)
+    # A fresh directory: a journal, ledger or SMS record left by an earlier
+    # run into the same work directory would be counted in this one.
+    shutil.rmtree(rowdir, ignore_errors=True)
+    rowdir.mkdir(parents=True)
     children: list[Child] = []
     try:
         port = free_port()

@@ -20,6 +20,7 @@ the gateway.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -62,7 +63,8 @@ async def run_soak(reactor, *, seconds: float, report_path: Path | None, workdir
 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="billgw-soak-"))
     rowdir = workdir / "soak"
-    rowdir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(rowdir, ignore_errors=True)  # nothing of an earlier run counted in this one
+    rowdir.mkdir(parents=True)
     spec = RowSpec("soak", "gateway", int(RATE * seconds), 10, 4, "sqlite", biller="telecom", open_loop_rate=RATE)
     children: list[Child] = []
     try:
