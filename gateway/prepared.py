@@ -14,8 +14,10 @@ named tuples, so code that reads ``row.state`` does not change.
 
 Only plain statements are prepared: parameters are all bind parameters or
 column values; columns left out of an INSERT get their scalar Python
-default as SQLAlchemy would give it (a callable default is refused at
-preparation, not at run time).
+default as SQLAlchemy would give it.  A statement that needs more (an
+INSERT leaving out a column whose default is a function or SQL
+expression) runs on SQLAlchemy's own path instead, with the same results:
+a column added later with such a default costs speed, never correctness.
 """
 from __future__ import annotations
 
@@ -29,9 +31,10 @@ from sqlalchemy.sql import Insert
 class _Compiled:
     """One statement compiled for one dialect and one set of value keys."""
 
-    __slots__ = ("sql", "names", "binders", "row_type", "processors", "defaults", "positional")
+    __slots__ = ("sql", "names", "binders", "row_type", "processors", "defaults", "positional", "via_sqlalchemy")
 
     def __init__(self, statement, dialect, column_keys: list[str] | None):
+        self.via_sqlalchemy = False
         compiled = statement.compile(dialect=dialect, column_keys=column_keys)
         self.sql = compiled.string
         self.positional = compiled.positional
@@ -50,7 +53,8 @@ class _Compiled:
                 if column.key in self.names and column.key not in given:
                     default = column.default
                     if default is None or not default.is_scalar:
-                        raise ValueError(f"{column.key}: only scalar defaults can be prepared")
+                        self.via_sqlalchemy = True  # SQLAlchemy computes it (module docstring)
+                        return
                     self.defaults[column.key] = default.arg
         columns = list(statement.exported_columns) if _returns_rows(statement) else []
         self.row_type = namedtuple("Row", [c.key for c in columns], rename=True) if columns else None
@@ -100,6 +104,8 @@ class Prepared:
 
     def _cursor(self, conn: Connection, params: Mapping[str, Any]):
         compiled = self._for(conn.dialect, params)
+        if compiled.via_sqlalchemy:
+            return None, conn.execute(self.statement, dict(params))
         cursor = conn.connection.dbapi_connection.cursor()
         cursor.execute(compiled.sql, compiled.parameters(params))
         return compiled, cursor
@@ -113,13 +119,15 @@ class Prepared:
             cursor.close()
 
     def first(self, conn: Connection, params: Mapping[str, Any]):
-        """The first row (a named tuple), or None."""
+        """The first row (a named tuple, or SQLAlchemy's Row), or None."""
         compiled, cursor = self._cursor(conn, params)
         try:
             raw = cursor.fetchone()
         finally:
             cursor.close()
-        return None if raw is None else compiled.row(raw)
+        if raw is None or compiled is None:
+            return raw
+        return compiled.row(raw)
 
     def one(self, conn: Connection, params: Mapping[str, Any]):
         row = self.first(conn, params)

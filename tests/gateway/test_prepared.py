@@ -48,3 +48,17 @@ def test_a_keyed_update_sets_only_what_it_is_given_and_joins_the_callers_transac
         assert Prepared(BY_ID).first(conn, {"b_id": "nothing"}) is None
         assert Prepared(update(t).where(t.c.id == bindparam("b_id")).values(detail=bindparam("b_d"))).execute(
             conn, {"b_id": "a00002", "b_d": "x"}) == 1
+
+
+def test_an_insert_leaving_out_a_column_with_a_computed_default_runs_on_sqlalchemys_path(engine):
+    from sqlalchemy import Column, Integer, MetaData, String, Table
+
+    later = Table("later_columns", MetaData(), Column("id", Integer, primary_key=True),
+                  Column("name", String(10), nullable=False),
+                  Column("stamp", String(10), nullable=False, default=lambda: "computed"))
+    later.create(engine)
+    prepared = Prepared(insert(later).returning(later.c.id, later.c.stamp), keyed=True)
+    with engine.begin() as conn:
+        row = prepared.one(conn, {"name": "a"})
+        assert row.stamp == "computed" and row.id >= 1
+        assert prepared.one(conn, {"name": "b", "stamp": "given"}).stamp == "given"  # prepared: all given
