@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clean bench bench-quick docs
+.PHONY: demo test venv clean bench bench-quick bench-soak docs
 
 venv: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): setup.py $(NPM_SMSC)/package-lock.json
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "billgw needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	# The independent SMSC of tests/integration/test_npm_smsc.py (the npm
 	# smpp package), pinned by its package-lock.json; without node those
 	# tests are skipped and say why.
@@ -41,14 +41,19 @@ docs: $(STAMP)
 	cd /tmp && $(abspath $(BIN))/python -m billgw.iso8583.examples $(abspath docs/iso8583-interface.md)
 
 # Throughput as a ratio of a minimal server's, measured in one run (the
-# load generator in its own process; figures printed and written as JSON,
-# never asserted).  BILLGW_BENCH_PG_URL, when set, adds a PostgreSQL row
+# load generator in processes of its own; figures printed, written as JSON
+# and drawn as PNG plots beside it, never asserted).  BILLGW_BENCH_PG_URL, when set, adds a PostgreSQL row
 # (the bench wipes that database).
 bench-quick: $(STAMP)
 	cd /tmp && $(abspath $(BIN))/atm-sim bench --quick --report $(abspath var/bench/quick.json) --workdir $(abspath var/bench/quick)
 
 bench: $(STAMP)
 	cd /tmp && $(abspath $(BIN))/atm-sim bench --report $(abspath var/bench/full.json) --workdir $(abspath var/bench/full)
+
+# The gateway's resident memory under a steady load for 10 minutes (not in
+# CI): RSS samples and the growth after warm-up.
+bench-soak: $(STAMP)
+	cd /tmp && $(abspath $(BIN))/atm-sim bench --soak 600 --report $(abspath var/bench/soak.json) --workdir $(abspath var/bench/soak)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info $(NPM_SMSC)/node_modules

@@ -67,7 +67,13 @@ setup(
             # never cut), the ISO codec and framing (tests/security), the
             # mainframe decimal codecs (zoned, COMP-3).
             "hypothesis>=6.100",
+            # The bench's own tests merge histograms and draw its plots.
+            "hdrhistogram>=0.10",
+            "matplotlib>=3.7",
         ],
+        # atm-sim bench / load --histogram: HDR latency histograms merged
+        # across load processes, and the PNG plots.
+        "bench": ["hdrhistogram>=0.10", "matplotlib>=3.7"],
     },
     entry_points={
         "console_scripts": [

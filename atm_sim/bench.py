@@ -1,9 +1,11 @@
 """``atm-sim bench``: the gateway's throughput as a ratio of what the machine allows.
 
 Every row is measured in the same run, on the same machine, with the same
-load generator (this process, playing a bank switch: :mod:`.switch`, closed
-loop: ``concurrency`` payments in flight, a new one as soon as one is
-answered) against a server in a process of its own:
+load generator -- ``atm-sim load`` playing a bank switch (:mod:`.switch`,
+closed loop: ``concurrency`` payments in flight, a new one as soon as one
+is answered), in one or more processes of its own (:mod:`.bench_load`),
+latencies in HDR histograms merged across them -- against a server in a
+process of its own:
 
 - ``baseline``: :mod:`.baseline`, a Twisted server that frames, decodes and
   encodes the same messages with the same spec and approves at once -- the
@@ -16,22 +18,28 @@ answered) against a server in a process of its own:
 - ``e2e``: the gateway with the telecom SOAP simulator and the SMSC
   simulator as separate processes;
 - ``sqlite-openN``: the ``sqlite`` gateway under an open-loop load of N
-  payments per second, latency counted from each 0200's intended send time.
+  payments per second, latency counted from each 0200's intended send time;
+- (full bench) ``baseline-cN`` / ``sqlite-cN`` at 1, 100 and 1,000
+  payments in flight over as many links, and ``sqlite-1m``: the ``sqlite``
+  row against a journal that already holds 1,000,000 payments
+  (:mod:`.bench_prefill`).
 
 Each row prints throughput (approved payments per second), its ratio to the
 baseline at the same concurrency, 0210 latency percentiles as the switch
-measured them, the server process's CPU per payment (from /proc), and the
-SMS receipts the SMSC received per second from the start of the load until
-the outbox was drained.  Figures are printed and written as JSON, never
+measured them, the server process's CPU per payment (from /proc), the load
+generators' CPU, and the SMS receipts the SMSC received per second from the
+start of the load until the outbox was drained.  Figures are printed,
+written as JSON and drawn as PNG plots (:mod:`.bench_plots`), never
 asserted: the last line is ``bench summary: ...`` so runs compare at a
-glance.  It talks to the servers only over the wire and only on loopback.
+glance.  ``--soak`` is the memory run instead (:mod:`.bench_soak`).  It
+talks to the servers only over the wire and only on loopback.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import socket
+import shutil
 import sys
 import tempfile
 import time
@@ -39,13 +47,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from twisted.internet import defer, protocol, task, threads
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet import defer, task, threads
 
-from .switch import SwitchPlan, run_switch
+from . import bench_load, bench_prefill
+from .bench_procs import Child, count_lines, cpu_seconds, free_port, wait_for_port
+from .bench_load import LoadShape
 
 BIN = Path(sys.executable).parent
-BOUND = 60.0  # seconds: any single wait of the bench (start-up, drain)
 BENCH_SUBSCRIBER = "0790000000"
 
 
@@ -59,6 +67,8 @@ class RowSpec:
     database: str | None = None  # "sqlite" or a PostgreSQL URL
     biller: str = "instant"  # instant | telecom
     open_loop_rate: float | None = None  # payments/s, open loop; None: closed loop
+    workers: int = 1  # load generator processes
+    journal_rows: int = 0  # payments written into the journal before the row (SQLite)
 
 
 @dataclass
@@ -79,69 +89,19 @@ class RowResult:
     ratio: float | None = None
     sms_received: int | None = None
     sms_per_second: float | None = None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of a process so far (Linux /proc), None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class _Child(protocol.ProcessProtocol):
-    def __init__(self):
-        self.ended = defer.Deferred()
-
-    def processEnded(self, reason):
-        self.ended.callback(None)
-
-
-class Child:
-    """A server process, its output in files of the work directory."""
-
-    def __init__(self, reactor, argv: list[str], workdir: Path, name: str, env: dict | None = None):
-        self.proto = _Child()
-        out = os.open(workdir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        try:
-            self.transport = reactor.spawnProcess(self.proto, argv[0], argv, env=env or dict(os.environ),
-                                                  path=str(workdir), childFDs={0: "w", 1: out, 2: out})
-        finally:
-            os.close(out)
-        self.pid = self.transport.pid
-
-    async def stop(self, reactor) -> None:
-        if not self.proto.ended.called:
-            self.transport.signalProcess("TERM")
-            try:
-                await self.proto.ended.addTimeout(15, reactor)
-            except defer.TimeoutError:
-                self.transport.signalProcess("KILL")
-
-
-async def wait_for_port(reactor, port: int, child: Child) -> None:
-    for _ in range(int(BOUND / 0.1)):
-        if child.proto.ended.called:
-            raise RuntimeError(f"the server exited before listening on {port}")
-        try:
-            p = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=1),
-                                      protocol.Protocol()).addTimeout(2, reactor)
-            p.transport.loseConnection()
-            return
-        except Exception:
-            await task.deferLater(reactor, 0.1, lambda: None)
-    raise RuntimeError(f"nothing listens on {port} after {BOUND} s")
+    p90_ms: float | None = None
+    workers: int = 1
+    journal_rows: int = 0
 
 
 def gateway_config(*, port: int, db_url: str, smsc_port: int, biller: str, telecom_port: int | None) -> str:
-    """A complete configuration for one bench row (every other key: its default)."""
+    """A complete configuration for one bench row (every other key: its default).
+
+    The bench's load workers are acquirers 900001... on loopback (one per
+    process, so their keys never collide), and the caps on connections and
+    requests in flight are raised above the largest row's 1,000: the bench
+    measures the journal, not the admission limits (the open-loop row shows
+    those)."""
     if biller == "instant":
         billers = ('[billers.BENCH]\nname_en = "Benchmark Biller"\nadapter = "instant"\ntimeout = 10.0\n'
                    '[billers.BENCH.services.ANY]\nname_en = "Any Service"\ncurrency = "400"\n'
@@ -152,8 +112,12 @@ def gateway_config(*, port: int, db_url: str, smsc_port: int, biller: str, telec
                    'pool_size = 16\n'
                    '[billers.TEL.services.MOBILE]\nname_en = "Mobile"\ncurrency = "400"\n'
                    'currency_code = "JOD"\nexponent = 3\nmin_amount = 100\nmax_amount = 5000000\n')
+    acquirers = ", ".join(f'"{a}"' for a in bench_load.bench_acquirers())
     return (f'[gateway]\nlisten = "tcp:{port}:interface=127.0.0.1"\n'
-            f'[database]\nurl = "{db_url}"\n'
+            'max_connections = 2000\nmax_in_flight = 4000\nbacklog = 2048\n'
+            f'[peers.bench]\nsources = ["127.0.0.0/8"]\nacquirers = [{acquirers}]\n'
+            'terminals = ["ATM[0-9]{5}"]\nmax_connections = 2000\n'
+            f'[database]\nurl = "{db_url}"\nmax_queued = 8192\n'
             '[logging]\nformat = "json"\nlevel = "warning"\n'
             f'[sms]\nhost = "127.0.0.1"\nport = {smsc_port}\npassword = "bench-pw"\npoll_interval = 0.5\n'
             # The simulator has no contracted rate: the drain measures the
@@ -172,60 +136,53 @@ def wipe_postgres(url: str) -> None:
     engine.dispose()
 
 
-def count_lines(path: Path) -> int:
-    try:
-        with open(path, "rb") as handle:
-            return sum(1 for _ in handle)
-    except OSError:
-        return 0
-
-
-def plan_for(spec: RowSpec) -> SwitchPlan:
+def shape_for(spec: RowSpec) -> LoadShape:
     biller, service = ("BENCH", "ANY") if spec.biller == "instant" else ("TEL", "MOBILE")
-    return SwitchPlan(
-        count=spec.count, subscribers=(BENCH_SUBSCRIBER,), amount_min=1_000, amount_max=1_000, biller=biller,
-        service=service, concurrency=spec.concurrency, connections=spec.connections,
-        rate=spec.open_loop_rate or 1e9, open_loop=spec.open_loop_rate is not None,
-        duplicate_rate=0.0, advice_rate=0.0, cancel_rate=0.0, arabic_rate=0.0, answer_timeout=25.0,
-        connect_wait=10.0, sign_on_timeout=10.0, max_duration=600.0, first_stan=1)
+    return LoadShape(count=spec.count, concurrency=spec.concurrency, connections=spec.connections,
+                     workers=spec.workers, biller=biller, service=service, open_loop_rate=spec.open_loop_rate,
+                     connect_wait=30.0 if spec.connections > 100 else 10.0)
 
 
-async def measure(reactor, spec: RowSpec, port: int, server: Child, sms_record: Path | None) -> RowResult:
-    cpu_before, own_before = cpu_seconds(server.pid), time.process_time()
-    started = time.monotonic()
-    report = await run_switch(reactor, "127.0.0.1", port, plan_for(spec))
-    cpu_after, own_after = cpu_seconds(server.pid), time.process_time()
-    elapsed = time.monotonic() - started
-    approved = report.counts["approved"]
-    lat = report.latency
+async def measure(reactor, spec: RowSpec, port: int, server: Child, sms_record: Path | None,
+                  rowdir: Path) -> RowResult:
+    cpu_before = cpu_seconds(server.pid)
+    load = await bench_load.run_load(
+        reactor, lambda argv, name: Child(reactor, argv, rowdir, name), str(BIN / "atm-sim"), shape_for(spec),
+        port, rowdir)
+    cpu_after = cpu_seconds(server.pid)
+    approved = load.approved
+    lat = load.latency
     ms = lambda v: None if v is None else round(v * 1000, 2)  # noqa: E731
     cpu = None
     if cpu_before is not None and cpu_after is not None and approved:
         cpu = round((cpu_after - cpu_before) * 1000 / approved, 3)
     result = RowResult(
         name=spec.name, concurrency=spec.concurrency, connections=spec.connections, payments=spec.count,
-        approved=approved, seconds=round(report.duration, 3),
-        throughput=round(approved / report.duration, 1) if report.duration else 0.0,
+        approved=approved, seconds=round(load.seconds, 3), throughput=round(approved / load.seconds, 1),
         p50_ms=ms(lat["p50"]), p99_ms=ms(lat["p99"]), p999_ms=ms(lat["p99.9"]), max_ms=ms(lat["max"]),
-        server_cpu_ms_per_payment=cpu,
-        load_cpu_percent=round(100 * (own_after - own_before) / elapsed, 1) if elapsed else None)
+        server_cpu_ms_per_payment=cpu, load_cpu_percent=load.load_cpu_percent, p90_ms=ms(lat["p90"]),
+        workers=load.workers, journal_rows=spec.journal_rows)
     if sms_record is not None:
         # Drained: the SMSC's record stops growing (bounded) once every
         # confirmed payment's receipt is in.
-        last, last_change = count_lines(sms_record), time.monotonic()
-        while last < approved and time.monotonic() - last_change < 10.0:
+        last, last_change = count_lines(sms_record), time.time()
+        while last < approved and time.time() - last_change < 10.0:
             await task.deferLater(reactor, 0.2, lambda: None)
             now = count_lines(sms_record)
             if now != last:
-                last, last_change = now, time.monotonic()
+                last, last_change = now, time.time()
         result.sms_received = last
-        result.sms_per_second = round(last / (last_change - started), 1) if last else 0.0
+        # From the load's common start to the last receipt in.
+        result.sms_per_second = round(last / max(last_change - load.started_at, 1e-3), 1) if last else 0.0
     return result
 
 
 async def run_row(reactor, spec: RowSpec, workdir: Path) -> RowResult:
     rowdir = workdir / spec.name
-    rowdir.mkdir(parents=True, exist_ok=True)
+    # A fresh directory: a journal, ledger or SMS record left by an earlier
+    # run into the same work directory would be counted in this one.
+    shutil.rmtree(rowdir, ignore_errors=True)
+    rowdir.mkdir(parents=True)
     children: list[Child] = []
     try:
         port = free_port()
@@ -234,7 +191,7 @@ async def run_row(reactor, spec: RowSpec, workdir: Path) -> RowResult:
                                      f"tcp:{port}:interface=127.0.0.1"], rowdir, "baseline")
             children.append(server)
             await wait_for_port(reactor, port, server)
-            return await measure(reactor, spec, port, server, None)
+            return await measure(reactor, spec, port, server, None, rowdir)
         smsc_port, record = free_port(), rowdir / "sms.jsonl"
         smsc = Child(reactor, [str(BIN / "billgw"), "smsc-sim", "--listen", f"tcp:{smsc_port}:interface=127.0.0.1",
                                "--password", "bench-pw", "--record", str(record)], rowdir, "smsc")
@@ -256,34 +213,67 @@ async def run_row(reactor, spec: RowSpec, workdir: Path) -> RowResult:
         config = rowdir / "billgw.toml"
         config.write_text(gateway_config(port=port, db_url=db_url, smsc_port=smsc_port, biller=spec.biller,
                                          telecom_port=telecom_port), encoding="utf-8")
+        if spec.journal_rows:
+            await prepare_journal(reactor, config, rowdir, db_url, spec.journal_rows)
         gateway = Child(reactor, [str(BIN / "billgw"), "--config", str(config), "serve"], rowdir, "gateway")
         children.append(gateway)
         await wait_for_port(reactor, port, gateway)
-        return await measure(reactor, spec, port, gateway, record)
+        return await measure(reactor, spec, port, gateway, record, rowdir)
     finally:
         for child in reversed(children):
             await child.stop(reactor)
 
 
+async def prepare_journal(reactor, config: Path, rowdir: Path, db_url: str, rows: int) -> None:
+    """Create the journal's schema (``billgw db upgrade``) and write ``rows``
+    settled payments into it before the gateway starts (SQLite only)."""
+    if not db_url.startswith("sqlite:///"):
+        raise ValueError("a pre-filled journal is built on SQLite only")
+    upgrade = Child(reactor, [str(BIN / "billgw"), "--config", str(config), "db", "upgrade"], rowdir, "upgrade")
+    await upgrade.proto.ended
+    path = db_url[len("sqlite:///"):]
+    began = time.monotonic()
+    await threads.deferToThread(bench_prefill.prefill, path, rows)  # blocking: off the reactor
+    print(f"bench: journal pre-filled with {rows} payments in {time.monotonic() - began:.0f} s", flush=True)
+
+
 def rows_for(quick: bool, pg_url: str | None) -> list[RowSpec]:
-    concurrency, connections = 10, 4
-    scale = 1 if quick else 5
-    rows = [RowSpec("baseline", "baseline", 3000 * scale, concurrency, connections),
-            RowSpec("sqlite", "gateway", 600 * scale, concurrency, connections, "sqlite")]
+    """The quick set (under 3 minutes) or the full one; both share names so
+    runs compare row by row.  Load generators: two processes from ten
+    payments in flight up (the baseline row was generator-bound in one),
+    one per 50 links at 1,000."""
+    concurrency, connections, workers = 10, 10, 2
+    # Payments per row: a few seconds each even in the quick set (shorter
+    # rows were mostly start-up and sign-on, and noisy).
+    base_count, gateway_count = (8000, 1500) if quick else (15000, 3000)
+    rows = [RowSpec("baseline", "baseline", base_count, concurrency, connections, workers=workers),
+            RowSpec("sqlite", "gateway", gateway_count, concurrency, connections, "sqlite", workers=workers)]
+    if not quick:
+        # How cost grows with the journal: the sqlite row again on a journal
+        # holding 1,000,000 payments, right after the empty one (this
+        # machine's speed drifts over minutes; neighbours compare best).
+        rows.append(RowSpec("sqlite-1m", "gateway", gateway_count, concurrency, connections, "sqlite",
+                            workers=workers, journal_rows=1_000_000))
     if pg_url:
-        rows.append(RowSpec("postgresql", "gateway", 600 * scale, concurrency, connections, pg_url))
-    rows.append(RowSpec("e2e", "gateway", 300 * scale, concurrency, connections, "sqlite", biller="telecom"))
+        rows.append(RowSpec("postgresql", "gateway", gateway_count, concurrency, connections, pg_url,
+                            workers=workers))
+    rows.append(RowSpec("e2e", "gateway", gateway_count // 2, concurrency, connections, "sqlite",
+                        biller="telecom", workers=workers))
     # Open loop: a constant arrival rate, latency from the intended send
     # time (the issue's target: 1,000/s with p99 <= 2 ms); the quick set
     # stays below what the gateway sustains today, so it shows latency, not
     # collapse.
     open_rate = 100.0 if quick else 1000.0
     rows.append(RowSpec(f"sqlite-open{open_rate:.0f}", "gateway", int(open_rate * 5), concurrency, connections,
-                        "sqlite", open_loop_rate=open_rate))
+                        "sqlite", open_loop_rate=open_rate, workers=workers))
     if not quick:
-        for n in (1, 100):  # how cost grows with connections (10 above)
-            rows.append(RowSpec(f"baseline-c{n}", "baseline", 3000 * scale, n, min(n, 64)))
-            rows.append(RowSpec(f"sqlite-c{n}", "gateway", 600 * scale, n, min(n, 64), "sqlite"))
+        # How cost grows with connections (10 above): one payment in flight
+        # per link.
+        for n, w in ((1, 1), (100, 2), (1000, 20)):
+            count = base_count if n < 1000 else 20_000
+            rows.append(RowSpec(f"baseline-c{n}", "baseline", count, n, n, workers=w))
+            rows.append(RowSpec(f"sqlite-c{n}", "gateway", gateway_count if n < 1000 else 5000, n, n, "sqlite",
+                                workers=w))
     return rows
 
 
@@ -300,46 +290,75 @@ def with_ratios(results: list[RowResult]) -> list[RowResult]:
 
 def render(results: list[RowResult]) -> str:
     header = (f"{'row':<14} {'conc':>5} {'conns':>5} {'approved':>8} {'pay/s':>9} {'ratio':>7} "
-              f"{'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>8} {'max ms':>8} {'cpu ms/pay':>10} {'load cpu%':>9} "
-              f"{'sms/s':>7}")
+              f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'p99.9 ms':>8} {'max ms':>8} {'cpu ms/pay':>10} "
+              f"{'load cpu%':>9} {'sms/s':>7}")
     lines = [header, "-" * len(header)]
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for r in results:
         lines.append(f"{r.name:<14} {r.concurrency:>5} {r.connections:>5} {r.approved:>8} "
                      f"{r.throughput:>9.1f} {fmt(r.ratio, '>7.3f')} {fmt(r.p50_ms, '>8.1f')} "
-                     f"{fmt(r.p99_ms, '>8.1f')} {fmt(r.p999_ms, '>8.1f')} {fmt(r.max_ms, '>8.1f')} "
-                     f"{fmt(r.server_cpu_ms_per_payment, '>10.3f')} {fmt(r.load_cpu_percent, '>9.1f')} "
-                     f"{fmt(r.sms_per_second, '>7.1f')}")
+                     f"{fmt(r.p90_ms, '>8.1f')} {fmt(r.p99_ms, '>8.1f')} {fmt(r.p999_ms, '>8.1f')} "
+                     f"{fmt(r.max_ms, '>8.1f')} {fmt(r.server_cpu_ms_per_payment, '>10.3f')} "
+                     f"{fmt(r.load_cpu_percent, '>9.1f')} {fmt(r.sms_per_second, '>7.1f')}")
     parts = [f"{r.name} {r.ratio:.3f}x" for r in results if r.ratio is not None and not r.name.startswith("baseline")]
     drains = [r.sms_per_second for r in results if r.name == "sqlite" and r.sms_per_second is not None]
     if drains:
         parts.append(f"sms-drain {drains[0]:.0f}/s")
     parts += [f"{r.name} p99 {r.p99_ms:.1f}ms" for r in results if "-open" in r.name and r.p99_ms is not None]
+    empty = next((r.throughput for r in results if r.name == "sqlite"), None)
+    parts += [f"{r.name} {r.throughput / empty:.2f}-of-empty" for r in results
+              if r.journal_rows and empty]
     lines.append("")
     lines.append("bench summary: " + " ".join(parts))
     return "\n".join(lines)
 
 
 async def run_bench(reactor, *, quick: bool, report_path: Path | None, workdir: Path | None,
-                    pg_url: str | None) -> list[RowResult]:
+                    pg_url: str | None, only: frozenset[str] | None = None) -> list[RowResult]:
     workdir = workdir or Path(tempfile.mkdtemp(prefix="billgw-bench-"))
     results = []
     for spec in rows_for(quick, pg_url):
-        print(f"bench: {spec.name} ({spec.count} payments, concurrency {spec.concurrency}) ...", flush=True)
+        if only is not None and spec.name not in only:
+            continue
+        print(f"bench: {spec.name} ({spec.count} payments, concurrency {spec.concurrency}, "
+              f"{spec.workers} load process{'es' if spec.workers > 1 else ''}) ...", flush=True)
         results.append(await run_row(reactor, spec, workdir))
     results = with_ratios(results)
-    from .bench_sms import render_sms_drain, run_sms_drain  # the SMS rows (bench_sms.py)
+    # The SMS drain rows (bench_sms.py): a backlog drained with window 1 and 10.
+    from .bench_sms import render_sms_drain, run_sms_drain
 
-    sms_drain = await run_sms_drain(reactor, workdir, quick=quick)
-    print(render_sms_drain(sms_drain), flush=True)
-    print(render(results), flush=True)  # its last line: the summary
+    sms_drain = await run_sms_drain(reactor, workdir, quick=quick) if only is None else []
+    stem = report_path.with_suffix("") if report_path is not None else workdir / "bench"
+    stem.parent.mkdir(parents=True, exist_ok=True)
     if report_path is not None:
-        report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps({
-            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-            "quick": quick, "workdir": str(workdir), "rows": [asdict(r) for r in results],
-            "sms_drain": [asdict(r) for r in sms_drain]}, indent=1) + "\n")
+            "machine": machine(), "quick": quick, "workdir": str(workdir),
+            "rows": [asdict(r) for r in results], "sms_drain": [asdict(r) for r in sms_drain]}, indent=1) + "\n")
+    try:
+        from .bench_plots import plot
+
+        for path in plot(results, stem):
+            print(f"bench: plot {path}", flush=True)
+    except ImportError:
+        print("bench: no plots: matplotlib is not installed (pip install -e '.[bench]')", flush=True)
+    if sms_drain:
+        print(render_sms_drain(sms_drain), flush=True)
+    print(render(results), flush=True)  # last: its last line is the summary
     return results
+
+
+def machine() -> dict:
+    """What the figures were measured on (for the JSON report)."""
+    model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu": model, "python": sys.version.split()[0],
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 def main(argv: Sequence[str], reactor) -> int:
@@ -348,13 +367,28 @@ def main(argv: Sequence[str], reactor) -> int:
     parser.add_argument("--quick", action="store_true", help="the reduced set (a few minutes)")
     parser.add_argument("--report", type=Path, help="write the figures as JSON here")
     parser.add_argument("--workdir", type=Path, help="keep the servers' files and logs here")
+    parser.add_argument("--rows", help="run only these rows (comma-separated names; a ratio needs its "
+                                       "baseline row too)")
+    parser.add_argument("--soak", type=float, metavar="SECONDS",
+                        help="instead of the rows: the gateway's resident memory under a steady load for "
+                             "SECONDS (make bench-soak: 600)")
     args = parser.parse_args(argv)
+    if args.soak is not None and not 60 <= args.soak <= 86_400:
+        parser.error("--soak: 60..86400 seconds")
     outcome = {}
 
     async def go():
         try:
-            outcome["rows"] = await run_bench(reactor, quick=args.quick, report_path=args.report,
-                                              workdir=args.workdir, pg_url=os.environ.get("BILLGW_BENCH_PG_URL"))
+            if args.soak is not None:
+                from .bench_soak import run_soak
+
+                outcome["rows"] = await run_soak(reactor, seconds=args.soak, report_path=args.report,
+                                                 workdir=args.workdir)
+            else:
+                outcome["rows"] = await run_bench(reactor, quick=args.quick, report_path=args.report,
+                                                  workdir=args.workdir,
+                                                  pg_url=os.environ.get("BILLGW_BENCH_PG_URL"),
+                                                  only=frozenset(args.rows.split(",")) if args.rows else None)
         finally:
             reactor.stop()
 

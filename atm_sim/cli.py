@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import tomllib
 from typing import Sequence, TextIO
 
@@ -145,6 +146,17 @@ def _load_arguments(load: argparse.ArgumentParser) -> None:
     load.add_argument("--report", help="write the JSON report here")
     load.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     load.add_argument("--verbose", action="store_true", help="log the switch's info events to stderr")
+    load.add_argument("--connect-wait", type=float, default=d.connect_wait,
+                      help="seconds a payment waits for a signed-on link before it is counted not sent")
+    load.add_argument("--sign-on-timeout", type=float, default=d.sign_on_timeout,
+                      help="seconds for each link's 0810")
+    load.add_argument("--progress", action="store_true",
+                      help="print a live progress line (payments started, rate) to stderr every second")
+    load.add_argument("--histogram",
+                      help="write the 0210 latencies as an encoded HDR histogram (JSON, with the run's "
+                           "wall-clock span and counts) here: what atm-sim bench merges across processes")
+    load.add_argument("--start-at", type=float,
+                      help="wall-clock time (UNIX seconds) to start at: several load processes start together")
 
 
 MAX_SUBSCRIBERS = 1_000_000
@@ -295,7 +307,8 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO
             cancel_rate=args.cancel_rate, pipelined_reversal_rate=args.pipelined_reversal_rate,
             rule_breaking_advice_rate=args.rule_breaking_advice_rate, open_loop=args.open_loop, seed=args.seed, answer_timeout=args.answer_timeout,
             repeat_interval=args.repeat_interval, max_repeats=args.max_repeats,
-            max_duration=args.max_duration, framing=args.framing,
+            max_duration=args.max_duration, framing=args.framing, connect_wait=args.connect_wait,
+            sign_on_timeout=args.sign_on_timeout,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -308,18 +321,28 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO
     from twisted.internet import reactor
 
     outcome: list = []
+    span: dict[str, float] = {}
+    progress = _Progress(plan.count, err) if args.progress else None
 
     def start():
+        span["started_at"], span["cpu_at_start"] = time.time(), time.process_time()
         try:
-            d = run_switch(reactor, args.host, args.port, plan, log=log)
+            d = run_switch(reactor, args.host, args.port, plan, log=log,
+                           on_payment_started=progress.started if progress else None)
         except ValueError as exc:
             outcome.append(exc)
             reactor.stop()
             return
+        if progress is not None:
+            progress.loop.clock = reactor
+            progress.loop.start(1.0, now=False)
         d.addBoth(outcome.append)
+        d.addBoth(lambda _: span.setdefault("ended_at", time.time()))
+        d.addBoth(lambda _: progress and progress.loop.running and progress.loop.stop())
         d.addBoth(lambda _: reactor.stop())
 
-    reactor.callWhenRunning(start)
+    delay = max(0.0, args.start_at - time.time()) if args.start_at else 0.0
+    reactor.callWhenRunning(lambda: reactor.callLater(delay, start))
     reactor.run(installSignalHandlers=True)
     result = outcome[0] if outcome else RuntimeError("the run did not finish")
     if isinstance(result, ValueError):
@@ -331,6 +354,8 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO
     report = result
     if args.report:
         report.write(args.report)
+    if args.histogram:
+        write_histogram(args.histogram, report, span)
     if args.json:
         print(json.dumps({"counts": report.counts, "latency": report.latency,
                           "kept_by_subscriber": report.kept_by_subscriber}, indent=2), file=out)
@@ -343,6 +368,34 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO
     if not report.all_acknowledged or report.counts["errors"]:
         return EXIT_DECLINED
     return EXIT_APPROVED
+
+
+class _Progress:
+    """``atm-sim load --progress``: one line a second on stderr."""
+
+    def __init__(self, count: int, err: TextIO):
+        from twisted.internet.task import LoopingCall
+
+        self.count, self.err, self.started_count, self.last = count, err, 0, 0
+        self.loop = LoopingCall(self.show)
+
+    def started(self, _index: int) -> None:
+        self.started_count += 1
+
+    def show(self) -> None:
+        rate, self.last = self.started_count - self.last, self.started_count
+        print(f"load: {self.started_count}/{self.count} payments started, {rate}/s", file=self.err, flush=True)
+
+
+def write_histogram(path: str, report, span: dict[str, float]) -> None:
+    """The run as ``atm-sim bench`` merges it: the latencies as an HDR
+    histogram, the wall-clock span, the counts and this process's CPU."""
+    from .histogram import LatencyHistogram
+
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({"started_at": span.get("started_at"), "ended_at": span.get("ended_at"),
+                   "duration": report.duration, "counts": report.counts, "cpu_seconds": time.process_time() - span.get("cpu_at_start", 0.0),
+                   "histogram": LatencyHistogram.of(report.latencies).encode()}, handle)
 
 
 def summarize(response: DecodedResponse, sent: dict[str, str], codes: ResponseCodes,

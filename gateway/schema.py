@@ -12,6 +12,24 @@ receipt) and ``sms_outbox_events`` (resends, expiries), migration 0005.
 
 The schema itself is created by the alembic migrations in ``migrations/``;
 these definitions are what the code reads and writes.
+
+Two columns hold what could be derived from others, each for a reason:
+
+- ``transactions.response_code`` is F39 of the answer ``response_fields``
+  stores whole.  It is the one field of the answer that operators, the
+  audit and reports filter and count by (``WHERE response_code = '91'``),
+  and plain SQL reaches it the same way on SQLite and PostgreSQL, where a
+  JSON path differs between them and needs no index.  It cannot drift from
+  the answer: its only writer is ``settle.apply_event``, which sets both
+  from the same ``fields`` in one UPDATE.
+- ``reversals.state`` mirrors the payment's fate once a payment is found,
+  but not before: ``NOT_FOUND`` (the original never reached us) has no
+  payment to derive from, and it is what a late original with these keys
+  is declined by.  Its other values (ACKED, BILLER_REVERSED,
+  NOTHING_TO_REVERSE, EXCEPTION) are written only by ``settle`` in the
+  transaction that moves the payment (``_rev_state_for`` and
+  ``_move_reversal_rows``: one path), so the row an acquirer's
+  reconciliation reads per 0420 never disagrees with the payment it names.
 """
 from __future__ import annotations
 

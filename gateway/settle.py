@@ -26,8 +26,8 @@ from billgw.sms import outbox as sms_outbox
 
 from . import biller_outbox, business_journal
 from .journal import (
-    BY_ID_FOR_UPDATE,
-    INSERT_EVENT,
+    P_BY_ID_FOR_UPDATE,
+    P_INSERT_EVENT,
     NewTransaction,
     Recorded,
     TransactionView,
@@ -38,6 +38,7 @@ from .journal import (
     record_received,
     utc,
 )
+from .prepared import Prepared
 from .machine import BILLER_ACTIONS, Action, Decision, Event, Facts, decide
 from .schema import reversals, transactions
 from .states import State, check_transition
@@ -60,6 +61,10 @@ _REVERSAL_OF_KEYS = select(_r.c.id).where(
 _SETTLE_REVERSAL_ROWS = update(_r).where(_r.c.transaction_id == bindparam("b_txn"),
                                          _r.c.state == bindparam("b_from")).values(
     state=bindparam("b_to"), updated_at=bindparam("b_at"))
+# Run on the DB-API cursor (prepared.py; the profile in docs/performance.md).
+_P_UPDATE_PAYMENT = Prepared(_UPDATE_PAYMENT, keyed=True, fixed=("b_id",))
+_P_REVERSAL_OF_KEYS = Prepared(_REVERSAL_OF_KEYS)
+_P_SETTLE_REVERSAL_ROWS = Prepared(_SETTLE_REVERSAL_ROWS)
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ class Applied:
 
 
 def _locked(conn: Connection, txn_id: str) -> TransactionView | None:
-    row = conn.execute(BY_ID_FOR_UPDATE, {"b_id": txn_id}).first()
+    row = P_BY_ID_FOR_UPDATE.first(conn, {"b_id": txn_id})
     return _view(row) if row else None
 
 
@@ -149,13 +154,13 @@ def apply_event(conn: Connection, txn_id: str, event: Event, now: float, ctx: Se
     if decision.state is not view.state:
         check_transition(view.state, decision.state)
         changes.update(state=decision.state.value, detail=note[:400])
-        conn.execute(INSERT_EVENT, {"transaction_id": txn_id, "from_state": view.state.value,
+        P_INSERT_EVENT.execute(conn, {"transaction_id": txn_id, "from_state": view.state.value,
                                     "to_state": decision.state.value, "at": at, "detail": note[:400]})
     fresh = view
     if changes:
         changes["updated_at"] = at
         # RETURNING: the row as it now is, without reading it again.
-        fresh = _view(conn.execute(_UPDATE_PAYMENT, {"b_id": txn_id, **changes}).one())
+        fresh = _view(_P_UPDATE_PAYMENT.one(conn, {"b_id": txn_id, **changes}))
     if decision.state is not view.state:
         rev_state = _rev_state_for(decision.state)
         if rev_state is not None:
@@ -187,7 +192,7 @@ def apply_event(conn: Connection, txn_id: str, event: Event, now: float, ctx: Se
 
 
 def _move_reversal_rows(conn: Connection, txn_id: str, from_state: str, to_state: str, at) -> None:
-    conn.execute(_SETTLE_REVERSAL_ROWS, {"b_txn": txn_id, "b_from": from_state, "b_to": to_state, "b_at": at})
+    _P_SETTLE_REVERSAL_ROWS.execute(conn, {"b_txn": txn_id, "b_from": from_state, "b_to": to_state, "b_at": at})
 
 
 def _queue_sms(conn, view: TransactionView, kind, now: float, ctx: SettleContext) -> bool:
@@ -291,8 +296,8 @@ def reversal_amount_problem(original: TransactionView | None, amount: int) -> st
 
 def reversed_before_arrival(conn: Connection, acquirer_id: str, terminal_id: str, stan: str,
                             transmission_dt: str) -> bool:
-    return conn.execute(_REVERSAL_OF_KEYS,
-                        keys_params(acquirer_id, terminal_id, stan, transmission_dt)).first() is not None
+    return _P_REVERSAL_OF_KEYS.first(conn, keys_params(acquirer_id, terminal_id, stan,
+                                                       transmission_dt)) is not None
 
 
 def _journal_under_lock(conn: Connection, new: NewTransaction, now: float, *, posting: bool = False,
