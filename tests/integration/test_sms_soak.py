@@ -178,6 +178,9 @@ class Smsc:
         self.port = None
         self.number = 0
         self.restarts = 0
+        # One restart at a time: a second one asked for while the first is
+        # down waits its turn (two at once would both listen on the port).
+        self._restarting = defer.DeferredLock()
 
     async def listen(self) -> None:
         endpoint = endpoints.serverFromString(self.reactor, f"tcp:{self.number}:interface=127.0.0.1")
@@ -192,10 +195,14 @@ class Smsc:
             proto.transport.abortConnection()
 
     async def restart(self, down_for: float) -> None:
-        await self.stop()
-        await task.deferLater(self.reactor, down_for, lambda: None)
-        await self.listen()
-        self.restarts += 1
+        await self._restarting.acquire()
+        try:
+            await self.stop()
+            await task.deferLater(self.reactor, down_for, lambda: None)
+            await self.listen()
+            self.restarts += 1
+        finally:
+            self._restarting.release()
 
 
 async def stop_gateway(gateway: GatewayService) -> None:
