@@ -6,7 +6,7 @@ them."""
 from dataclasses import dataclass
 
 import pytest
-from test_smpp_window import Smsc, submits  # noqa: F401  (the far end, shared)
+from smpp_fake_smsc import Smsc, submits  # noqa: F401  (the far end, shared)
 from twisted.internet.task import Clock
 
 from billgw.sms import smpp_pdu as p
