@@ -21,8 +21,9 @@ from pathlib import Path
 
 from twisted.internet import task
 
-from .bench import BIN, BOUND, Child, RowSpec, count_lines, free_port, gateway_config, plan_for, wait_for_port
-from .switch import run_switch
+from . import bench_load
+from .bench import BIN, Child, RowSpec, count_lines, free_port, gateway_config, shape_for, wait_for_port
+from .bench_procs import BOUND
 
 ANSWER_DELAY = 0.02  # seconds: the SMSC's round trip per submit_sm
 
@@ -61,8 +62,10 @@ async def run_sms_drain_row(reactor, workdir: Path, *, window: int, count: int) 
         children.append(gateway)
         await wait_for_port(reactor, port, gateway)
         spec = RowSpec(f"sms-drain-w{window}", "gateway", count, 10, 4, "sqlite")
-        report = await run_switch(reactor, "127.0.0.1", port, plan_for(spec))
-        approved = report.counts["approved"]
+        load = await bench_load.run_load(
+            reactor, lambda argv, name: Child(reactor, argv, rowdir, name), str(BIN / "atm-sim"), shape_for(spec),
+            port, rowdir)
+        approved = load.approved
         smsc = Child(reactor, [str(BIN / "billgw"), "smsc-sim", "--listen", f"tcp:{smsc_port}:interface=127.0.0.1",
                                "--password", "bench-pw", "--record", str(record),
                                "--answer-delay", str(ANSWER_DELAY)], rowdir, "smsc")
