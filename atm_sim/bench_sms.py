@@ -21,10 +21,9 @@ from pathlib import Path
 
 from twisted.internet import task
 
-from .bench import BENCH_SUBSCRIBER, BIN, gateway_config
-from .bench_load import acquirer_for
-from .bench_procs import BOUND, Child, count_lines, free_port, wait_for_port
-from .switch import SwitchPlan, run_switch
+from . import bench_load
+from .bench import BIN, Child, RowSpec, count_lines, free_port, gateway_config, shape_for, wait_for_port
+from .bench_procs import BOUND
 
 ANSWER_DELAY = 0.02  # seconds: the SMSC's round trip per submit_sm
 
@@ -42,16 +41,6 @@ def _config(base: str, window: int) -> str:
     # Reconnect quickly once the SMSC appears; everything else as the payment rows.
     return base.replace("rate = 5000.0\n", f"rate = 5000.0\nwindow = {window}\n"
                                             "reconnect_initial = 0.1\nreconnect_max = 0.5\n", 1)
-
-
-def _backlog_plan(count: int) -> SwitchPlan:
-    """The payments that fill the backlog: closed loop, 10 in flight over 4
-    links, as one of the bench's acquirers (its gateway configuration's peer)."""
-    return SwitchPlan(
-        count=count, subscribers=(BENCH_SUBSCRIBER,), amount_min=1_000, amount_max=1_000, biller="BENCH",
-        service="ANY", concurrency=10, connections=4, rate=1e9, open_loop=False, duplicate_rate=0.0,
-        advice_rate=0.0, cancel_rate=0.0, arabic_rate=0.0, answer_timeout=25.0, connect_wait=10.0,
-        sign_on_timeout=10.0, max_duration=600.0, first_stan=1, acquirer_id=acquirer_for(0))
 
 
 def _received_at(record: Path) -> list[float]:
@@ -72,8 +61,11 @@ async def run_sms_drain_row(reactor, workdir: Path, *, window: int, count: int) 
         gateway = Child(reactor, [str(BIN / "billgw"), "--config", str(config), "serve"], rowdir, "gateway")
         children.append(gateway)
         await wait_for_port(reactor, port, gateway)
-        report = await run_switch(reactor, "127.0.0.1", port, _backlog_plan(count))
-        approved = report.counts["approved"]
+        spec = RowSpec(f"sms-drain-w{window}", "gateway", count, 10, 4, "sqlite")
+        load = await bench_load.run_load(
+            reactor, lambda argv, name: Child(reactor, argv, rowdir, name), str(BIN / "atm-sim"), shape_for(spec),
+            port, rowdir)
+        approved = load.approved
         smsc = Child(reactor, [str(BIN / "billgw"), "smsc-sim", "--listen", f"tcp:{smsc_port}:interface=127.0.0.1",
                                "--password", "bench-pw", "--record", str(record),
                                "--answer-delay", str(ANSWER_DELAY)], rowdir, "smsc")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from billgw.sms.dlr import FINAL, DeliveryReceipt, candidate_keys, combine, message_key
@@ -48,11 +48,10 @@ def _find_part(conn: Connection, incoming: IncomingReceipt):
     keys = candidate_keys(incoming.receipt.message_id)
     if not keys:
         return None
-    p = sms_outbox_parts
-    query = select(p).where(p.c.message_key.in_(keys))
-    if incoming.smsc is not None:
-        query = query.where(p.c.smsc == incoming.smsc)
-    rows = conn.execute(query.order_by(p.c.id.desc())).all()
+    if incoming.smsc is None:
+        rows = conn.execute(_PARTS_BY_KEY, {"b_keys": list(keys)}).all()
+    else:
+        rows = conn.execute(_PARTS_BY_KEY_AND_SMSC, {"b_keys": list(keys), "b_smsc": incoming.smsc}).all()
     if not rows:
         return None
     exact = message_key(incoming.receipt.message_id)
@@ -62,8 +61,29 @@ def _find_part(conn: Connection, incoming: IncomingReceipt):
     return rows[0]
 
 
+# Built once (with bind parameters): receipts come one per part, so these
+# run for nearly every SMS sent; building them per call was a third of the
+# gateway's CPU under load (docs/performance.md).
+_p, _t = sms_outbox_parts, sms_outbox
+_PARTS_BY_KEY = (select(_p).where(_p.c.message_key.in_(bindparam("b_keys", expanding=True)))
+                 .order_by(_p.c.id.desc()))
+_PARTS_BY_KEY_AND_SMSC = (select(_p).where(_p.c.message_key.in_(bindparam("b_keys", expanding=True)),
+                                           _p.c.smsc == bindparam("b_smsc"))
+                          .order_by(_p.c.id.desc()))
+_ROW = select(_t.c.state, _t.c.parts).where(_t.c.id == bindparam("b_outbox"))
+_ROW_FOR_UPDATE = _ROW.with_for_update()
+# Every part of every submission of the row: the part as it is now (under
+# the row's lock), the latest submission and its parts' receipts, in one read.
+_ROW_PARTS = select(_p).where(_p.c.outbox_id == bindparam("b_outbox"))
+_RECORD_PART = (update(_p).where(_p.c.id == bindparam("b_part"))
+                .values(dlr_stat=bindparam("b_stat"), dlr_error=bindparam("b_error"),
+                        dlr_done_at=bindparam("b_done_at"), dlr_at=bindparam("b_dlr_at")))
+_DERIVE_ROW = (update(_t).where(_t.c.id == bindparam("b_outbox"), _t.c.state.in_(_RECEIPT_STATES))
+               .values(state=bindparam("b_state"), updated_at=bindparam("b_at"), last_error=bindparam("b_last_error")))
+
+
 def record_deliveries(conn: Connection, receipts: list[IncomingReceipt]) -> list[DeliveryResult]:
-    p, t = sms_outbox_parts, sms_outbox
+    row_query = _ROW_FOR_UPDATE if conn.dialect.name == "postgresql" else _ROW
     results = []
     for incoming in receipts:
         part = _find_part(conn, incoming)
@@ -75,32 +95,27 @@ def record_deliveries(conn: Connection, receipts: list[IncomingReceipt]) -> list
         # recorded at once by two processes (each holding a bind of the
         # account); each must see the other's part, or both would leave the
         # row SENT.  (SQLite serialises writers anyway.)
-        row_query = select(t.c.state, t.c.parts).where(t.c.id == part.outbox_id)
-        if conn.dialect.name == "postgresql":
-            row_query = row_query.with_for_update()
-        row = conn.execute(row_query).one()
-        part = conn.execute(select(p).where(p.c.id == part.id)).one()  # as it is now, under the lock
+        row = conn.execute(row_query, {"b_outbox": part.outbox_id}).one()
+        parts = conn.execute(_ROW_PARTS, {"b_outbox": part.outbox_id}).all()  # as they are now, under the lock
+        part = next(x for x in parts if x.id == part.id)
         duplicate = part.dlr_stat in FINAL
         if not duplicate:
-            conn.execute(update(p).where(p.c.id == part.id).values(
-                dlr_stat=receipt.stat, dlr_error=(receipt.error or None) and receipt.error[:10],
-                dlr_done_at=receipt.done_at, dlr_at=utc(incoming.received_at)))
+            conn.execute(_RECORD_PART, {"b_part": part.id, "b_stat": receipt.stat,
+                                        "b_error": (receipt.error or None) and receipt.error[:10],
+                                        "b_done_at": receipt.done_at, "b_dlr_at": utc(incoming.received_at)})
         state = row.state
-        latest = conn.execute(
-            select(p.c.resend_no, p.c.attempt).where(p.c.outbox_id == part.outbox_id)
-            .order_by(p.c.resend_no.desc(), p.c.attempt.desc()).limit(1)).one()
-        current = (part.resend_no, part.attempt) == (latest.resend_no, latest.attempt)
+        latest = max((x.resend_no, x.attempt) for x in parts)
+        current = (part.resend_no, part.attempt) == latest
         if not duplicate and current and state in _RECEIPT_STATES:
-            stats = conn.execute(
-                select(p.c.dlr_stat).where(and_(p.c.outbox_id == part.outbox_id, p.c.resend_no == part.resend_no,
-                                                p.c.attempt == part.attempt))
-                .order_by(p.c.part_number)).scalars().all()
-            derived = combine(list(stats), row.parts or len(stats))
+            stats = [receipt.stat if x.id == part.id else x.dlr_stat
+                     for x in sorted(parts, key=lambda x: x.part_number)
+                     if (x.resend_no, x.attempt) == latest]
+            derived = combine(stats, row.parts or len(stats))
             if derived is not None and derived != state:
-                conn.execute(update(t).where(t.c.id == part.outbox_id, t.c.state.in_(_RECEIPT_STATES)).values(
-                    state=derived, updated_at=utc(incoming.received_at),
-                    last_error=None if derived == "DELIVERED" else
-                    f"part {part.part_number}: {receipt.stat}" + (f" err:{receipt.error}" if receipt.error else "")))
+                conn.execute(_DERIVE_ROW, {
+                    "b_outbox": part.outbox_id, "b_state": derived, "b_at": utc(incoming.received_at),
+                    "b_last_error": None if derived == "DELIVERED" else
+                    f"part {part.part_number}: {receipt.stat}" + (f" err:{receipt.error}" if receipt.error else "")})
                 state = derived
         results.append(DeliveryResult(True, part.outbox_id, part.part_number, state, duplicate))
     return results
