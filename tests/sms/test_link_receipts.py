@@ -6,8 +6,7 @@ them."""
 from dataclasses import dataclass
 
 import pytest
-from smpp_fake_smsc import Smsc, submits  # noqa: F401  (the far end, shared)
-from twisted.internet.task import Clock
+from smpp_fake_smsc import Smsc, clock, smsc, submits  # noqa: F401  (the far end and its fixtures, shared)
 
 from billgw.sms import smpp_pdu as p
 from billgw.sms.encoding import EncodedMessage
@@ -15,18 +14,6 @@ from billgw.sms.smpp_link import LinkState, SmppLink, SmppLinkConfig, SmppLinkDo
 from billgw.sms.smsc_dlr import DlrPolicy, receipt_body
 
 MSISDN = "962791234567"
-
-
-@pytest.fixture
-def clock():
-    c = Clock()
-    c.advance(1_700_000_000)
-    return c
-
-
-@pytest.fixture
-def smsc(clock):
-    return Smsc(clock)
 
 
 @pytest.fixture
